@@ -1,0 +1,3 @@
+from stylemri.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""`stylemri` command line: one argparse tree, one sub-module per command group.
+
+Only this package prints; library code returns values. A `UserError` anywhere becomes one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from stylemri import __version__
+from stylemri.errors import UserError
+
+# Each module defines `register(subparsers)`, adding its command(s) with `set_defaults(func=...)`.
+COMMAND_MODULES: list[str] = [
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `stylemri train: error: ... (see --help)`, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="stylemri",
+        description="Train StyleGAN-family models on brain-MRI slices, then generate, analyse and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"stylemri {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except UserError as exc:
+        print(f"stylemri: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stylemri: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)

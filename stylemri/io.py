@@ -1,0 +1,104 @@
+"""Atomic file writing and the one image conversion everything uses ([-1, 1] -> uint8)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Exactly [-1, 1] -> [0, 255] with rounding and clipping; (N, C, H, W) or (C, H, W) kept in shape."""
+    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_uint16(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[-1, 1] -> [0, 65535] with rounding and clipping, for analysis-grade PNGs."""
+    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float64)
+    return np.clip(np.rint((x + 1.0) * 32767.5), 0, 65535).astype(np.uint16)
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile uint8 images (N, C, H, W) into one (H', W', C) array, `ncols` per row (default: near-square)."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"make_grid expects (N, C, H, W), got shape {images.shape}")
+    n, c, h, w = images.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), pad_value, dtype=images.dtype)
+    for i in range(n):
+        r, q = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y : y + h, x : x + w] = images[i].transpose(1, 2, 0)
+    return grid
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Save an (H, W), (H, W, 1) or (H, W, 3) uint8/uint16 array as PNG, atomically."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype == np.uint16:
+        if image.ndim != 2:
+            raise ValueError("16-bit PNG output is grayscale only")
+        pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint16))  # mode I;16
+    else:
+        pil = Image.fromarray(image.astype(np.uint8))
+    path = Path(path)
+    with atomic_write(path) as f:
+        pil.save(f, format="PNG")
+    return path
+
+
+def save_grid(path: str | os.PathLike, images: torch.Tensor | np.ndarray, ncols: int | None = None) -> Path:
+    """Images in [-1, 1] (float) or uint8, (N, C, H, W) -> one PNG grid."""
+    arr = images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else to_uint8(images)
+    return save_image(path, make_grid(arr, ncols=ncols))
