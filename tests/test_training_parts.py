@@ -177,6 +177,7 @@ def test_checkpoint_roundtrip_and_pointer(tmp_path):
     opt_t, opt_meta = checkpoint.pack_optimizer("opt_G", opt)
     mgr = checkpoint.CheckpointManager(tmp_path / "checkpoints", keep=2)
     rng = checkpoint.rng_state()
+    first = torch.rand(3)  # the RNG state round-trips through base64 JSON
     for nimg in (100, 200, 300):
         mgr.save(nimg, {**tensors, **opt_t}, {"opt_G": opt_meta, "rng": rng, "counters": {"nimg": nimg}})
     names = [p.stem for p in mgr.checkpoints()]
@@ -191,7 +192,6 @@ def test_checkpoint_roundtrip_and_pointer(tmp_path):
     assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.param_groups[0]["betas"] == (0.0, 0.99)
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
     assert all(torch.equal(s1[k]["exp_avg_sq"], s2[k]["exp_avg_sq"]) for k in s1)
-    first = torch.rand(3)  # the RNG state round-trips through base64 JSON
     torch.manual_seed(123)
     checkpoint.set_rng_state(meta["rng"])
     assert torch.equal(torch.rand(3), first)
