@@ -28,7 +28,8 @@ from stylemri.io import atomic_write, write_json
 
 NAME_RE = re.compile(r"^ckpt-(\d{10,})$")
 FORMAT = "stylemri-checkpoint-1"
-# Fault injection for the kill -9 test: sleep this many seconds halfway through writing the tensor file.
+# Fault injection for the kill -9 test: "S" or "S:N" sleeps S seconds halfway through writing the tensor file
+# (of the N-th checkpoint this process writes, counting from 1), so a test can kill the writer mid-write.
 STALL_ENV = "STYLEMRI_CHECKPOINT_STALL"
 
 
@@ -111,6 +112,7 @@ class CheckpointManager:
     def __init__(self, directory: str | os.PathLike, keep: int = 5) -> None:
         self.dir = Path(directory)
         self.keep = max(int(keep), 1)
+        self.saves = 0  # checkpoints written by this manager (for the fault-injection hook)
 
     # ---- writing -------------------------------------------------------------------------------------
     def save(self, nimg: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *,
@@ -119,7 +121,8 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = checkpoint_name(nimg)
         data = safetensors.torch.save(dict(tensors), metadata={"format": FORMAT})
-        stall = float(os.environ.get(STALL_ENV, "0") or 0)
+        self.saves += 1
+        stall = _stall_seconds(os.environ.get(STALL_ENV, ""), self.saves)
         with atomic_write(self.dir / f"{name}.safetensors") as f:
             half = len(data) // 2
             f.write(data[:half])
@@ -195,6 +198,14 @@ class CheckpointManager:
 
     def best(self) -> Path | None:
         return self._pointer("best")
+
+
+def _stall_seconds(spec: str, save_number: int) -> float:
+    seconds, _, nth = spec.partition(":")
+    try:
+        return float(seconds) if seconds and (not nth or int(nth) == save_number) else 0.0
+    except ValueError:
+        return 0.0
 
 
 def is_whole(json_path: Path) -> bool:
