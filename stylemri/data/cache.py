@@ -214,7 +214,7 @@ def _decode_task(task: list[tuple[int, SourceFile]], cfg: DataConfig) -> _Decode
                 fitted, up = decode.fit_square(planes, cfg.resolution)
                 out.samples.append((fi, int(k), decode.pyramid(fitted), up))
         except Exception as exc:  # noqa: BLE001 - any decoder failure means: skip this file and say why
-            message = str(exc).splitlines()[0][:120] if str(exc) else ""
+            message = str(exc).replace(f.path, f.rel).splitlines()[0][:120] if str(exc) else ""
             out.skipped.append((fi, f"cannot decode ({type(exc).__name__}{': ' + message if message else ''})"))
     return out
 

@@ -175,14 +175,24 @@ class MRIDataset(Dataset):
 
 
 def to_float(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1] on whatever device the tensor is on (x / 127.5 - 1)."""
+    """uint8 [0, 255] -> float32 [-1, 1] (x / 127.5 - 1) on the tensor's device.
+
+    On CPU this runs in numpy, single-threaded: torch's intra-op threads made this 10-400x slower on
+    busy machines (OpenMP waits), and a loader must stay cheap next to a training step using every core.
+    """
+    if pixels.device.type == "cpu":
+        out = pixels.numpy().astype(np.float32)
+        out *= np.float32(1.0 / 127.5)
+        out -= np.float32(1.0)
+        return torch.from_numpy(out)
     return pixels.to(torch.float32).mul_(1.0 / 127.5).sub_(1.0)
 
 
 def _as_index_array(indices: IndexLike) -> np.ndarray:
     if isinstance(indices, torch.Tensor):
-        return indices.detach().cpu().numpy().reshape(-1)
-    return np.asarray(indices).reshape(-1)
+        indices = indices.detach().cpu().numpy()
+    arr = np.asarray(indices).reshape(-1)
+    return arr.astype(np.int64) if arr.size == 0 else arr
 
 
 def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress | None = None) -> MRIDataset:
