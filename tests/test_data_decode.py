@@ -163,8 +163,14 @@ def test_single_nifti_file_and_4d_rejected(tmp_path):
     assert ds.class_names == ["NC"] and ds.report.layout == "nifti-file" and len(ds) > 0
     write_nifti(tmp_path / "4d" / "fmri.nii.gz", np.ones((6, 6, 6, 3)))
     write_nifti(tmp_path / "4d" / "ok.nii.gz", brain_volume())
+    good = (tmp_path / "4d" / "ok.nii.gz").read_bytes()
+    (tmp_path / "4d" / "cut.nii.gz").write_bytes(good[: len(good) // 2])  # truncated gzip stream
+    (tmp_path / "4d" / "junk.nii").write_bytes(b"\0" * 100)
     ds = load_dataset(DataConfig(source=str(tmp_path / "4d"), resolution=8))
-    assert ds.report.skipped == 1 and "3-D" in ds.report.skipped_examples[0][1]
+    reasons = dict(ds.report.skipped_examples)
+    assert ds.report.skipped == 3 and set(reasons) == {"fmri.nii.gz", "cut.nii.gz", "junk.nii"}
+    assert "3-D" in reasons["fmri.nii.gz"] and reasons["cut.nii.gz"].startswith("cannot decode")
+    assert {ds.source_of(i).split(":")[0].rsplit("/", 1)[1] for i in range(len(ds))} == {"ok.nii.gz"}
 
 
 def test_channels3_for_gray_and_rgb(tmp_path):

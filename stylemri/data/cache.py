@@ -141,9 +141,9 @@ def load_or_build(scan: Scan, cfg: DataConfig, *, rebuild: bool = False, progres
             if not rebuild and (cache := open_cache(directory, fp)) is not None:
                 return cache  # another process built it while we waited
             return build_cache(scan, cfg, directory, fp, settings, progress)
-    except PermissionError as exc:
-        raise UserError(f"{directory}: cannot write the data cache ({exc.strerror}); expected a writable "
-                        f"--cache-dir or $STYLEMRI_CACHE") from exc
+    except OSError as exc:  # read-only folder, disk full, ...: decoding errors never get here (skipped per file)
+        raise UserError(f"{directory}: cannot write the data cache ({exc.strerror or exc}); expected a writable "
+                        f"--cache-dir or $STYLEMRI_CACHE with free space") from exc
 
 
 class _NpyStream:
