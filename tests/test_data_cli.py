@@ -40,8 +40,13 @@ def test_inspect_builtin_writes_grid(tmp_path, capsys):
 def test_inspect_adni_report_and_json(adni_tree, capsys):
     write_corrupt_jpeg(adni_tree / "train" / "AD" / "broken.jpeg")
     (adni_tree / "train" / "NC" / "Thumbs.db").write_bytes(b"\0")
-    rc, out, err = _run(capsys, "data", "inspect", str(adni_tree), "--resolution", "32", "--classes", "AD")
+    grid = adni_tree.parent / "grid.png"
+    rc, out, err = _run(capsys, "data", "inspect", str(adni_tree), "--resolution", "32", "--classes", "AD",
+                        "--grid", str(grid), "--grid-per-class", "4")
     assert rc == 0
+    tiles = np.asarray(Image.open(grid))
+    assert tiles.shape == (34 + 2, 4 * 34 + 2)  # one class row, 4 tiles: 3 samples + 1 empty
+    assert tiles[2:34, 2:34].max() > 0 and tiles[2:34, 104:136].max() == 0
     assert "split-folders" in out and "20x16 (7)" in out and "skipped:      2" in out and "broken.jpeg" in out
     assert "upsampled:    7" in out
     assert "warning: 7 sample(s) smaller than 32 px were upsampled" in err
