@@ -50,15 +50,22 @@ class StyleGANLoss:
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
         self.last_real_logits: torch.Tensor | None = None
+        self.last_w_mean: torch.Tensor | None = None
+        self.gmain_w_mean: torch.Tensor | None = None  # mean w of the Gmain batch, for G's w_avg
 
     # ---- networks -----------------------------------------------------------------------------------
     def run_G(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase, rand: BatchRandom, *,
-              update_w_avg: bool = False, main: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mapping (with style mixing) + synthesis; returns images and the ws they came from."""
+              main: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mapping (with style mixing) + synthesis; returns images and the ws they came from.
+
+        The mean of the unmixed w is kept in `last_w_mean`: the loop moves G's `w_avg` toward it only
+        once the step is known to be finite (and averaged over ranks), so a bad step cannot poison it.
+        """
         G = self.G_main if main else self.G
         mapping, synthesis = G.mapping, G.synthesis
         with self.autocast():
-            ws = mapping(z, c, update_w_avg=update_w_avg)
+            ws = mapping(z, c)
+            self.last_w_mean = ws[:, 0].detach().float().mean(0)
             z2 = rand.randn(z.shape[1])[: z.shape[0]]
             mix = rand.scalar_rand() < self.cfg.style_mixing
             active = self.G.num_ws if phase.stage is None else min(self.G.num_ws, 2 * (phase.stage + 1))
@@ -87,7 +94,8 @@ class StyleGANLoss:
         z_dim = self.G.z_dim
         if name == "Gmain":
             r = rng("Gmain", total)
-            img, _ = self.run_G(r.randn(z_dim), gen_c, phase, r, update_w_avg=True)
+            img, _ = self.run_G(r.randn(z_dim), gen_c, phase, r)
+            self.gmain_w_mean = self.last_w_mean
             logits = self.run_D(img, gen_c, phase, rng("Gmain/aug", total))
             loss = F.softplus(-logits) if self.cfg.loss == "ns" else -logits
             loss.mean().mul(gain).backward()

@@ -327,13 +327,18 @@ class Trainer:
             stats = self.loss.accumulate_gradients(name, real=real, real_c=real_c, gen_c=gen_c, phase=phase,
                                                    rng=self._rng, total=phase.batch, gain=gain)
             values = torch.stack([v.float().reshape([]) for v in stats.values()])
+            n = len(values)
+            if name == "Gmain":  # the batch's mean w travels with the losses: one all-reduce
+                values = torch.cat([values, self.loss.gmain_w_mean.to(values.device)])
             ok, reduced = ddp.reduce_gradients(module.parameters(), self.dist, extra=values)
             if not ok:
                 skipped = True
                 opt.zero_grad(set_to_none=True)
                 break
             opt.step()
-            step_stats.update(zip(stats, reduced.tolist()))
+            if name == "Gmain":
+                self._update_w_avg(reduced[n:])
+            step_stats.update(zip(stats, reduced[:n].tolist()))
             if name == "Dmain" and self.ada is not None:
                 self.ada.accumulate(self.loss.last_real_logits)
         self.G.requires_grad_(True)
@@ -358,6 +363,13 @@ class Trainer:
                       "ada_p": self.ada.p if self.ada else 0.0, "skipped": skipped, **step_stats})
         if skipped and self.nonfinite_streak >= self.t.nan_patience:
             self._recover()
+
+    @torch.no_grad()
+    def _update_w_avg(self, w_mean: torch.Tensor) -> None:
+        """w_avg <- lerp(batch mean of w, w_avg, beta): the truncation centre, tracked as NVlabs does."""
+        w_avg = self.G.mapping.w_avg
+        beta = getattr(self.G.mapping, "w_avg_beta", 0.995)
+        w_avg.copy_(torch.lerp(w_mean.to(w_avg.dtype), w_avg, beta))
 
     def _recover(self) -> None:
         """Reload the last good checkpoint and halve the learning rates (after `nan_patience` bad steps)."""
