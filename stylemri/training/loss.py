@@ -28,6 +28,7 @@ from stylemri.training.rng import BatchRandom
 from stylemri.training.schedule import Phase
 
 RandomFactory = Callable[[str, int], BatchRandom]  # (purpose, global rows) -> draws for this rank's rows
+LabelSampler = Callable[[str, int], "torch.Tensor | None"]  # (purpose, global rows) -> this rank's one-hot labels
 Reducer = Callable[[torch.Tensor], torch.Tensor]  # mean over ranks (identity on one process)
 
 
@@ -38,7 +39,7 @@ class StyleGANLoss:
                  augment: AugmentPipe | None = None, ada: AdaController | None = None,
                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  G_main: torch.nn.Module | None = None, D_main: torch.nn.Module | None = None,
-                 reduce_mean: Reducer | None = None) -> None:
+                 reduce_mean: Reducer | None = None, world_size: int = 1) -> None:
         self.G, self.D = G, D
         self.G_main = G_main or G  # `.mapping`/`.synthesis` possibly compiled: only where no double backward
         self.D_main = D_main or D
@@ -47,6 +48,7 @@ class StyleGANLoss:
         self.ada = ada
         self.autocast = autocast
         self.reduce_mean = reduce_mean or (lambda t: t)
+        self.world_size = world_size
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
         self.last_real_logits: torch.Tensor | None = None
@@ -88,12 +90,16 @@ class StyleGANLoss:
 
     # ---- phases -------------------------------------------------------------------------------------
     def accumulate_gradients(self, name: str, *, real: torch.Tensor, real_c: torch.Tensor | None,
-                             gen_c: torch.Tensor | None, phase: Phase, rng: RandomFactory, total: int,
+                             sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
                              gain: float = 1.0) -> dict[str, torch.Tensor]:
-        """Run phase `name` (Gmain, Greg, Dmain, Dreg): loss, backward (scaled by `gain`), stats."""
+        """Run phase `name` (Gmain, Greg, Dmain, Dreg): loss, backward (scaled by `gain`), stats.
+
+        Generated images get labels drawn from the data's label distribution (`sample_c`), per phase.
+        """
         z_dim = self.G.z_dim
         if name == "Gmain":
             r = rng("Gmain", total)
+            gen_c = sample_c("Gmain/c", total)
             img, _ = self.run_G(r.randn(z_dim), gen_c, phase, r)
             self.gmain_w_mean = self.last_w_mean
             logits = self.run_D(img, gen_c, phase, rng("Gmain/aug", total))
@@ -101,9 +107,9 @@ class StyleGANLoss:
             loss.mean().mul(gain).backward()
             return {"G_loss": loss.detach().mean()}
         if name == "Greg":
-            return self._path_length(gen_c, phase, rng, total, gain)
+            return self._path_length(sample_c, phase, rng, total, gain)
         if name == "Dmain":
-            return self._d_main(real, real_c, gen_c, phase, rng, total, gain)
+            return self._d_main(real, real_c, sample_c("Dmain/c", total), phase, rng, total, gain)
         if name == "Dreg":
             r = rng("Dreg/aug", total)
             real_tmp = real.detach().requires_grad_(True)
@@ -143,15 +149,15 @@ class StyleGANLoss:
         stats["GP"] = gp.detach().mean()
         return stats
 
-    def _path_length(self, gen_c: torch.Tensor | None, phase: Phase, rng: RandomFactory, total: int,
+    def _path_length(self, sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
                      gain: float) -> dict[str, torch.Tensor]:
-        shrink = max(self.cfg.pl_batch_shrink, 1)
-        r = rng("Greg", total)
-        z = r.randn(self.G.z_dim)
-        n_local = max(z.shape[0] // shrink, 1)
-        c = gen_c[:n_local] if gen_c is not None else None
-        img, ws = self.run_G(z[:n_local], c, phase, r, main=False)
-        noise = torch.randn(img.shape, generator=r.generator, device=img.device) / math.sqrt(img.shape[2] * img.shape[3])
+        # The shrunk batch is a global batch of its own (split across ranks like the full one), so the
+        # regularizer sees the same samples whatever the number of processes.
+        world = self.world_size
+        pl_total = max(total // max(self.cfg.pl_batch_shrink, 1) // world, 1) * world
+        r = rng("Greg", pl_total)
+        img, ws = self.run_G(r.randn(self.G.z_dim), sample_c("Greg/c", pl_total), phase, r, main=False)
+        noise = r.randn(*img.shape[1:]).to(img.dtype) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
         lengths = grads.float().square().sum(2).mean(1).sqrt()
         batch_mean = self.reduce_mean(lengths.detach().mean())

@@ -134,7 +134,8 @@ class Trainer:
             D_main = torch.compile(self.D)
         self.loss = StyleGANLoss(self.G, self.D, self.t, augment=self.augment, ada=self.ada, autocast=self.autocast,
                                  G_main=G_main, D_main=D_main,
-                                 reduce_mean=lambda x: ddp.all_reduce_mean(x, self.dist))
+                                 reduce_mean=lambda x: ddp.all_reduce_mean(x, self.dist),
+                                 world_size=self.dist.world_size)
         self.schedule = Schedule(self.t, cfg.network.resolution)
         self.total_nimg = int(round(self.t.kimg * 1000))
         self.tick_nimg = max(int(round(self.t.tick_kimg * 1000)), 1)
@@ -183,6 +184,13 @@ class Trainer:
         local = total // self.dist.world_size
         return BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
                            count=local, device=self.device)
+
+    def _sample_c(self, purpose: str, total: int) -> torch.Tensor | None:
+        """Labels for generated images, drawn from the data's label distribution (this rank's rows)."""
+        if not self.c_dim:
+            return None
+        idx = self._rng(purpose, total).randint(0, len(self.labels_np)).cpu().numpy()
+        return one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
 
     def _ensure_loader(self, phase: Phase) -> None:
         if self.loader is not None and self.loader.resolution == phase.resolution \
@@ -313,10 +321,6 @@ class Trainer:
         if self.t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         real_c = one_hot(labels.to(self.device), self.c_dim)
-        gen_c = None
-        if self.c_dim:
-            idx = self._rng("gen_c", phase.batch).randint(0, len(self.labels_np)).cpu().numpy()
-            gen_c = one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
         step_stats: dict[str, float] = {}
         skipped = False
         for name, module, opt, gain in self._phases():
@@ -324,7 +328,7 @@ class Trainer:
             module.requires_grad_(True)
             other.requires_grad_(False)
             opt.zero_grad(set_to_none=True)
-            stats = self.loss.accumulate_gradients(name, real=real, real_c=real_c, gen_c=gen_c, phase=phase,
+            stats = self.loss.accumulate_gradients(name, real=real, real_c=real_c, sample_c=self._sample_c, phase=phase,
                                                    rng=self._rng, total=phase.batch, gain=gain)
             values = torch.stack([v.float().reshape([]) for v in stats.values()])
             n = len(values)
