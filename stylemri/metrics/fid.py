@@ -6,6 +6,11 @@ This never leaves the reals, works for rank-deficient covariances (fewer samples
 faster than a Schur-based sqrtm. Negative eigenvalues of A S2 A are the "complex parts" of the usual
 sqrtm: tiny ones are rounding and are clipped, larger ones mean the inputs are not covariances and raise.
 `trace_sqrt_product_reference` is the scipy.linalg.sqrtm formula (pytorch-fid / clean-fid) the tests compare.
+
+From features with fewer samples than dimensions (small evaluations, tests), `fid_from_features` uses
+the exact sample-space form instead: with centred, scaled samples X (n, D) and Y (m, D), S1 = X^T X and
+S2 = Y^T Y, the nonzero eigenvalues of S1 S2 are the squared singular values of X Y^T (n, m), so
+tr((S1 S2)^(1/2)) is its nuclear norm: an n x m SVD instead of two D x D eigendecompositions.
 """
 
 from __future__ import annotations
@@ -85,12 +90,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if s1.shape != (m1.size, m1.size):
         raise ValueError(f"sigma shape {s1.shape} does not match mean length {m1.size}")
     diff = m1 - m2
-    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2, tol=tol))
+    return _combine(float(diff @ diff), float(np.trace(s1)), float(np.trace(s2)), trace_sqrt_product(s1, s2, tol=tol))
+
+
+def _combine(mean_term: float, tr1: float, tr2: float, tr_sqrt: float) -> float:
+    value = mean_term + tr1 + tr2 - 2.0 * tr_sqrt
     # The exact value is >= 0; cancellation can leave a tiny negative for identical inputs.
-    scale = float(np.trace(s1) + np.trace(s2)) + float(diff @ diff)
-    if value < 0 and value > -1e-9 * max(scale, 1.0):
+    if -1e-9 * max(mean_term + tr1 + tr2, 1.0) < value < 0:
         value = 0.0
     return value
+
+
+def trace_sqrt_product_from_samples(x: np.ndarray, y: np.ndarray) -> float:
+    """tr((cov(x) cov(y))^(1/2)) from samples (n, D), (m, D): nuclear norm of Xc Yc^T / sqrt((n-1)(m-1))."""
+    xc = np.asarray(x, np.float64) - np.mean(x, axis=0, dtype=np.float64)
+    yc = np.asarray(y, np.float64) - np.mean(y, axis=0, dtype=np.float64)
+    cross = (xc @ yc.T) / np.sqrt((len(xc) - 1) * (len(yc) - 1))
+    return float(np.sum(np.linalg.svd(cross, compute_uv=False)))
 
 
 def fid_from_stats(a: FeatureStats, b: FeatureStats, *, tol: float = 1e-5) -> float:
@@ -98,5 +114,16 @@ def fid_from_stats(a: FeatureStats, b: FeatureStats, *, tol: float = 1e-5) -> fl
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray, *, tol: float = 1e-5) -> float:
-    """FID between two feature sets (N, D) and (M, D)."""
-    return fid_from_stats(FeatureStats.from_features(features_a), FeatureStats.from_features(features_b), tol=tol)
+    """FID between two feature sets (N, D) and (M, D); sample-space form when max(N, M) < D."""
+    a = np.asarray(features_a)
+    b = np.asarray(features_b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"FID needs two feature sets (N, D), (M, D) with N, M >= 2, got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("FID: features contain NaN or infinite values")
+    if max(len(a), len(b)) >= a.shape[1]:
+        return fid_from_stats(FeatureStats.from_features(a), FeatureStats.from_features(b), tol=tol)
+    diff = np.mean(a, axis=0, dtype=np.float64) - np.mean(b, axis=0, dtype=np.float64)
+    tr1 = float(np.sum(np.var(a, axis=0, dtype=np.float64, ddof=1)))
+    tr2 = float(np.sum(np.var(b, axis=0, dtype=np.float64, ddof=1)))
+    return _combine(float(diff @ diff), tr1, tr2, trace_sqrt_product_from_samples(a, b))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def load_inception(path: str | os.PathLike | None = None, device: str | torch.de
     """Load the TorchScript weights (see `find_weights`) as an eval-mode `InceptionFeatures` on `device`."""
     weights = find_weights(path)
     try:
-        module = torch.jit.load(str(weights), map_location="cpu")
+        with warnings.catch_warnings():  # the published files are TorchScript, which torch now calls deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(weights), map_location="cpu")
     except Exception as exc:  # a corrupt or non-TorchScript file
         raise UserError(f"{weights}: not a readable TorchScript Inception file ({type(exc).__name__})") from None
     net = getattr(module, "net", None)
