@@ -55,7 +55,7 @@ class _ContractDataset:
         self.labels = np.zeros(len(files), np.int64)
         self.class_names, self.num_classes = ["all"], 1
         self.fingerprint = hashlib.sha1(self.images.tobytes()).hexdigest()
-        self.report = {"scanned": len(files), "skipped": 0}
+        self.report = {"scanned": len(files) + 1, "skipped": 1}  # as if one unreadable file was skipped
         self.batch_calls: list[object] = []
 
     def __len__(self) -> int:
@@ -137,6 +137,7 @@ def test_swd_command(tmp_path, capsys, contract_data):
     rc, out, err = _run(["swd", a, a, "--resolution", 32, "--json", out_json], capsys)
     assert rc == 0, err
     assert json.loads(out_json.read_text())["mean"] == 0.0 and "32px" in out and "16px" in out
+    assert "A: 1 unreadable file(s) skipped" in out
     rc, out, _ = _run(["swd", a, b, "--resolution", 32, "--json", out_json, "--num", 4], capsys)
     res = json.loads(out_json.read_text())
     assert rc == 0 and res["mean"] > 0 and [s["num_images"] for s in res["sets"]] == [4, 4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Callable
 
@@ -107,14 +108,23 @@ def _progress(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]
 
 
 def _report(ds: Any) -> Any:
+    """The data layer's scan report (what was read / skipped) as JSON-able data."""
     rep = getattr(ds, "report", None)
     try:
-        import json
-
         json.dumps(rep)
         return rep
     except (TypeError, ValueError):
         return str(rep)
+
+
+def _print_skipped(info: dict[str, Any]) -> None:
+    """The data layer skips unreadable files; say so, so a number is never silently based on fewer images."""
+    for name, entry in zip(("A", "B"), info["sets"]):
+        rep = entry.get("report")
+        skipped = rep.get("skipped") if isinstance(rep, dict) else None
+        count = len(skipped) if isinstance(skipped, (list, tuple, dict)) else skipped
+        if count:
+            print(f"{name}: {count} unreadable file(s) skipped in {entry['source']} (see the JSON report)")
 
 
 def _sets(args: argparse.Namespace) -> tuple[list[Any], list[np.ndarray], dict[str, Any]]:
@@ -171,6 +181,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
               f"({result['kid']['num_subsets']} subsets of {result['kid']['subset_size']})")
     print(f"A: {a['num_images']} images from {a['source']}; B: {b['num_images']} images from {b['source']}; "
           f"{args.resolution} px; clean-fid protocol, Inception sha1 {extractor.info.sha1[:12]}")
+    _print_skipped(info)
     if args.json_out:
         write_json(args.json_out, out)
         print(f"wrote {args.json_out}")
@@ -191,6 +202,7 @@ def cmd_swd(args: argparse.Namespace) -> int:
           "  ".join(f"{res}px {v:.3f}" for res, v in result["per_resolution"].items()))
     a, b = info["sets"]
     print(f"A: {a['num_images']} images from {a['source']}; B: {b['num_images']} images from {b['source']}")
+    _print_skipped(info)
     if args.json_out:
         write_json(args.json_out, {"metric": "swd", **result, **info})
         print(f"wrote {args.json_out}")

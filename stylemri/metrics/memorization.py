@@ -117,7 +117,8 @@ def _nearest(
     best_d2 = torch.full((n,), float("inf"), dtype=torch.float32)
     best_idx = torch.full((n,), -1, dtype=torch.int64)
     best_flip = torch.zeros(n, dtype=torch.bool)
-    q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device)  # moved once
+    q_sq = (q_all * q_all).sum(dim=1, keepdim=True)
     excl = None if exclude_index is None else torch.from_numpy(np.asarray(exclude_index, np.int64))
     seen: set[int] = set()
     for start, ref in reference():
@@ -127,8 +128,8 @@ def _nearest(
         r2 = (r * r).sum(dim=1)
         ref_idx = torch.arange(start, start + r.shape[0])
         for qs in range(0, n, query_chunk):
-            q = q_all[qs:qs + query_chunk].to(device)
-            d2 = ((q * q).sum(dim=1, keepdim=True) + r2[None, :] - 2.0 * (q @ r.T)).clamp_min_(0).cpu()
+            q = q_all[qs:qs + query_chunk]
+            d2 = (q_sq[qs:qs + query_chunk] + r2[None, :] - 2.0 * (q @ r.T)).clamp_min_(0).cpu()
             if excl is not None:
                 d2[excl[qs:qs + query_chunk, None] == ref_idx[None, :]] = float("inf")
             if query_subjects is not None and reference_subjects is not None:

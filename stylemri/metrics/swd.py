@@ -5,8 +5,9 @@ borders) down to 16x16; at every level 128 random 7x7 neighbourhoods per image b
 are normalized per channel over the whole set; the distance between the two descriptor sets is the mean
 1-D Wasserstein distance over 4x128 random unit directions. Values are reported x1e3 per resolution,
 plus their mean. Unlike ProGAN's 3-channel-only code, C channels are used as they are (grayscale MRI:
-49-d descriptors). Patch positions and directions come from a seeded generator; both sets use the same
-seed, so two identical sets give exactly 0 and a run is reproducible.
+49-d descriptors). Patch positions come from generators seeded by (seed, level, image index) and the
+directions from one seeded generator, so two identical sets give exactly 0, results do not depend on
+batching, and a run is reproducible.
 """
 
 from __future__ import annotations
