@@ -62,9 +62,13 @@ class _ContractDataset:
         return len(self.images)
 
     def batch(self, indices, resolution=None, xflip=None):
+        """Contract: xflip is None (no flips) or a per-index mask."""
         self.batch_calls.append(xflip)
-        x = torch.from_numpy(self.images[np.asarray(indices)]).float() / 127.5 - 1.0
-        return x, torch.from_numpy(self.labels[np.asarray(indices)])
+        idx = np.asarray(indices)
+        x = torch.from_numpy(self.images[idx]).float() / 127.5 - 1.0
+        if xflip is not None:
+            x = torch.where(torch.as_tensor(np.asarray(xflip, bool))[:, None, None, None], x.flip(-1), x)
+        return x, torch.from_numpy(self.labels[idx])
 
 
 @pytest.fixture
@@ -103,7 +107,8 @@ def test_fid_command_json_kid_and_cache(tmp_path, capsys, contract_data):
     assert res["protocol"]["weights"]["sha1"] == inception.file_sha1(inception.bundled_weights_path())
     assert [s["num_images"] for s in res["sets"]] == [4, 4] and res["data"]["resolution"] == 16
     assert [s["features_from_cache"] for s in res["sets"]] == [False, False]
-    assert all(call is False for ds in contract_data for call in ds.batch_calls)  # never flipped
+    assert any(ds.batch_calls for ds in contract_data)
+    assert all(call is None for ds in contract_data for call in ds.batch_calls)  # never flipped
     assert float(out.split()[1]) == pytest.approx(res["fid"], abs=1e-4)
 
     argv[2] = a  # A against itself: both sets now come from the feature cache, and FID is 0
@@ -141,6 +146,19 @@ def test_swd_command(tmp_path, capsys, contract_data):
     rc, out, _ = _run(["swd", a, b, "--resolution", 32, "--json", out_json, "--num", 4], capsys)
     res = json.loads(out_json.read_text())
     assert rc == 0 and res["mean"] > 0 and [s["num_images"] for s in res["sets"]] == [4, 4]
+
+
+def test_source_from_dataset_reads_exact_uint8(tmp_path):
+    from stylemri.config import DataConfig
+    from stylemri.metrics.metric_utils import source_from_dataset
+
+    ds = _ContractDataset(DataConfig(source=str(_write_folder(tmp_path / "a", 5, seed=3)), resolution=16))
+    src = source_from_dataset(ds, [4, 1, 2])
+    assert np.array_equal(src.all(batch_size=2), ds.images[[4, 1, 2]])  # float round trip is exact
+    ds.batch_uint8 = lambda idx: (torch.from_numpy(ds.images[np.asarray(idx)]), None)  # the data layer's fast path
+    assert np.array_equal(source_from_dataset(ds, [4, 1, 2]).all(), ds.images[[4, 1, 2]])
+    assert src.fingerprint != source_from_dataset(ds, [1, 2, 4]).fingerprint  # the subset is part of the key
+    assert ds.batch_calls == [None, None]
 
 
 def test_help_is_complete(capsys):

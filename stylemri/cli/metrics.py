@@ -110,6 +110,8 @@ def _progress(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]
 def _report(ds: Any) -> Any:
     """The data layer's scan report (what was read / skipped) as JSON-able data."""
     rep = getattr(ds, "report", None)
+    if hasattr(rep, "to_dict"):
+        rep = rep.to_dict()
     try:
         json.dumps(rep)
         return rep

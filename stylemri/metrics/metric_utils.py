@@ -87,7 +87,10 @@ def source_from_dataset(ds: Any, indices: Iterable[int] | None = None, name: str
     subset = hashlib.sha1(sel.tobytes()).hexdigest()[:16]
 
     def read(idx: np.ndarray) -> np.ndarray:
-        images, _labels = ds.batch(sel[idx], xflip=False)
+        exact = getattr(ds, "batch_uint8", None)  # the stored pixels, when the dataset offers them
+        if exact is not None:
+            return check_uint8_batch(exact(sel[idx])[0])
+        images, _labels = ds.batch(sel[idx])  # xflip=None: never flipped
         return to_uint8(images)
 
     return ImageSource(
