@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 
 from stylemri.config import RunConfig, from_dict
@@ -22,7 +21,7 @@ from stylemri.errors import UserError
 from stylemri.networks import build_generator
 from stylemri.training import checkpoint as ckpt
 from stylemri.training.run_dir import CONFIG_NAME, find_run
-from stylemri.training.samples import render
+from stylemri.training.samples import render, seed_latents
 
 
 @dataclass
@@ -49,8 +48,7 @@ class LoadedModel:
 
     def latents(self, seeds: Iterable[int]) -> torch.Tensor:
         """One z per seed (seed s always gives the same z, whatever the batch), (N, z_dim) float32."""
-        z = [np.random.RandomState(int(s) % 2**32).randn(self.G.z_dim) for s in seeds]
-        return torch.from_numpy(np.stack(z)).float() if z else torch.zeros(0, self.G.z_dim)
+        return seed_latents(seeds, self.G.z_dim)
 
     def labels(self, labels: int | str | Sequence[int | str] | None, n: int) -> torch.Tensor | None:
         """Class names or indices (one, or one per image) -> one-hot (n, c_dim); cycles classes when None."""

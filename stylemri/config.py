@@ -100,6 +100,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the main G/D passes (regularization passes stay eager)
     num_workers: int = 2  # data-loader worker processes (per rank)
+    metrics: tuple[str, ...] = ()  # evaluated at every checkpoint (fid, kid, swd, pr); the first picks `best`
+    metric_num: int = 5000  # generated images per evaluation
 
 
 @dataclass(frozen=True)

@@ -299,3 +299,17 @@ def test_load_accepts_run_checkpoints_and_files_and_never_unpickles(tmp_path, ds
     with pytest.raises(UserError, match="class nope"):
         model.generate(seeds=[0], labels="nope")
     assert not any(p.suffix in (".pt", ".pkl", ".pth") for p in tmp_path.rglob("*"))
+
+
+def test_training_time_metric_keeps_the_best_checkpoint(tmp_path, ds16):
+    cfg = tiny_config(ds16, metrics=("swd",), metric_num=32, kimg=0.048, checkpoint_ticks=1, keep_checkpoints=1)
+    rec = Recorder()
+    Trainer(cfg, tmp_path, ds16, callbacks=rec).run()
+    evaluated = [e for e in rec.events if e["event"] == "metrics"]
+    assert [e["kimg"] for e in evaluated] == [0.0, 0.016, 0.032, 0.048] and all(e["swd"] > 0 for e in evaluated)
+    manager = ckpt.CheckpointManager(tmp_path / "checkpoints")
+    best = min(evaluated, key=lambda e: e["swd"])
+    assert ckpt.read_meta(manager.best())["nimg"] == round(best["kimg"] * 1000)
+    kept = {p.stem for p in manager.checkpoints()}
+    assert kept == {manager.best().stem, manager.latest().stem}  # last K (1) plus the best
+    assert ckpt.read_meta(manager.best())["score"] == pytest.approx(best["swd"])

@@ -75,7 +75,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 # Fields that may change when resuming (they do not change what the weights are trained towards).
 RESUMABLE = {"kimg", "epochs", "tick_kimg", "sample_ticks", "checkpoint_ticks", "keep_checkpoints", "nan_patience",
-             "precision", "tf32", "channels_last", "compile", "num_workers"}
+             "precision", "tf32", "channels_last", "compile", "num_workers", "metrics", "metric_num"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,6 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="progressive growing (StyleGAN only; on by default for --arch stylegan)")
     t.add_argument("--batch-per-res", default=None, metavar="R:B,...",
                    help="progressive: global batch per resolution, e.g. 4:512,8:256,16:128")
+    t.add_argument("--metrics", default=None, metavar="M,...",
+                   help="evaluate G_ema at every checkpoint: fid, kid, swd, pr (needs Inception weights except swd); "
+                        "the first of fid/kid/swd keeps the best checkpoint")
+    t.add_argument("--metric-num", type=int, default=None, metavar="N", help="generated images per evaluation (5000)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the main G and D passes")
     t.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     t.add_argument("--no-tf32", dest="tf32", action="store_false", default=None, help="disable TF32 matmuls on CUDA")
@@ -170,6 +174,14 @@ def _explicit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         train["aug"] = mode
         if mode == "fixed":
             train["aug_p"] = p
+    if args.metrics is not None:
+        from stylemri.training.presets import TRAINING_METRICS
+
+        train["metrics"] = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+        if not train["metrics"] or set(train["metrics"]) - set(TRAINING_METRICS):
+            raise UserError(f"--metrics {args.metrics}: expected a comma-separated subset of {','.join(TRAINING_METRICS)}")
+    if args.metric_num is not None:
+        train["metric_num"] = args.metric_num
     if args.batch_per_res is not None:
         train["batch_per_res"] = _parse_batch_per_res(args.batch_per_res)
     if "epochs" in train and not train["epochs"] > 0:

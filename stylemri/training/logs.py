@@ -69,6 +69,15 @@ class RunLog:
         with atomic_write(self.jsonl_path, "w") as f:
             f.write("\n".join(self.events) + "\n")
 
+    def scalars(self, group: str, values: Mapping[str, float], kimg: float) -> None:
+        """Extra TensorBoard scalars (e.g. training-time metrics) under `group/`."""
+        if self._tb is None:
+            return
+        for key, value in values.items():
+            if math.isfinite(value):
+                self._tb.add_scalar(f"{group}/{key}", value, int(round(kimg * 1000)))
+        self._tb.flush()
+
     def images(self, tag: str, images: torch.Tensor, kimg: float, ncols: int | None = None) -> None:
         """A sample grid in TensorBoard (the PNG is written by the caller)."""
         if self._tb is None:

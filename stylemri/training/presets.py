@@ -20,6 +20,7 @@ PRESETS: dict[str, str] = {
     "stylegan2-adni": "StyleGAN2 256 px (NVlabs paper256): batch 64, non-saturating + R1 (gamma 1) + path length, ADA",
 }
 ARCHS = ("stylegan", "stylegan2")
+TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
 LOSSES = ("ns", "wgangp")
 
 # The seeds' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary, extended to 256 px).
@@ -170,5 +171,11 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
             raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected an integer >= 1")
     if not 0.0 <= train.get("style_mixing", 0.9) <= 1.0:
         raise UserError(f"--style-mixing {train['style_mixing']}: expected a probability in [0, 1]")
+    metrics = tuple(train.get("metrics", ()))
+    unknown = [m for m in metrics if m not in TRAINING_METRICS]
+    if unknown:
+        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of {','.join(TRAINING_METRICS)}")
+    if train.get("metric_num", 5000) < 2:
+        raise UserError(f"--metric-num {train['metric_num']}: expected at least 2 generated images")
     if train.get("precision", "auto") not in ("auto", "fp32", "bf16"):
         raise UserError(f"--precision {train['precision']}: expected auto, fp32 or bf16")

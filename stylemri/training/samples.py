@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -12,6 +13,12 @@ from PIL import Image
 
 from stylemri.io import atomic_write
 from stylemri.training.rng import derive_seed
+
+
+def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
+    """One z per seed, as NVlabs draws it: RandomState(seed).randn(z_dim) (a seed names the same image everywhere)."""
+    z = [np.random.RandomState(int(s) % 2**32).randn(z_dim) for s in seeds]
+    return torch.from_numpy(np.stack(z)).float() if z else torch.zeros(0, z_dim)
 
 
 def grid_latents(z_dim: int, c_dim: int, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:

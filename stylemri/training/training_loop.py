@@ -24,7 +24,7 @@ import torch
 from stylemri import __version__
 from stylemri.config import RunConfig, to_dict
 from stylemri.data import InfiniteLoader, MRIDataset
-from stylemri.io import save_grid
+from stylemri.io import save_grid, to_uint8
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.training import checkpoint as ckpt
 from stylemri.training import distributed as ddp
@@ -34,7 +34,7 @@ from stylemri.training.logs import RunLog
 from stylemri.training.loss import StyleGANLoss
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
-from stylemri.training.samples import grid_latents, render, save_progress_figure
+from stylemri.training.samples import grid_latents, render, save_progress_figure, seed_latents
 from stylemri.training.schedule import Phase, Schedule
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
@@ -158,6 +158,10 @@ class Trainer:
         self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
         self.log: RunLog | None = None
         self.resumed_from: Path | None = None
+        if self.dist.is_main and any(m in ("fid", "kid", "pr") for m in self.t.metrics):
+            from stylemri.metrics.inception import find_weights
+
+            find_weights()  # no Inception weights: a clear error now, not at the first checkpoint
         if resume_from is not None:
             self.resumed_from = Path(resume_from)
             self._load_state(self.resumed_from, keep_guard_counters=False)
@@ -233,11 +237,42 @@ class Trainer:
         """Rank 0 writes; everyone waits so a following read (recovery) sees the whole file."""
         path = None
         if self.dist.is_main:
+            score = self._evaluate_metrics()
             tensors, meta = self.state()
-            path = self.ckpt.save(self.nimg, tensors, meta)
+            path = self.ckpt.save(self.nimg, tensors, meta, score=score)
             self._event({"event": "checkpoint", "kimg": self.nimg / 1000, "path": str(path)})
         ddp.barrier(self.dist)
         return path
+
+    def _evaluate_metrics(self) -> float | None:
+        """Training-time metrics of G_ema (rank 0, at checkpoints, at the final resolution); returns the
+        score that ranks checkpoints (the first of fid / kid mean / swd mean requested), lower is better."""
+        phase = self._last_phase
+        if not self.t.metrics or phase is None or phase.fading or phase.resolution != self.cfg.network.resolution:
+            return None
+        from stylemri.metrics.evaluate import evaluate
+        from stylemri.metrics.metric_utils import source_from_dataset
+
+        def generate(start: int, count: int) -> np.ndarray:
+            z = seed_latents(range(start, start + count), self.G.z_dim)
+            c = one_hot(torch.arange(start, start + count) % self.c_dim, self.c_dim) if self.c_dim else None
+            return to_uint8(render(self.G_ema, z, c, phase.stage, phase.alpha, self.device))
+
+        results = evaluate(generate, self.t.metric_num, source_from_dataset(self.ds), self.t.metrics,
+                           device=self.device, seed=self.t.seed)
+        found = results["metrics"]
+        flat = {"fid": found.get("fid"), "kid": (found.get("kid") or {}).get("mean"),
+                "swd": (found.get("swd") or {}).get("mean"),
+                "precision": (found.get("pr") or {}).get("precision"), "recall": (found.get("pr") or {}).get("recall")}
+        flat = {k: float(v) for k, v in flat.items() if v is not None}
+        if self.log is not None:
+            self.log.scalars("metrics", flat, self.nimg / 1000)
+        self._event({"event": "metrics", "kimg": self.nimg / 1000, "num": self.t.metric_num, **flat,
+                     "details": found})
+        for name in self.t.metrics:
+            if name in ("fid", "kid", "swd") and name in flat:
+                return flat[name]
+        return None
 
     def _load_state(self, path: Path, *, keep_guard_counters: bool) -> None:
         tensors, meta = ckpt.read_checkpoint(path)
