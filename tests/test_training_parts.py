@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -242,3 +243,92 @@ def test_run_log_csv_plot_and_resume_truncation(tmp_path):
     log = logs.RunLog(tmp_path, resume_kimg=1.5, tensorboard=False)
     assert [float(r["kimg"]) for r in log.rows] == [0.5, 1.0, 1.5]
     assert all(json.loads(e)["kimg"] <= 1.5 for e in log.events)
+
+
+# ---- losses, EMA --------------------------------------------------------------------------------------
+class LinearD(torch.nn.Module):
+    """D(x) = <w, x>: the gradient w.r.t. the input is w everywhere, so penalties have closed forms."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(shape))
+
+    def forward(self, img, c, stage=None, alpha=1.0):
+        return (img * self.w).sum(dim=[1, 2, 3])[:, None]
+
+
+def _loss_parts(loss_name, **train):
+    from stylemri.config import NetworkConfig
+    from stylemri.networks import build_generator
+    from stylemri.training.loss import StyleGANLoss
+    from stylemri.training.schedule import Phase
+
+    torch.manual_seed(0)
+    G = build_generator(NetworkConfig(resolution=8, channel_base=64, channel_max=8, z_dim=8, w_dim=8))
+    D = LinearD((1, 8, 8))
+    cfg = TrainConfig(loss=loss_name, **train)
+    loss = StyleGANLoss(G, D, cfg)
+    phase = Phase(8, None, 1.0, 4, False)
+    rng = lambda purpose, total: BatchRandom(hash(purpose) % 1000, total)  # noqa: E731
+    real = torch.rand(4, 1, 8, 8) * 2 - 1
+    return G, D, loss, phase, rng, real, (lambda purpose, total: None)
+
+
+def test_r1_penalty_closed_form():
+    G, D, loss, phase, rng, real, no_c = _loss_parts("ns", r1_gamma=3.0)
+    stats = loss.accumulate_gradients("Dreg", real=real, real_c=None, sample_c=no_c, phase=phase, rng=rng, total=4,
+                                      gain=16)
+    w2 = float(D.w.detach().square().sum())
+    assert float(stats["R1"]) == pytest.approx(w2, rel=1e-5)  # |grad_x D|^2 = |w|^2
+    assert torch.allclose(D.w.grad, 16 * 3.0 / 2 * 2 * D.w.detach(), rtol=1e-4)  # d/dw gain * gamma/2 |w|^2
+
+
+def test_wgan_gp_closed_form_and_ns_loss():
+    G, D, loss, phase, rng, real, no_c = _loss_parts("wgangp")
+    stats = loss.accumulate_gradients("Dmain", real=real, real_c=None, sample_c=no_c, phase=phase, rng=rng, total=4)
+    norm = float(D.w.detach().norm())
+    assert float(stats["GP"]) == pytest.approx(10 * (norm - 1) ** 2, rel=1e-4)
+    with torch.no_grad():  # the same draws reproduce the fakes: D_loss = E[D(fake) - D(real) + GP + eps D(real)^2]
+        r = rng("Dmain", 4)
+        fake, _ = loss.run_G(r.randn(8), None, phase, r)
+        real_scores, fake_scores = D(real, None), D(fake, None)
+    expected = (fake_scores - real_scores + 10 * (norm - 1) ** 2 + 0.001 * real_scores.square()).mean()
+    assert float(stats["D_loss"]) == pytest.approx(float(expected), rel=1e-4)
+    G, D, loss, phase, rng, real, no_c = _loss_parts("ns")
+    stats = loss.accumulate_gradients("Gmain", real=real, real_c=None, sample_c=no_c, phase=phase, rng=rng, total=4)
+    assert float(stats["G_loss"]) > 0 and all(p.grad is not None for p in G.mapping.parameters())
+
+
+def test_path_length_tracks_its_mean_and_style_mixing_mixes():
+    G, D, loss, phase, rng, real, no_c = _loss_parts("ns", pl_weight=2.0, style_mixing=0.0)
+    stats = loss.accumulate_gradients("Greg", real=real, real_c=None, sample_c=no_c, phase=phase, rng=rng, total=4,
+                                      gain=4)
+    first = float(stats["pl_mean"])
+    assert first > 0 and float(loss.pl_mean) == first  # 0 + 0.01 * (mean length - 0)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.synthesis.parameters())
+    z = torch.randn(4, 8)
+    _, ws = loss.run_G(z, None, phase, BatchRandom(1, 4))
+    assert torch.equal(ws[:, 0], ws[:, -1])  # no mixing: one w for all layers
+    loss.cfg = TrainConfig(style_mixing=1.0)
+    _, ws = loss.run_G(z, None, phase, BatchRandom(1, 4))
+    assert not torch.equal(ws[:, 0], ws[:, -1])  # mixed at a crossover layer
+
+
+def test_ema_fused_matches_reference_and_ramps_up():
+    from stylemri.training.ema import ema_beta, update_ema, update_ema_reference
+
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    a, b = copy.deepcopy(G), copy.deepcopy(G)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p))
+        G[1].running_mean.add_(1.0)
+    update_ema(a, G, 0.9)
+    update_ema_reference(b, G, 0.9)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-6)
+    assert torch.equal(a[1].running_mean, G[1].running_mean)  # buffers copied
+    assert ema_beta(32, 10.0, None, 0) == pytest.approx(0.5 ** (32 / 10000))
+    assert ema_beta(32, 10.0, 0.05, 1000) == pytest.approx(0.5 ** (32 / 50))  # ramp-up: 0.05 * 1000 images
+    assert ema_beta(32, 10.0, 0.05, 10**7) == pytest.approx(0.5 ** (32 / 10000))
