@@ -493,10 +493,14 @@ class Trainer:
                 "arch": self.cfg.network.arch, "resolution": self.cfg.network.resolution, "batch": self.t.batch}
 
     def _write_reals(self) -> list[Path]:
-        n = len(self.grid_z)
-        rows = np.arange(n) % len(self.ds)
+        def spread(indices: np.ndarray, n: int) -> np.ndarray:  # evenly through the data (e.g. all slice levels)
+            return indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(int)]
+
         if self.c_dim:  # one row of real examples per class, like the fake grids
-            rows = np.concatenate([np.flatnonzero(self.labels_np == k)[: self.grid_cols] for k in range(self.c_dim)])
+            rows = np.concatenate([spread(np.flatnonzero(self.labels_np == k), self.grid_cols)
+                                   for k in range(self.c_dim)])
+        else:
+            rows = spread(np.arange(len(self.ds)), len(self.grid_z))
         images, _ = self.ds.batch(rows)
         return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
 
