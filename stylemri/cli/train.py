@@ -302,7 +302,7 @@ class ConsoleCallbacks:
         if self.mode == "json":
             self._json({"event": "tick", **s})
         elif self.mode == "lines":
-            fields = [f"tick {s['tick']}", f"kimg {s['kimg']:.3f}/{s['total_kimg']:.1f}", s["phase"],
+            fields = [f"tick {s['tick']}", f"kimg {s['kimg']:.3f}/{s['total_kimg']:g}", s["phase"],
                       f"{s['img_per_s']:.1f} img/s"]
             for key in ("G_loss", "D_loss", "R1", "path_length"):
                 if s.get(key) is not None:
