@@ -220,6 +220,7 @@ def test_split_file_roundtrip_and_assignment(tmp_path):
     assert not set(assignment.indices("train")) & set(test_idx)
     with pytest.raises(UserError, match="--split all"):
         assignment.indices("all")
+    assert assignment.indices("validate") == assignment.indices("val") != []
     # applied to a copy holding only the AD folder: the NC rows are stale, nothing is unlisted
     ad_only = [s.replace("/data/adni/", "/mnt/copy/") for s, c in zip(sources, classes) if c == "AD"]
     partial = assign_splits(ad_only, back)
@@ -231,7 +232,7 @@ def test_split_file_roundtrip_and_assignment(tmp_path):
     ("source,subject,class\nA/1_0.png,1,AD\n", r"missing column\(s\) split"),
     ("file,split\nA/1_0.png,train\n", r"missing column\(s\) source, subject"),
     ("source,subject,class,split\n", "no rows"),
-    ("source,subject,class,split\nA/1_0.png,1,AD,training\n", r"split.csv:2: split 'training'"),
+    ("source,subject,class,split\nA/1_0.png,1,AD,holdout\n", r"split.csv:2: split 'holdout'"),
     ("source,subject,class,split\n,1,AD,train\n", r"split.csv:2: empty source"),
     ("source,subject,class,split\nA/1_0.png,,AD,train\n", r"split.csv:2: empty subject"),
     ("source,subject,class,split\nA/1_0.png,1,AD,train\nA/1_0.png,1,AD,test\n",
@@ -246,9 +247,10 @@ def test_malformed_split_files(tmp_path, content, message):
 
 def test_split_file_tolerates_case_and_duplicate_rows(tmp_path):
     p = tmp_path / "split.csv"
-    p.write_text("Source,Subject,Split\nA/1_0.png,1,Train\nA/1_0.png,1,train\n")
+    p.write_text("Source,Subject,Split\nA/1_0.png,1,Train\nA/1_0.png,1,train\nB/2_0.png,2,validate\n")
     t = read_split_file(p)
-    assert len(t.rows) == 1 and t.rows[0].split == "train" and t.rows[0].class_name == ""
+    assert len(t.rows) == 2 and t.rows[0].split == "train" and t.rows[0].class_name == ""
+    assert t.rows[1].split == "val"  # OASIS spelling accepted
 
 
 # ------------------------------------------------------------------------------------------------ labels

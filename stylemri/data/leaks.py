@@ -80,7 +80,7 @@ def subject_report(
 
 
 def _split_order(name: str) -> tuple[int, str]:
-    order = {"train": 0, "val": 1, "validate": 1, "test": 2}
+    order = {"train": 0, "val": 1, "validate": 1, "validation": 1, "test": 2}
     return (order.get(name, 3), name)
 
 

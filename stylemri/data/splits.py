@@ -21,6 +21,16 @@ from stylemri.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_HEADER: tuple[str, ...] = ("source", "subject", "class", "split")
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validate": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+
+
+def canonical_split(name: str) -> str | None:
+    """`train`, `val` or `test` for any usual spelling (OASIS says `validate`); None when unknown."""
+    return SPLIT_ALIASES.get(name.strip().lower())
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,10 @@ class SplitAssignment:
     stale_rows: tuple[str, ...]  # split-file sources that match no dataset file
 
     def indices(self, split: str) -> list[int]:
-        if split not in SPLITS:
+        name = canonical_split(split)
+        if name is None:
             raise UserError(f"--split {split}: expected one of {', '.join(SPLITS)} with --split-file")
-        return [i for i, s in enumerate(self.splits) if s == split]
+        return [i for i, s in enumerate(self.splits) if s == name]
 
 
 def check_fractions(val: float, test: float) -> None:
@@ -160,13 +171,13 @@ def read_split_file(path: str | os.PathLike) -> SplitTable:
     rows: list[SplitRow] = []
     seen: dict[str, tuple[str, int]] = {}
     for cells, line in zip(table.rows, table.line_numbers):
-        source, subject, split = cells[idx["source"]], cells[idx["subject"]], cells[idx["split"]].lower()
+        source, subject, split = cells[idx["source"]], cells[idx["subject"]], canonical_split(cells[idx["split"]])
         cls = cells[idx["class"]] if idx["class"] >= 0 else ""
         if not source:
             raise UserError(f"{path}:{line}: empty source (expected a file path)")
         if not subject:
             raise UserError(f"{path}:{line}: empty subject for {source}")
-        if split not in SPLITS:
+        if split is None:
             raise UserError(f"{path}:{line}: split {cells[idx['split']]!r}, expected one of {', '.join(SPLITS)}")
         if source in seen:
             if seen[source][0] != split:
@@ -199,5 +210,5 @@ def assign_splits(sources: Sequence[str], table: SplitTable) -> SplitAssignment:
     )
 
 
-__all__ = ["SPLITS", "SPLIT_HEADER", "SplitRow", "SplitTable", "SplitAssignment", "check_fractions", "allocate",
+__all__ = ["SPLITS", "SPLIT_HEADER", "SPLIT_ALIASES", "canonical_split", "SplitRow", "SplitTable", "SplitAssignment", "check_fractions", "allocate",
            "make_split", "read_split_file", "assign_splits"]
