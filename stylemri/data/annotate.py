@@ -10,7 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from stylemri.data.labels import LabelAssignment, apply_labels, read_label_table, subjects_from_table
+from stylemri.data.leaks import SubjectReport, subject_report
 from stylemri.data.splits import SplitAssignment, assign_splits, read_split_file
 from stylemri.data.subjects import SubjectIDs, derive_subjects
 from stylemri.errors import UserError
@@ -120,4 +123,72 @@ def annotate_files(
     )
 
 
-__all__ = ["FileAnnotations", "annotate_files"]
+
+
+@dataclass(frozen=True)
+class SubjectSummary:
+    """The patient-level view of a source, for `data inspect` and the run logs."""
+
+    rules: dict[str, int]  # subject rule -> files it named
+    none_derived: bool  # no file matched a subject rule: every file is its own subject
+    fallback_files: int
+    selected_subjects: int  # distinct subjects in the selected samples
+    whole: SubjectReport  # whole source (every split, every class): per class/split counts and leaks
+
+
+@dataclass(frozen=True)
+class SampleAnnotations:
+    """Per-sample arrays for the cache's samples (whole source, before split/class selection)."""
+
+    subjects: np.ndarray  # object array of str
+    labels: np.ndarray  # int64 code into `class_names`; -1: the label table drops the sample
+    class_names: tuple[str, ...]
+    splits: np.ndarray  # object array of split names ("" = none / not in the split file)
+    files: FileAnnotations
+
+    def summary(self, selected_rows: np.ndarray) -> SubjectSummary:
+        keep = self.labels >= 0
+        names = np.asarray(self.class_names, dtype=object)
+        whole = subject_report(
+            self.subjects[keep].tolist(),
+            names[self.labels[keep]].tolist(),
+            [s or None for s in self.splits[keep].tolist()],
+        )
+        ids = self.files.subject_ids
+        return SubjectSummary(
+            rules=ids.rule_counts(),
+            none_derived=ids.none_derived,
+            fallback_files=ids.fallback_count,
+            selected_subjects=len(set(self.subjects[selected_rows].tolist())),
+            whole=whole,
+        )
+
+
+def annotate_samples(
+    paths: Sequence[str],
+    folder_classes: Sequence[str],
+    folder_splits: Sequence[str],
+    sample_files: np.ndarray,
+    sample_labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    subject_pattern: str | None = None,
+    labels: str | None = None,
+    label_column: str | None = None,
+    split_file: str | None = None,
+) -> SampleAnnotations:
+    """`annotate_files`, then spread over the samples (`sample_files`: each sample's file index)."""
+    files = annotate_files(paths, folder_classes, folder_splits, subject_pattern=subject_pattern, labels=labels,
+                           label_column=label_column, split_file=split_file)
+    subjects = np.asarray(files.subjects, dtype=object)[sample_files]
+    if files.labels is not None:
+        code = {c: i for i, c in enumerate(files.class_names)}
+        per_file = np.array([code[c] if c is not None else -1 for c in files.classes], np.int64)
+        out_labels, out_names = per_file[sample_files], files.class_names
+    else:
+        out_labels, out_names = np.asarray(sample_labels, np.int64), tuple(class_names)
+    splits = np.asarray(files.splits, dtype=object)[sample_files]
+    return SampleAnnotations(subjects, out_labels, out_names, splits, files)
+
+
+__all__ = ["FileAnnotations", "annotate_files", "SubjectSummary", "SampleAnnotations", "annotate_samples"]
