@@ -125,3 +125,17 @@ def test_bad_inputs():
         subject_memorization(train[:, :, :8], train, subjects)
     with pytest.raises(ValueError, match="at least two subjects"):
         subject_memorization(train, train, ["same"] * len(train))
+
+
+def test_yardstick_sampling_estimates_the_full_median():
+    train, subjects = _patients(num_subjects=40, slices=5, seed=3)
+    full = subject_memorization(train[:2], train, subjects, yardstick_queries=None)
+    sampled = subject_memorization(train[:2], train, subjects, yardstick_queries=100, seed=1)
+    again = subject_memorization(train[:2], train, subjects, yardstick_queries=100, seed=1)
+    assert sampled.threshold == again.threshold  # reproducible by seed
+    assert sampled.threshold == pytest.approx(full.threshold, rel=0.15)
+    queries = torch.tensor([0, 7, 150])
+    codes = torch.tensor([int(s[1:]) for s in subjects])
+    flat = train.reshape(len(train), -1)
+    assert torch.allclose(cross_subject_nn_distance(flat, codes, queries=queries),
+                          cross_subject_nn_distance(flat, codes)[queries])

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stylemri.data.tables import SourceIndex, read_csv, relative_key, write_csv
+from stylemri.data.tables import SourceIndex, read_csv, relative_keys, write_csv
 from stylemri.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -149,10 +149,9 @@ def make_split(
         n_train, n_val, n_test = allocate(len(order), val, test)
         for i, subj in enumerate(order):
             split_of[subj] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    rows = [
-        SplitRow(relative_key(src, root), subj, cls, split_of[subj])
-        for src, (subj, cls) in sorted(file_info.items(), key=lambda kv: relative_key(kv[0], root))
-    ]
+    keys = relative_keys(list(file_info), root)
+    keyed = sorted((key, subj, cls) for key, (subj, cls) in zip(keys, file_info.values()))
+    rows = [SplitRow(key, subj, cls, split_of[subj]) for key, subj, cls in keyed]
     return SplitTable(rows=tuple(rows))
 
 

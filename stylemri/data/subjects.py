@@ -83,12 +83,12 @@ def builtin_rules(path: str) -> tuple[str, str] | None:
     """(subject, rule) from the built-in layout rules, or None when none applies."""
     if path.startswith("builtin:"):
         return path.split(":", 1)[1] or path, "builtin"
-    pure = PurePath(path)
-    for part in pure.parts[:-1]:
+    parts = path.replace("\\", "/").split("/") if os.sep == "\\" else path.split("/")
+    for part in parts[:-1]:
         m = _BIDS_FOLDER.match(part)
         if m:
             return m.group(1), "bids"
-    name = pure.name
+    name = parts[-1]
     m = _BIDS_NAME.match(name)
     if m:
         return m.group(1), "bids"
@@ -109,7 +109,7 @@ def builtin_rules(path: str) -> tuple[str, str] | None:
 
 def subject_from_pattern(path: str, regex: re.Pattern[str]) -> str | None:
     """The capture group of `regex` searched in the file name, then in the whole (posix) path."""
-    for text in (PurePath(path).name, path.replace(os.sep, "/")):
+    for text in (os.path.basename(path), path.replace(os.sep, "/")):
         m = regex.search(text)
         if m and m.group(1):
             return m.group(1)
@@ -129,8 +129,8 @@ def derive_subjects(
     """
     regex = compile_subject_pattern(pattern) if isinstance(pattern, str) else pattern
     unique = list(dict.fromkeys(sources))
-    fallback_ids = _fallback_ids(unique)
     per_file: dict[str, tuple[str, str]] = {}
+    unmatched: list[str] = []
     pattern_hits = 0
     for src in unique:
         if table is not None and src in table and table[src]:
@@ -143,7 +143,14 @@ def derive_subjects(
                 pattern_hits += 1
                 continue
         found = builtin_rules(src)
-        per_file[src] = found if found is not None else (fallback_ids[src], FALLBACK_RULE)
+        if found is None:
+            unmatched.append(src)
+        else:
+            per_file[src] = found
+    if unmatched:  # named relative to the common folder of *all* files, so names stay stable and readable
+        fallback_ids = _fallback_ids(unique, unmatched)
+        for src in unmatched:
+            per_file[src] = (fallback_ids[src], FALLBACK_RULE)
     if regex is not None and pattern_hits == 0 and unique:
         example = PurePath(unique[0]).name
         raise UserError(
@@ -156,15 +163,15 @@ def derive_subjects(
     )
 
 
-def _fallback_ids(paths: Sequence[str]) -> dict[str, str]:
-    """Each file as its own subject: its path below the common folder, without the extension."""
+def _fallback_ids(paths: Sequence[str], wanted: Sequence[str]) -> dict[str, str]:
+    """Each of `wanted` as its own subject: its path below the common folder of `paths`, without extension."""
     real = [p for p in paths if not p.startswith("builtin:")]
     try:
         common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in real]) if real else ""
     except ValueError:  # different drives
         common = ""
     out = {}
-    for p in paths:
+    for p in wanted:
         rel = os.path.relpath(os.path.abspath(p), common) if common else p
         posix = PurePosixPath(rel.replace(os.sep, "/"))
         name = posix.name

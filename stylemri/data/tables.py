@@ -12,7 +12,7 @@ import io
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from stylemri.errors import UserError
@@ -100,15 +100,24 @@ def relative_key(source: str, root: str | os.PathLike | None) -> str:
     if source.startswith("builtin:") or root is None:
         return source.replace(os.sep, "/")
     root_abs = os.path.abspath(root)
-    src_abs = os.path.abspath(source)
     if os.path.isfile(root_abs):
         root_abs = os.path.dirname(root_abs)
-    try:
-        rel = os.path.relpath(src_abs, root_abs)
-    except ValueError:
-        return src_abs.replace(os.sep, "/")
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return src_abs.replace(os.sep, "/")
+    return _relative(os.path.abspath(source), root_abs.rstrip(os.sep) + os.sep)
+
+
+def relative_keys(sources: Sequence[str], root: str | os.PathLike | None) -> list[str]:
+    """`relative_key` for many files (one check of `root`)."""
+    if root is None:
+        return [s.replace(os.sep, "/") for s in sources]
+    root_abs = os.path.abspath(root)
+    if os.path.isfile(root_abs):
+        root_abs = os.path.dirname(root_abs)
+    prefix = root_abs.rstrip(os.sep) + os.sep
+    return [s if s.startswith("builtin:") else _relative(os.path.abspath(s), prefix) for s in sources]
+
+
+def _relative(src_abs: str, prefix: str) -> str:
+    rel = src_abs[len(prefix):] if src_abs.startswith(prefix) else src_abs
     return rel.replace(os.sep, "/")
 
 
@@ -134,9 +143,7 @@ class SourceIndex:
 def _parts(path: str) -> tuple[str, ...]:
     if path.startswith("builtin:"):
         return (path,)
-    posix = path.replace("\\", "/")
-    parts = PurePosixPath(posix).parts if "/" in posix else PurePath(posix).parts
-    return tuple(p for p in parts if p not in ("/", ".", ""))
+    return tuple(p for p in path.replace("\\", "/").split("/") if p not in ("", "."))
 
 
-__all__ = ["CsvTable", "read_csv", "write_csv", "relative_key", "SourceIndex"]
+__all__ = ["CsvTable", "read_csv", "write_csv", "relative_key", "relative_keys", "SourceIndex"]

@@ -77,12 +77,16 @@ def _subject_codes(subjects: Sequence[str] | None, n: int) -> tuple[list[str], t
     return list(lookup), torch.tensor(codes, dtype=torch.int64)
 
 
-def cross_subject_nn_distance(train: torch.Tensor, codes: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
-    """For each training image, the distance to its nearest training image of another subject (inf if none)."""
-    out = torch.empty(train.shape[0], dtype=train.dtype)
-    for start in range(0, train.shape[0], chunk):
-        d = torch.cdist(train[start:start + chunk], train)
-        same = codes[start:start + chunk, None] == codes[None, :]
+def cross_subject_nn_distance(train: torch.Tensor, codes: torch.Tensor, *, queries: torch.Tensor | None = None,
+                              chunk: int = 1024) -> torch.Tensor:
+    """For each training image (or each of `queries`, indices into it), the distance to its nearest training
+    image of another subject (inf if none)."""
+    q = torch.arange(train.shape[0]) if queries is None else queries
+    out = torch.empty(len(q), dtype=train.dtype)
+    for start in range(0, len(q), chunk):
+        rows = q[start:start + chunk]
+        d = torch.cdist(train[rows], train)
+        same = codes[rows, None] == codes[None, :]
         out[start:start + chunk] = d.masked_fill(same, float("inf")).amin(dim=1)
     return out
 
@@ -93,12 +97,16 @@ def subject_memorization(
     subjects: Sequence[str] | None = None,
     *,
     threshold: float | None = None,
+    yardstick_queries: int | None = 5000,
+    seed: int = 0,
     chunk: int = 1024,
 ) -> SubjectMemorization:
     """Nearest training image (and its subject) of each generated image, and the per-subject table.
 
     `generated` (G, ...) and `train` (N, ...) are flattened; `subjects` has one ID per training image.
-    `threshold` overrides the median cross-subject real-to-real nearest distance.
+    `threshold` overrides the median cross-subject real-to-real nearest distance; that median is estimated
+    from `yardstick_queries` training images drawn with `seed` (each searched against all of them; None:
+    every training image; the N x N search dominates the cost on large sets).
     """
     gen, ref = _flat(generated), _flat(train)
     if gen.shape[1] != ref.shape[1]:
@@ -108,7 +116,11 @@ def subject_memorization(
     if threshold is None:
         if len(names) < 2:
             raise ValueError("memorization per subject needs training images of at least two subjects")
-        threshold = float(cross_subject_nn_distance(ref, codes, chunk=chunk).median())
+        queries = None
+        if yardstick_queries is not None and ref.shape[0] > yardstick_queries:
+            g = torch.Generator().manual_seed(seed)
+            queries = torch.randperm(ref.shape[0], generator=g)[:yardstick_queries].sort().values
+        threshold = float(cross_subject_nn_distance(ref, codes, queries=queries, chunk=chunk).median())
     num_subjects = len(names)
     nn_dist = torch.empty(gen.shape[0], dtype=gen.dtype)
     nn_idx = torch.empty(gen.shape[0], dtype=torch.int64)
