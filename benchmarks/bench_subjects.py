@@ -3,8 +3,8 @@
     python benchmarks/bench_subjects.py [--subjects 1000] [--slices 30] [--repeats 5]
 
 Synthetic ADNI-named paths (`AD_NC/<split>/<class>/<subject>_<slice>.jpeg`); prints the median time of
-subject derivation, the leak report, a stratified split, and applying a split file, and the
-per-subject memorization table on random features.
+subject derivation, the leak report, a stratified split, and applying a split file; then the cost of
+the per-subject memorization table next to the memorization metric it extends (pixel space, CPU).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from stylemri.data.leaks import subject_report
 from stylemri.data.splits import assign_splits, make_split, read_split_file
 from stylemri.data.subjects import derive_subjects
-from stylemri.metrics.subject_memorization import subject_memorization
+from stylemri.metrics.memorization import memorization
+from stylemri.metrics.metric_utils import source_from_array
+from stylemri.metrics.subject_memorization import subject_table
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -67,13 +68,20 @@ def main() -> None:
         back = read_split_file(Path(tmp) / "split.csv")
         t = median_seconds(lambda: assign_splits(paths, back), args.repeats)
         print(f"assign_splits:     {t * 1e3:8.1f} ms")
-    torch.manual_seed(0)
-    for gen_n, train_n, dim in ((1000, 5000, 2048), (3000, 20000, 2048)):
-        train = torch.randn(train_n, dim)
-        subj = [str(i // args.slices) for i in range(train_n)]
-        gen = torch.randn(gen_n, dim)
-        t = median_seconds(lambda: subject_memorization(gen, train, subj), 1)
-        print(f"subject_memorization G={gen_n} N={train_n} D={dim}: {t:6.2f} s (incl. the N x N yardstick)")
+    # memorization (pixel space) vs. the per-subject table on top of it: same data, same device
+    for gen_n, train_n, res in ((1000, 5000, 32), (3000, 20000, 32)):
+        rng = np.random.default_rng(1)
+        train = rng.integers(0, 256, (train_n, 1, res, res), dtype=np.uint8)
+        gen = rng.integers(0, 256, (gen_n, 1, res, res), dtype=np.uint8)
+        subj = np.array([str(i // args.slices) for i in range(train_n)])
+        src = source_from_array(train)
+        t0 = time.perf_counter()
+        result = memorization(gen, src, subject_ids=subj)
+        t1 = time.perf_counter()
+        subject_table(result, gen, src)
+        t2 = time.perf_counter()
+        print(f"G={gen_n} N={train_n} {res}px ({train_n // args.slices} subjects): memorization {t1 - t0:6.2f} s, "
+              f"per-subject table {t2 - t1:6.2f} s ({(t2 - t1) / (t1 - t0):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -1,218 +1,240 @@
-"""Memorization per patient: does the generator reproduce a particular subject's slices?
+"""Memorization per patient: which training subjects does the generator reproduce, and how often?
 
-The yardstick is how far a real slice is from the nearest slice of a *different* patient (slices of one
-patient are near-copies of each other, so same-patient neighbours would make the yardstick useless).
-A generated image closer than the median of that real-to-real distance to some subject's slice sits
-"inside" that patient. Works on any flattened representation (pixels or Inception features).
+`memorization.memorization` finds each generated image's nearest training image and the yardstick (the
+typical distance from a real slice to the nearest slice of *another* subject). This module adds the
+per-subject view: for every training subject, how many generated images sit closer than the yardstick
+to one of *its* slices (a generated image can be close to several subjects), how many have their overall
+nearest neighbour there, and the closest pair. Distances are those of the memorization result: RMS
+intensity difference in [0, 1] units (also against flipped slices when training flipped) in pixel space,
+Euclidean in Inception feature space.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from stylemri.data.tables import write_csv
-from stylemri.io import atomic_write, to_uint8
+from stylemri.io import atomic_write
+from stylemri.metrics.memorization import MemorizationResult
+from stylemri.metrics.metric_utils import ImageSource, check_uint8_batch
 
-SUBJECT_TABLE_HEADER: tuple[str, ...] = (
-    "subject", "training_slices", "generated_close", "generated_nearest", "min_distance", "nearest_generated",
-)
+ROW_FIELDS: tuple[str, ...] = ("close", "nearest", "min_distance", "nearest_generated", "nearest_training", "flipped")
 
 
 @dataclass(frozen=True)
 class SubjectRow:
     subject: str
     training_slices: int
-    generated_close: int  # generated images closer than the threshold to one of this subject's slices
-    generated_nearest: int  # generated images whose overall nearest training image is this subject's
+    close: int  # generated images closer than the yardstick to one of this subject's slices
+    nearest: int  # generated images whose overall nearest training image is one of this subject's
     min_distance: float  # smallest distance from any generated image to this subject's slices
-    nearest_generated: int  # index of the generated image achieving `min_distance`
+    nearest_generated: int  # the generated image achieving it
+    nearest_training: int  # the training slice (of this subject) achieving it
+    flipped: bool  # pixel space: that slice matched horizontally flipped
 
 
 @dataclass(frozen=True)
-class SubjectMemorization:
-    threshold: float  # median nearest real-to-real distance between different subjects
-    nearest_index: np.ndarray  # (G,) nearest training image of each generated image
-    nearest_distance: np.ndarray  # (G,)
-    nearest_subject: tuple[str, ...]  # (G,) that training image's subject
-    table: tuple[SubjectRow, ...]  # one row per training subject, most copied first
+class SubjectTable:
+    """The per-subject table of one space, most reproduced subject first."""
 
-    @property
-    def flagged(self) -> np.ndarray:
-        """(G,) bool: generated images closer to a training slice than the threshold."""
-        return self.nearest_distance < self.threshold
-
-    @property
-    def fraction_flagged(self) -> float:
-        return float(self.flagged.mean()) if self.flagged.size else 0.0
+    space: str
+    threshold: float
+    rows: tuple[SubjectRow, ...]
 
     @property
     def flagged_subjects(self) -> tuple[str, ...]:
-        return tuple(r.subject for r in self.table if r.generated_close > 0)
+        return tuple(r.subject for r in self.rows if r.close > 0)
 
-    def worst(self, k: int) -> np.ndarray:
-        """Indices of the `k` generated images closest to a training image, closest first."""
-        return np.argsort(self.nearest_distance, kind="stable")[:k]
-
-
-def _flat(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    return t.detach().reshape(t.shape[0], -1).to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-
-
-def _subject_codes(subjects: Sequence[str] | None, n: int) -> tuple[list[str], torch.Tensor]:
-    """Distinct subjects (first-seen order) and each training image's code; None: each image its own."""
-    if subjects is None:
-        names = [str(i) for i in range(n)]
-        return names, torch.arange(n)
-    if len(subjects) != n:
-        raise ValueError(f"subjects: expected one ID per training image ({n}), got {len(subjects)}")
-    lookup: dict[str, int] = {}
-    codes = [lookup.setdefault(str(s), len(lookup)) for s in subjects]
-    return list(lookup), torch.tensor(codes, dtype=torch.int64)
+    def summary(self, top: int = 5) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "num_subjects": len(self.rows),
+            "subjects_with_close": len(self.flagged_subjects),
+            "worst": [asdict(r) for r in self.rows[:top]],
+        }
 
 
-def cross_subject_nn_distance(train: torch.Tensor, codes: torch.Tensor, *, queries: torch.Tensor | None = None,
-                              chunk: int = 1024) -> torch.Tensor:
-    """For each training image (or each of `queries`, indices into it), the distance to its nearest training
-    image of another subject (inf if none)."""
-    q = torch.arange(train.shape[0]) if queries is None else queries
-    out = torch.empty(len(q), dtype=train.dtype)
-    for start in range(0, len(q), chunk):
-        rows = q[start:start + chunk]
-        d = torch.cdist(train[rows], train)
-        same = codes[rows, None] == codes[None, :]
-        out[start:start + chunk] = d.masked_fill(same, float("inf")).amin(dim=1)
-    return out
+def _codes(subject_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct subjects (sorted) and each training image's index into them."""
+    names, codes = np.unique(np.asarray(subject_ids).astype(str), return_inverse=True)
+    return names, codes.astype(np.int64)
 
 
-def subject_memorization(
-    generated: torch.Tensor | np.ndarray,
-    train: torch.Tensor | np.ndarray,
-    subjects: Sequence[str] | None = None,
+def _pixel_batches(training: ImageSource, batch_size: int, xflip: bool) -> Iterator[tuple[int, np.ndarray, bool]]:
+    for start in range(0, training.num, batch_size):
+        imgs = check_uint8_batch(training.read(np.arange(start, min(start + batch_size, training.num))), training.name)
+        yield start, imgs.reshape(len(imgs), -1).astype(np.float32) / 255.0, False
+        if xflip:
+            yield start, imgs[..., ::-1].reshape(len(imgs), -1).astype(np.float32) / 255.0, True
+
+
+def _feature_batches(features: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray, bool]]:
+    for start in range(0, len(features), batch_size):
+        yield start, np.asarray(features[start:start + batch_size], np.float32), False
+
+
+def per_subject_min_d2(
+    queries: np.ndarray,
+    batches: Iterator[tuple[int, np.ndarray, bool]],
+    codes: np.ndarray,
+    num_subjects: int,
     *,
-    threshold: float | None = None,
-    yardstick_queries: int | None = 5000,
-    seed: int = 0,
-    chunk: int = 1024,
-) -> SubjectMemorization:
-    """Nearest training image (and its subject) of each generated image, and the per-subject table.
-
-    `generated` (G, ...) and `train` (N, ...) are flattened; `subjects` has one ID per training image.
-    `threshold` overrides the median cross-subject real-to-real nearest distance; that median is estimated
-    from `yardstick_queries` training images drawn with `seed` (each searched against all of them; None:
-    every training image; the N x N search dominates the cost on large sets).
-    """
-    gen, ref = _flat(generated), _flat(train)
-    if gen.shape[1] != ref.shape[1]:
-        raise ValueError(f"generated {tuple(gen.shape)} and training {tuple(ref.shape)} differ in size")
-    ref = ref.to(gen.dtype)
-    names, codes = _subject_codes(subjects, ref.shape[0])
-    if threshold is None:
-        if len(names) < 2:
-            raise ValueError("memorization per subject needs training images of at least two subjects")
-        queries = None
-        if yardstick_queries is not None and ref.shape[0] > yardstick_queries:
-            g = torch.Generator().manual_seed(seed)
-            queries = torch.randperm(ref.shape[0], generator=g)[:yardstick_queries].sort().values
-        threshold = float(cross_subject_nn_distance(ref, codes, queries=queries, chunk=chunk).median())
-    num_subjects = len(names)
-    nn_dist = torch.empty(gen.shape[0], dtype=gen.dtype)
-    nn_idx = torch.empty(gen.shape[0], dtype=torch.int64)
-    per_subject = torch.empty(gen.shape[0], num_subjects, dtype=gen.dtype)
-    for start in range(0, gen.shape[0], chunk):
-        d = torch.cdist(gen[start:start + chunk], ref)
-        nn_dist[start:start + chunk], nn_idx[start:start + chunk] = d.min(dim=1)
-        index = codes[None, :].expand_as(d)
-        init = torch.full((d.shape[0], num_subjects), float("inf"), dtype=d.dtype)
-        per_subject[start:start + chunk] = init.scatter_reduce(1, index, d, reduce="amin")
-    slices = torch.bincount(codes, minlength=num_subjects)
-    close = (per_subject < threshold).sum(dim=0)
-    nearest_counts = torch.bincount(codes[nn_idx], minlength=num_subjects)
-    if gen.shape[0]:
-        min_dist, min_gen = per_subject.min(dim=0)
-    else:
-        min_dist = torch.full((num_subjects,), float("inf"), dtype=gen.dtype)
-        min_gen = torch.full((num_subjects,), -1, dtype=torch.int64)
-    # cdist's matrix-product form loses precision near 0; recompute the reported distances exactly
-    if gen.shape[0]:
-        nn_dist = (gen - ref[nn_idx]).norm(dim=1)
-        for s in range(num_subjects):
-            members = ref[codes == s]
-            min_dist[s] = (members - gen[min_gen[s]]).norm(dim=1).min()
-    rows = [
-        SubjectRow(names[s], int(slices[s]), int(close[s]), int(nearest_counts[s]), float(min_dist[s]), int(min_gen[s]))
-        for s in range(num_subjects)
-    ]
-    rows.sort(key=lambda r: (-r.generated_close, r.min_distance, r.subject))
-    return SubjectMemorization(
-        threshold=threshold,
-        nearest_index=nn_idx.numpy(),
-        nearest_distance=nn_dist.numpy(),
-        nearest_subject=tuple(names[int(codes[i])] for i in nn_idx),
-        table=tuple(rows),
-    )
+    device: str | torch.device = "cpu",
+    query_chunk: int = 512,
+) -> np.ndarray:
+    """(G, S) smallest squared Euclidean distance from each query to each subject's reference vectors."""
+    q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device)
+    q_sq = (q_all * q_all).sum(dim=1, keepdim=True)
+    best = torch.full((len(q_all), num_subjects), float("inf"), dtype=torch.float32, device=device)
+    codes_t = torch.from_numpy(codes).to(device)
+    for start, ref, _flip in batches:
+        r = torch.from_numpy(np.ascontiguousarray(ref)).to(device)
+        r_sq = (r * r).sum(dim=1)
+        index = codes_t[start:start + len(r)]
+        for qs in range(0, len(q_all), query_chunk):
+            q = q_all[qs:qs + query_chunk]
+            d2 = (q_sq[qs:qs + query_chunk] + r_sq[None, :] - 2.0 * (q @ r.T)).clamp_min_(0)
+            best[qs:qs + query_chunk].scatter_reduce_(1, index[None, :].expand_as(d2), d2, reduce="amin")
+    return best.cpu().numpy()
 
 
-def write_subject_table(path: str | os.PathLike, result: SubjectMemorization) -> Path:
-    """The per-subject table as CSV (most copied subjects first), atomically."""
-    return write_csv(
-        path,
-        SUBJECT_TABLE_HEADER,
-        ((r.subject, r.training_slices, r.generated_close, r.generated_nearest, f"{r.min_distance:.6g}",
-          r.nearest_generated) for r in result.table),
-    )
+def _closest_slice(
+    gen_vectors: np.ndarray,
+    batches: Iterator[tuple[int, np.ndarray, bool]],
+    codes: np.ndarray,
+    num_subjects: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each subject s, given gen_vectors[s] (its closest generated image): exact float64 squared
+    distance, index and flip of the subject's slice closest to it. One cheap pass (no matrix product)."""
+    best = np.full(num_subjects, np.inf)
+    arg = np.full(num_subjects, -1, np.int64)
+    flip = np.zeros(num_subjects, bool)
+    for start, ref, flipped in batches:
+        subj = codes[start:start + len(ref)]
+        d2 = np.square(ref.astype(np.float64) - gen_vectors[subj].astype(np.float64)).sum(axis=1)
+        for j in np.flatnonzero(d2 < best[subj]):  # few hits per batch once the minimum is found
+            s = subj[j]
+            if d2[j] < best[s]:
+                best[s], arg[s], flip[s] = d2[j], start + j, flipped
+    return best, arg, flip
 
 
-def save_worst_cases(
-    path: str | os.PathLike,
-    generated: torch.Tensor | np.ndarray,
-    train: torch.Tensor | np.ndarray,
-    result: SubjectMemorization,
+def subject_table(
+    result: MemorizationResult,
+    generated: np.ndarray,
+    training: ImageSource,
     *,
-    k: int = 8,
     space: str = "pixel",
-) -> Path:
-    """A figure of the `k` closest pairs: generated (left) next to its nearest real slice, subject, distance.
+    generated_features: np.ndarray | None = None,
+    training_features: np.ndarray | None = None,
+    xflip: bool = True,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> SubjectTable:
+    """The per-subject table for one space of a memorization result that was computed with subject IDs.
 
-    Images are (N, C, H, W) in [-1, 1].
+    `xflip` must match the memorization call (pixel space); feature space needs both feature arrays.
     """
+    if result.subject_ids is None:
+        raise ValueError("subject_table: the memorization result has no subject IDs")
+    if space not in result.spaces:
+        raise ValueError(f"subject_table: no {space!r} space in the result (has {', '.join(result.spaces)})")
+    res = result.spaces[space]
+    names, codes = _codes(result.subject_ids)
+    gen = check_uint8_batch(generated, "generated images")
+    if space == "pixel":
+        queries = gen.reshape(len(gen), -1).astype(np.float32) / 255.0
+        scale = float(queries.shape[1])  # RMS: sqrt(d2 / D)
+
+        def batches() -> Iterator[tuple[int, np.ndarray, bool]]:
+            return _pixel_batches(training, batch_size, xflip)
+    else:
+        if generated_features is None or training_features is None:
+            raise ValueError("subject_table: feature space needs generated_features and training_features")
+        queries, tf, scale = np.asarray(generated_features, np.float32), np.asarray(training_features), 1.0
+
+        def batches() -> Iterator[tuple[int, np.ndarray, bool]]:
+            return _feature_batches(tf, batch_size)
+
+    d2 = per_subject_min_d2(queries, batches(), codes, len(names), device=device)
+    dist = np.sqrt(d2 / scale)
+    close = (dist < res.threshold).sum(axis=0)
+    nearest = np.bincount(codes[res.nearest_index], minlength=len(names))
+    min_gen = dist.argmin(axis=0)
+    exact_d2, arg, flipped = _closest_slice(queries[min_gen], batches(), codes, len(names))
+    slices = np.bincount(codes, minlength=len(names))
+    rows = [
+        SubjectRow(str(names[s]), int(slices[s]), int(close[s]), int(nearest[s]), float(np.sqrt(exact_d2[s] / scale)),
+                   int(min_gen[s]), int(arg[s]), bool(flipped[s]))
+        for s in range(len(names))
+    ]
+    rows.sort(key=lambda r: (-r.close, -r.nearest, r.min_distance, r.subject))
+    return SubjectTable(space=space, threshold=float(res.threshold), rows=tuple(rows))
+
+
+def write_subject_csv(path: str | os.PathLike, tables: dict[str, SubjectTable]) -> Path:
+    """One row per training subject with one column group per space; ordered like the first table."""
+    spaces = list(tables)
+    first = tables[spaces[0]]
+    by_space = {sp: {r.subject: r for r in t.rows} for sp, t in tables.items()}
+    header = ["subject", "training_slices"] + [f"{sp}_{f}" for sp in spaces for f in ROW_FIELDS]
+
+    def cells(r: SubjectRow) -> list[object]:
+        return [r.close, r.nearest, f"{r.min_distance:.6g}", r.nearest_generated, r.nearest_training, r.flipped]
+
+    rows = ([r.subject, r.training_slices] + [c for sp in spaces for c in cells(by_space[sp][r.subject])]
+            for r in first.rows)
+    return write_csv(path, header, rows)
+
+
+def subjects_figure(
+    path: str | os.PathLike,
+    table: SubjectTable,
+    generated: np.ndarray,
+    training: ImageSource,
+    *,
+    num: int = 8,
+) -> Path:
+    """PNG of the most reproduced subjects, one row each: the closest generated image | that subject's slice."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    idx = result.worst(k)
-    gen8, ref8 = to_uint8(generated), to_uint8(train)
-    rows = max(len(idx), 1)
-    fig = Figure(figsize=(4.2, 2.1 * rows))
+    rows = list(table.rows[:num])
+    gen = check_uint8_batch(generated)
+    real = check_uint8_batch(training.read(np.array([r.nearest_training for r in rows], np.int64)))
+    fig = Figure(figsize=(4.4, 2.0 * max(len(rows), 1) + 0.4), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, 2, squeeze=False)
-    for r, g in enumerate(idx):
-        t = int(result.nearest_index[g])
-        flagged = result.nearest_distance[g] < result.threshold
+    axes = fig.subplots(max(len(rows), 1), 2, squeeze=False)
+    for k, r in enumerate(rows):
+        slice_img = real[k][..., ::-1] if r.flipped else real[k]
+        flagged = r.min_distance < table.threshold
         for c, (img, title) in enumerate((
-            (gen8[g], f"generated #{int(g)}" + (" (flagged)" if flagged else "")),
-            (ref8[t], f"subject {result.nearest_subject[g]}  d={result.nearest_distance[g]:.3g}"),
+            (gen[r.nearest_generated], f"generated {r.nearest_generated}" + (" *" if flagged else "")),
+            (slice_img, f"subject {r.subject}: {r.close} close\ntrain {r.nearest_training}"
+                        f"{' (flipped)' if r.flipped else ''}, d={r.min_distance:.3g}"),
         )):
-            ax = axes[r][c]
-            ax.imshow(img.transpose(1, 2, 0).squeeze(-1) if img.shape[0] == 1 else img.transpose(1, 2, 0),
-                      cmap="gray", vmin=0, vmax=255)
+            ax = axes[k][c]
+            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
             ax.set_title(title, fontsize=7, color="red" if flagged and c == 0 else "black")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if not rows:
+        for ax in axes[0]:
             ax.axis("off")
-    if not len(idx):
-        axes[0][0].axis("off")
-        axes[0][1].axis("off")
-    fig.suptitle(f"closest to training ({space}); threshold {result.threshold:.3g}", fontsize=8)
+    fig.suptitle(f"most reproduced subjects ({table.space}); * = closer than {table.threshold:.3g}", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
+        fig.savefig(f, format="png")
     return path
 
 
-__all__ = ["SUBJECT_TABLE_HEADER", "SubjectRow", "SubjectMemorization", "cross_subject_nn_distance",
-           "subject_memorization", "write_subject_table", "save_worst_cases"]
+__all__ = ["SubjectRow", "SubjectTable", "per_subject_min_d2", "subject_table", "write_subject_csv",
+           "subjects_figure"]
