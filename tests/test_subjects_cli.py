@@ -167,6 +167,9 @@ def test_data_split_with_labels_and_pattern(tmp_path, capsys):
     assert {r["class"] for r in rows} == {"AD", "CN"}
     assert {(r["split"], r["class"]) for r in rows if r["split"] == "test"} == {("test", "AD"), ("test", "CN")}
     assert "clinical.csv: 1 row(s) match no file (e.g. P07)" in err
+    rc, out, err = _run(capsys, "data", "split", "builtin:mni152", "--out", tmp_path / "mni")
+    assert rc == 0 and "1 file(s), 1 subject(s)" in out
+    assert "--val 0.1: no subject went to val" in err and "--test 0.2: no subject went to test" in err
 
 
 def test_labels_table_gives_classes_and_reports_mismatches(tmp_path, capsys):

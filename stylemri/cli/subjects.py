@@ -98,6 +98,11 @@ def cmd_split(args: argparse.Namespace) -> int:
     print(format_split_counts(table.counts()))
     for note in ann.notes:
         print(f"stylemri: warning: {note}", file=sys.stderr)
+    counts = table.counts()
+    for split, fraction in (("val", args.val), ("test", args.test)):
+        if fraction > 0 and split not in counts:
+            print(f"stylemri: warning: --{split} {fraction}: no subject went to {split} (too few subjects per "
+                  f"class; a split gets one once a class has three)", file=sys.stderr)
     if ann.subject_ids.none_derived:
         print("stylemri: warning: no subject could be derived from the file names: every file is its own subject, "
               "so this split is by file; give --subject-pattern or a --labels table with file and subject columns",

@@ -31,7 +31,7 @@ class LabelTable:
     label_column: str | None  # None: a file -> subject table without labels
     labels: dict[str, str]  # key -> label, conflicting keys removed
     file_subjects: dict[str, str]  # file key -> subject (tables with both file and subject columns)
-    conflicts: dict[str, tuple[str, ...]]  # key -> the distinct labels (or subjects) its rows give; not used
+    conflicts: dict[str, tuple[str, ...]]  # key -> the distinct labels (or subjects) its rows disagree on
     num_rows: int
     empty_label_rows: int  # rows whose label cell is empty (ignored)
     duplicate_rows: int  # rows repeating a key with the same label (ADNI: one row per visit)
