@@ -92,5 +92,17 @@ def parameter_counts(cfg: NetworkConfig) -> dict[str, int]:
     }
 
 
+def parameter_breakdown(cfg: NetworkConfig) -> list[tuple[str, int]]:
+    """(module name, parameter count) for each top-level part of G and D, in forward order."""
+    with torch.device("meta"):
+        g, d = build_generator(cfg), build_discriminator(cfg)
+    rows = [("G.mapping", count_parameters(g.mapping))]
+    rows += [(f"G.synthesis.{name}", count_parameters(m)) for name, m in g.synthesis.named_children()]
+    children = dict(d.named_children())
+    order = [n for n in children if n.startswith("b") and n != "b4"] + [n for n in children if not n.startswith("b")]
+    rows += [(f"D.{name}", count_parameters(children[name])) for name in order + ["b4"]]
+    return rows
+
+
 __all__ = ["ARCHS", "PRESETS", "Generator", "build_discriminator", "build_generator", "count_parameters",
-           "parameter_counts", "preset_config", "validate_config"]
+           "parameter_breakdown", "parameter_counts", "preset_config", "validate_config"]
