@@ -162,7 +162,8 @@ def test_progressive_generator_fade_in(stage):
         half = syn(ws, "const", stage=stage, alpha=0.25)
         up = F.interpolate(prev, scale_factor=2, mode="nearest")
         assert torch.allclose(half, up + 0.25 * (full - up), atol=1e-5)
-    assert torch.equal(syn(ws, "const", stage=None), syn(ws, "const", stage=2, alpha=1.0))
+    assert torch.equal(syn(ws, "const", stage=None, alpha=0.3), syn(ws, "const", stage=2, alpha=1.0))
+    assert g.num_stages == syn.num_stages == 2
 
 
 @pytest.mark.parametrize("stage", [1, 2])

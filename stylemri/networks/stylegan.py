@@ -31,9 +31,9 @@ from stylemri.networks.stylegan2 import channels_at, check_noise_mode
 
 
 def resolve_stage(stage: int | None, num_stages: int, alpha: float) -> tuple[int, float]:
-    """Validate (stage, alpha); None means the full network with the newest block fully faded in."""
+    """Validate (stage, alpha); stage None means the full network with every block faded in (alpha ignored)."""
     if stage is None:
-        return num_stages, 1.0 if alpha is None else float(alpha)
+        return num_stages, 1.0
     stage = int(stage)
     if not 0 <= stage <= num_stages:
         raise ValueError(f"stage {stage}: expected 0..{num_stages} (stage k runs at {4}*2**k px)")

@@ -46,7 +46,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     fused=True: one grouped convolution with a (N*out, in, k, k) weight (the StyleGAN2 formulation);
     fused=False: scale the activations by the styles, share one conv, scale the outputs by the
     demodulation coefficients (same maths, cheaper backward for large batches).
-    Both equal `modulated_conv2d_reference`; `weight` is the effective (equalized-lr) weight.
+    Both equal `modulated_conv2d_reference`. The effective weight is s_i * w_oik, so an equalized-lr
+    gain may be folded into either `weight` or `styles`.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
@@ -55,18 +56,19 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     styles = styles.float()
     weight = weight.float()
     dcoefs = None
-    if demodulate or fused:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # (N, O, I, k, k)
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + eps).rsqrt()  # (N, O)
+    if demodulate:
+        # sum_ik (s_i w_oik)^2 = sum_i s_i^2 sum_k w_oik^2: a small matmul instead of an (N, O, I, k, k) tensor.
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + eps).rsqrt()  # (N, O)
     if not fused:
         x = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
         x = conv2d_resample(x, weight, resample_filter, up=up)
         if dcoefs is not None:
             x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
         return x
+    coefs = styles.reshape(n, 1, in_ch)  # (N, O, I) per-sample scale, built small: one big multiply below
     if dcoefs is not None:
-        w = w * dcoefs.reshape(n, out_ch, 1, 1, 1)
+        coefs = coefs * dcoefs.reshape(n, out_ch, 1)
+    w = weight.unsqueeze(0) * coefs.reshape(n, -1, in_ch, 1, 1)  # (N, O, I, k, k)
     x = x.reshape(1, n * in_ch, *x.shape[2:])
     x = conv2d_resample(x, w.reshape(n * out_ch, in_ch, kh, kw), resample_filter, up=up, groups=n)
     return x.reshape(n, out_ch, *x.shape[2:])
@@ -103,8 +105,8 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True,
                 gain: float = 1.0) -> torch.Tensor:
-        styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up,
+        styles = self.affine(w) * self.weight_gain  # (g s_i) w_oik = s_i (g w_oik): equalized lr, folded in
+        x = modulated_conv2d(x, self.weight, styles, up=self.up,
                              resample_filter=self.resample_filter, fused=fused)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
