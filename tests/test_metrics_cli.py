@@ -1,17 +1,12 @@
 """`stylemri fid` / `stylemri swd`.
 
-Two layers: the command plumbing against a stand-in that honours the `stylemri.data` contract of
-docs/architecture.md (always runs), and the same commands on the real data layer (skipped until
-`stylemri.data` exists on the branch).
+The command plumbing on the real data layer, with every dataset read recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +23,11 @@ needs_weights = pytest.mark.skipif(
 )
 
 
-def _write_folder(folder: Path, n: int, seed: int, res: int = 16) -> Path:
+def _write_folder(folder: Path, n: int, seed: int, res: int = 16, corrupt: bool = False) -> Path:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
+    if corrupt:
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     for i in range(n):
         ramp = np.linspace(0, 255, res)[None, :] * rng.uniform(0.3, 1.0)
         img = np.clip(np.rint(ramp + rng.normal(0, 25, (res, res))), 0, 255).astype(np.uint8)
@@ -38,51 +35,32 @@ def _write_folder(folder: Path, n: int, seed: int, res: int = 16) -> Path:
     return folder
 
 
-class _ContractDataset:
-    """Minimal stand-in for `stylemri.data.MRIDataset`: a flat folder of grayscale PNGs."""
-
-    def __init__(self, cfg):
-        folder = Path(cfg.source)
-        if not folder.is_dir():
-            from stylemri.errors import UserError
-
-            raise UserError(f"{folder}: expected an image folder")
-        files = sorted(folder.glob("*.png"))
-        arrs = [np.asarray(Image.open(f).convert("L").resize((cfg.resolution, cfg.resolution), Image.BICUBIC))
-                for f in files]
-        self.images = np.stack(arrs)[:, None]
-        self.resolution, self.channels = cfg.resolution, 1
-        self.labels = np.zeros(len(files), np.int64)
-        self.class_names, self.num_classes = ["all"], 1
-        self.fingerprint = hashlib.sha1(self.images.tobytes()).hexdigest()
-        self.report = {"scanned": len(files) + 1, "skipped": 1}  # as if one unreadable file was skipped
-        self.batch_calls: list[object] = []
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, indices, resolution=None, xflip=None):
-        """Contract: xflip is None (no flips) or a per-index mask."""
-        self.batch_calls.append(xflip)
-        idx = np.asarray(indices)
-        x = torch.from_numpy(self.images[idx]).float() / 127.5 - 1.0
-        if xflip is not None:
-            x = torch.where(torch.as_tensor(np.asarray(xflip, bool))[:, None, None, None], x.flip(-1), x)
-        return x, torch.from_numpy(self.labels[idx])
-
-
 @pytest.fixture
 def contract_data(monkeypatch):
-    loaded: list[_ContractDataset] = []
+    """The real data layer, recording every dataset loaded and every uint8 read (reads are never flipped)."""
+    import stylemri.data as data
+
+    loaded: list[object] = []
+    real_load = data.load_dataset
 
     def load_dataset(cfg, *, rebuild=False):
-        ds = _ContractDataset(cfg)
+        ds = real_load(cfg, rebuild=rebuild)
+        ds.batch_calls = []
+        real_uint8, real_batch = ds.batch_uint8, ds.batch
+
+        def batch_uint8(indices, *a, **kw):
+            ds.batch_calls.append(kw.get("xflip"))
+            return real_uint8(indices, *a, **kw)
+
+        def batch(indices, resolution=None, xflip=None):
+            ds.batch_calls.append(xflip)
+            return real_batch(indices, resolution=resolution, xflip=xflip)
+
+        ds.batch_uint8, ds.batch = batch_uint8, batch
         loaded.append(ds)
         return ds
 
-    fake = types.ModuleType("stylemri.data")
-    fake.load_dataset = load_dataset  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stylemri.data", fake)
+    monkeypatch.setattr(data, "load_dataset", load_dataset)
     return loaded
 
 
@@ -136,7 +114,7 @@ def test_fid_and_swd_user_errors_are_one_line(tmp_path, capsys, contract_data, m
 
 
 def test_swd_command(tmp_path, capsys, contract_data):
-    a = _write_folder(tmp_path / "a", 5, seed=0, res=32)
+    a = _write_folder(tmp_path / "a", 5, seed=0, res=32, corrupt=True)
     b = _write_folder(tmp_path / "b", 5, seed=1, res=32)
     out_json = tmp_path / "swd.json"
     rc, out, err = _run(["swd", a, a, "--resolution", 32, "--json", out_json], capsys)
@@ -150,15 +128,14 @@ def test_swd_command(tmp_path, capsys, contract_data):
 
 def test_source_from_dataset_reads_exact_uint8(tmp_path):
     from stylemri.config import DataConfig
+    from stylemri.data import load_dataset
     from stylemri.metrics.metric_utils import source_from_dataset
 
-    ds = _ContractDataset(DataConfig(source=str(_write_folder(tmp_path / "a", 5, seed=3)), resolution=16))
+    ds = load_dataset(DataConfig(source=str(_write_folder(tmp_path / "a", 5, seed=3)), resolution=16))
+    stored = ds.batch_uint8([4, 1, 2])[0].numpy()
     src = source_from_dataset(ds, [4, 1, 2])
-    assert np.array_equal(src.all(batch_size=2), ds.images[[4, 1, 2]])  # float round trip is exact
-    ds.batch_uint8 = lambda idx: (torch.from_numpy(ds.images[np.asarray(idx)]), None)  # the data layer's fast path
-    assert np.array_equal(source_from_dataset(ds, [4, 1, 2]).all(), ds.images[[4, 1, 2]])
+    assert np.array_equal(src.all(batch_size=2), stored)  # the stored uint8 pixels, never flipped
     assert src.fingerprint != source_from_dataset(ds, [1, 2, 4]).fingerprint  # the subset is part of the key
-    assert ds.batch_calls == [None, None]
 
 
 def test_help_is_complete(capsys):
