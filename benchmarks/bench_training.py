@@ -88,8 +88,9 @@ def main() -> None:
     from stylemri.training.distributed import pick_device
 
     device = pick_device(args.device)
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {torch.get_num_threads()} threads"))
+    cuda = device.type == "cuda"
+    where = f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, device {device}{where}")
     rows = []
     for arch in args.arch:
         for res in args.res:

@@ -122,7 +122,8 @@ def _final(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def test_two_process_gloo_matches_one_process_with_the_same_global_batch(tmp_path, cache_dir):
     common = ["--cache-dir", cache_dir, "--kimg", "0.048", "--tick-kimg", "0.048", "--quiet", "--conditional",
-              "--mbstd-group", "1", "--aug", "ada", "--ada-kimg", "0.1", "--ada-interval", "2", "--r1-interval", "2", "--pl-interval", "2",
+              "--mbstd-group", "1", "--aug", "ada", "--ada-kimg", "0.1", "--ada-interval", "2", "--r1-interval", "2",
+              "--pl-interval", "2",
               "--device", "cpu", *TINY]
     single = subprocess.run([sys.executable, "-m", "stylemri", "train", "--out", str(tmp_path / "one"), *common],
                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)

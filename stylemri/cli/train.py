@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.help = "image size in pixels, a power of two (default: 64, or the preset's: 256)"
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs", metavar="RUNS_DIR", help="parent folder of run directories (default: runs)")
-    g.add_argument("--name", default=None, metavar="NAME", help="run name after the number (default: arch-data-resolution)")
+    g.add_argument("--name", default=None, metavar="NAME",
+                   help="run name after the number (default: arch-data-resolution)")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its latest checkpoint (same weights, optimizer, EMA, ADA p, RNG)")
     g.add_argument("--allow-data-change", action="store_true",
@@ -102,7 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--conditional", action="store_true", default=None,
                    help="one model for all classes (labels from the data); default: unconditional")
     dur = g.add_mutually_exclusive_group()
-    dur.add_argument("--kimg", type=float, default=None, metavar="K", help="duration in thousands of images shown (default 25000)")
+    dur.add_argument("--kimg", type=float, default=None, metavar="K",
+                     help="duration in thousands of images shown (default 25000)")
     dur.add_argument("--epochs", type=float, default=None, metavar="E", help="duration in passes over the data")
     g.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default 0)")
     g.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -141,7 +143,8 @@ def _metavar(typ: Callable[[str], Any]) -> str:
 # ---- turning arguments into configs -------------------------------------------------------------------
 def _explicit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(network overrides, training overrides) from the flags that were given."""
-    net = {dest: getattr(args, f"net_{dest}") for _, dest, _, _ in NET_FLAGS if getattr(args, f"net_{dest}") is not None}
+    net = {dest: getattr(args, f"net_{dest}") for _, dest, _, _ in NET_FLAGS
+           if getattr(args, f"net_{dest}") is not None}
     train = {dest: getattr(args, f"train_{dest}") for _, dest, _, _ in TRAIN_FLAGS
              if getattr(args, f"train_{dest}") is not None}
     if args.arch is not None:
@@ -179,7 +182,8 @@ def _explicit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
 
         train["metrics"] = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
         if not train["metrics"] or set(train["metrics"]) - set(TRAINING_METRICS):
-            raise UserError(f"--metrics {args.metrics}: expected a comma-separated subset of {','.join(TRAINING_METRICS)}")
+            raise UserError(f"--metrics {args.metrics}: expected a comma-separated subset of "
+                            f"{','.join(TRAINING_METRICS)}")
     if args.metric_num is not None:
         train["metric_num"] = args.metric_num
     if args.batch_per_res is not None:
@@ -395,7 +399,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         stop = StopFlag()
         stop.install()
         try:
-            trainer = Trainer(cfg, run_dir, ds, dist=info, callbacks=callbacks, resume_from=latest)  # type: ignore[arg-type]
+            trainer = Trainer(cfg, run_dir, ds, dist=info, callbacks=callbacks,  # type: ignore[arg-type]
+                              resume_from=latest)
             if trainer.nimg >= trainer.total_nimg and latest is not None:
                 if info.is_main:
                     print(f"stylemri: {run_dir} already trained {trainer.nimg / 1000:.3f} kimg of "
@@ -433,7 +438,8 @@ def _check_same_data(cfg: RunConfig, ds: Any, run_dir: Path, allow: bool) -> Non
         raise UserError(f"--resume {run_dir}: the data's classes are {', '.join(ds.class_names)}; the run was trained "
                         f"on {', '.join(cfg.class_names)}")
     if not allow and cfg.fingerprint is not None and ds.fingerprint != cfg.fingerprint:
-        raise UserError(f"--resume {run_dir}: the data changed since the run started (fingerprint {ds.fingerprint[:12]}, "
+        raise UserError(f"--resume {run_dir}: the data changed since the run started "
+                        f"(fingerprint {ds.fingerprint[:12]}, "
                         f"run {cfg.fingerprint[:12]}); pass --allow-data-change to resume anyway")
 
 

@@ -137,9 +137,8 @@ def reduce_gradients(params: Iterable[torch.nn.Parameter], info: DistInfo,
     if info.enabled:
         dist.all_reduce(flat)
         flat /= info.world_size
-        sizes = [p.numel() for p in params] + ([flat.numel() - sum(p.numel() for p in params)] if extra is not None else [])
-        pieces = flat.split(sizes)
-        for p, g in zip(params, pieces):
+        sizes = [p.numel() for p in params]
+        for p, g in zip(params, flat.split(sizes + [flat.numel() - sum(sizes)])):  # the last piece: `extra`
             p.grad = g.view_as(p)
     finite = bool(torch.isfinite(flat).all())
     reduced = flat[flat.numel() - extra.numel():].view_as(extra) if extra is not None else None

@@ -41,7 +41,8 @@ class StyleGANLoss:
                  G_main: torch.nn.Module | None = None, D_main: torch.nn.Module | None = None,
                  reduce_mean: Reducer | None = None, world_size: int = 1) -> None:
         self.G, self.D = G, D
-        self.G_main = G_main if G_main is not None else G  # `.mapping`/`.synthesis` possibly compiled: only where no double backward
+        # Possibly torch.compile'd `.mapping`/`.synthesis` and D: used only where no double backward is needed.
+        self.G_main = G_main if G_main is not None else G
         self.D_main = D_main if D_main is not None else D
         self.cfg = train
         self.augment = augment

@@ -24,7 +24,8 @@ TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of f
 LOSSES = ("ns", "wgangp")
 
 # The seeds' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary, extended to 256 px).
-ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = ((4, 512), (8, 256), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8))
+ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = (
+    (4, 512), (8, 256), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8))
 
 
 def check_resolution(resolution: int, flag: str = "--resolution") -> int:
@@ -38,7 +39,8 @@ def auto_batch(resolution: int, world_size: int = 1) -> int:
     return max(min(world_size * min(4096 // resolution, 32), 64), world_size)
 
 
-def auto_values(resolution: int, arch: str, world_size: int = 1, batch: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def auto_values(resolution: int, arch: str, world_size: int = 1,
+                batch: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Network and training values of the "auto" config for this resolution (and batch, when it is fixed)."""
     batch = batch if batch is not None else auto_batch(resolution, world_size)
     net: dict[str, Any] = {
@@ -150,7 +152,8 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
     if train["aug"] not in ("ada", "fixed", "diffaugment", "none"):
         raise UserError(f"--aug {train['aug']}: expected ada, fixed:P, diffaugment or none")
     if train["progressive"] and net["arch"] != "stylegan":
-        raise UserError("--progressive: progressive growing needs --arch stylegan (StyleGAN2 trains at full resolution)")
+        raise UserError("--progressive: progressive growing needs --arch stylegan "
+                        "(StyleGAN2 trains at full resolution)")
     if train["progressive"]:
         start = check_resolution(train.get("start_res", 4), "--start-res")
         if start > net["resolution"]:
@@ -174,7 +177,8 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
     metrics = tuple(train.get("metrics", ()))
     unknown = [m for m in metrics if m not in TRAINING_METRICS]
     if unknown:
-        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of {','.join(TRAINING_METRICS)}")
+        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of "
+                        f"{','.join(TRAINING_METRICS)}")
     if train.get("metric_num", 5000) < 2:
         raise UserError(f"--metric-num {train['metric_num']}: expected at least 2 generated images")
     if train.get("precision", "auto") not in ("auto", "fp32", "bf16"):

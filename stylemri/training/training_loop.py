@@ -177,7 +177,8 @@ class Trainer:
     def _adam(self, module: torch.nn.Module, lr: float, mb_ratio: float) -> torch.optim.Adam:
         """Adam with NVlabs' lazy-regularization correction of lr and betas."""
         betas = tuple(b**mb_ratio for b in self.t.betas)
-        return torch.optim.Adam(module.parameters(), lr=lr * mb_ratio, betas=betas, eps=self.t.eps)  # type: ignore[arg-type]
+        return torch.optim.Adam(module.parameters(), lr=lr * mb_ratio, betas=betas,  # type: ignore[arg-type]
+                                eps=self.t.eps)
 
     def _apply_lr(self) -> None:
         for opt, lr, ratio in ((self.opt_G, self.t.g_lr, self.mb_ratio_G), (self.opt_D, self.t.d_lr, self.mb_ratio_D)):
