@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job on built-in data: a small conditional StyleGAN2 (one class per slice orientation of the MNI152
-# template) at 32 px for 36 kimg (about 8 minutes on 2 CPU cores), then a grid generated from the model.
+# template) at 32 px for 40 kimg (about 7-8 minutes on 2 CPU cores), then a grid generated from the model.
 DEMO ?= runs/demo
-DEMO_TRAIN ?= --resolution 32 --conditional --kimg 36 --batch 16 --channel-base 1024 --channel-max 64 \
+DEMO_TRAIN ?= --resolution 32 --conditional --kimg 40 --batch 16 --channel-base 1024 --channel-max 64 \
 	--z-dim 64 --w-dim 64 --pl-weight 0 --r1-gamma 0.1 --ada-kimg 50 --tick-kimg 2 --sample-ticks 5 \
 	--checkpoint-ticks 10
 

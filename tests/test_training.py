@@ -313,3 +313,17 @@ def test_training_time_metric_keeps_the_best_checkpoint(tmp_path, ds16):
     kept = {p.stem for p in manager.checkpoints()}
     assert kept == {manager.best().stem, manager.latest().stem}  # last K (1) plus the best
     assert ckpt.read_meta(manager.best())["score"] == pytest.approx(best["swd"])
+
+
+def test_json_log_and_epochs(tmp_path, cache_dir, capsys):
+    rc = cli.main(["train", "--resolution", "16", "--batch", "8", "--epochs", "0.04", "--tick-kimg", "0.008",
+                   "--out", str(tmp_path), "--cache-dir", cache_dir, "--json-log", *TINY_FLAGS])
+    assert rc == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    events = [json.loads(line) for line in out]  # every stdout line is one JSON object
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "tick" in kinds and "checkpoint" in kinds
+    (run,) = tmp_path.iterdir()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["epochs"] == 0.04 and cfg["train"]["kimg"] == pytest.approx(0.04 * cfg["num_images"] / 1000)
+    assert events[-1]["kimg"] * 1000 >= round(0.04 * cfg["num_images"])

@@ -194,7 +194,10 @@ class Trainer:
         """Labels for generated images, drawn from the data's label distribution (this rank's rows)."""
         if not self.c_dim:
             return None
-        idx = self._rng(purpose, total).randint(0, len(self.labels_np)).cpu().numpy()
+        local = total // self.dist.world_size
+        rand = BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
+                           count=local)  # on the CPU: indices into a NumPy array, no device round trip
+        idx = rand.randint(0, len(self.labels_np)).numpy()
         return one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
 
     def _ensure_loader(self, phase: Phase) -> None:
