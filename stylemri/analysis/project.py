@@ -267,8 +267,8 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
         if target_feats is not None:
             feat = F.mse_loss(features(img), target_feats)
             loss = loss + feature_weight * feat
-            parts["features"] = float(feat)
-        parts["image_loss"] = float(loss)
+            parts["features"] = float(feat.detach())
+        parts["image_loss"] = float(loss.detach())
         return loss, parts
 
     def render(w: torch.Tensor) -> torch.Tensor:
@@ -297,7 +297,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
             for v in noises:
                 v -= v.mean()
                 v *= v.square().mean().rsqrt()
-        parts.update(noise_reg=float(reg), lr=initial_lr * lr_ramp, step=step)
+        parts.update(noise_reg=float(reg.detach()), lr=initial_lr * lr_ramp, step=step)
         history.append(parts)
         if callback is not None:
             callback(step, parts)

@@ -14,25 +14,25 @@ import torch.nn.functional as F
 MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image mean SSIM and contrast-structure term, (N,) each, with a valid-mode Gaussian window."""
+    """Per-image mean SSIM and contrast-structure term, (N,) each, with a valid-mode Gaussian window
+    (separable, all five local moments filtered in one grouped convolution per axis)."""
     c = x.shape[1]
     size = min(window, x.shape[-1], x.shape[-2])
-    size = size if size % 2 else size - 1
-    win = _gaussian_window(max(size, 1), sigma * size / window, c, x.device, x.dtype)
+    size = max(size if size % 2 else size - 1, 1)
+    g = _gaussian_1d(size, sigma * size / window, x.device, x.dtype)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (N, 5C, H, W)
+    stack = F.conv2d(stack, g.view(1, 1, size, 1).expand(5 * c, 1, size, 1), groups=5 * c)
+    stack = F.conv2d(stack, g.view(1, 1, 1, size).expand(5 * c, 1, 1, size), groups=5 * c)
+    mu_x, mu_y, exx, eyy, exy = stack.split(c, dim=1)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    filt = lambda t: F.conv2d(t, win, groups=c)  # noqa: E731
-    mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     cs = (2 * sxy + c2) / (sxx + syy + c2)
     lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     return (lum * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
