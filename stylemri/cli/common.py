@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any, Callable
 
 from stylemri.config import DataConfig
 from stylemri.errors import UserError
@@ -18,8 +20,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, positional: bool = False, 
     parser.add_argument("--resolution", type=int, default=resolution, metavar="R",
                         help="square output size in pixels, a power of two (default: %(default)s)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="image channels (default: 1)")
-    parser.add_argument("--split", choices=("train", "test", "all"), default="train",
-                        help="split folder to use when the source has train/test folders (default: train)")
+    parser.add_argument("--split", choices=("train", "validate", "test", "all"), default="train",
+                        help="split folder to use when the source has train/validate/test folders (default: train)")
     parser.add_argument("--classes", default=None, metavar="A,B",
                         help="keep only these classes (comma-separated class folder names)")
     parser.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial",
@@ -49,3 +51,26 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         xflip=args.xflip,
         cache_dir=args.cache_dir,
     )
+
+
+def print_data_warnings(report: object) -> None:
+    """One `warning:` line on stderr per data-layer warning (upsampled images, skipped files, ...)."""
+    for line in getattr(report, "warnings", ()):
+        print(f"stylemri: warning: {line}", file=sys.stderr)
+
+
+def cache_progress(desc: str = "preparing data") -> Callable[[int, int], None]:
+    """A progress callback for `load_dataset` that draws a bar on stderr only when a cache is being built."""
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            from tqdm import tqdm
+
+            bar.append(tqdm(total=total, desc=desc, unit="file", file=sys.stderr, leave=False,
+                            disable=not sys.stderr.isatty()))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+
+    return update

@@ -1,0 +1,274 @@
+"""`load_dataset` and `MRIDataset`: the prepared cache seen as (image in [-1, 1], label) samples."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stylemri.config import DataConfig
+from stylemri.data.cache import SPLIT_CODES, CacheData, Progress, load_or_build
+from stylemri.data.resample import area_downsample
+from stylemri.data.sources import scan_source
+from stylemri.errors import UserError
+
+IndexLike = Sequence[int] | np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What was found and prepared: printed by `stylemri data inspect`, logged by training."""
+
+    source: str
+    root: str
+    layout: str
+    description: str
+    resolution: int
+    channels: int
+    split: str  # the split selected
+    splits: tuple[str, ...]  # split folders found
+    class_names: tuple[str, ...]  # the classes selected
+    all_classes: tuple[str, ...]
+    counts: dict[str, dict[str, int]]  # split ("" = none) -> class -> samples, whole source
+    selected: int  # samples in this dataset
+    selected_per_class: dict[str, int]
+    files: int
+    volumes: int
+    slices_dropped: int  # volume slices under --min-content
+    original_sizes: dict[str, int]  # "WxH" (images) / "XxYxZ" (volumes) -> files
+    bit_depths: dict[str, int]
+    channels_seen: dict[str, int]  # gray | rgb | rgba | volume | ... -> files
+    skipped: int
+    skipped_reasons: dict[str, int]
+    skipped_examples: tuple[tuple[str, str], ...]  # first few (file, reason)
+    upsampled: int  # samples smaller than the resolution, upsampled (bicubic)
+    ignored_folders: tuple[str, ...]
+    warnings: tuple[str, ...]
+    cache_dir: str
+    cache_built: bool  # True: decoded now; False: loaded from an existing cache
+    build_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """Where one sample came from; `file` is absolute, `slice` is None for 2-D images."""
+
+    file: str
+    slice: int | None
+    axis: str | None
+    split: str
+    class_name: str
+
+
+class MRIDataset(Dataset):
+    """Samples of a prepared cache after split/class selection: ds[i] -> ((C, R, R) float32 in [-1, 1], label)."""
+
+    def __init__(self, config: DataConfig, cache: CacheData, rows: np.ndarray, labels: np.ndarray,
+                 class_names: list[str], report: DataReport, fingerprint: str):
+        self.config = config
+        self.class_names = list(class_names)
+        self.labels = np.asarray(labels, np.int64)
+        self.resolution = int(cache.meta["resolution"])
+        self.channels = int(cache.meta["channels"])
+        self.num_classes = len(self.class_names)
+        self.fingerprint = fingerprint
+        self.report = report
+        self.resolutions = tuple(sorted(cache.levels))
+        self._rows = np.asarray(rows, np.int64)
+        self._cache_dir = cache.directory
+        self._level_names = {int(r): n for r, n in cache.meta["levels"].items()}
+        self._levels: dict[int, np.ndarray] | None = dict(cache.levels)
+        self._root = Path(cache.meta["root"])
+        self._files = cache.meta["files"]
+        self._file = cache.samples["file"][self._rows]
+        self._slice = cache.samples["slice"][self._rows]
+        self._split = cache.samples["split"][self._rows]
+
+    # -- pickling for DataLoader workers under spawn: reopen the memmaps instead of copying them --------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_levels"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _level(self, resolution: int) -> np.ndarray:
+        if self._levels is None:
+            self._levels = {r: np.load(self._cache_dir / n, mmap_mode="r") for r, n in self._level_names.items()}
+        return self._levels[resolution]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = self._check_index(i)
+        pixels = torch.from_numpy(np.array(self._level(self.resolution)[self._rows[i]]))
+        return to_float(pixels), int(self.labels[i])
+
+    def _check_index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"sample {i} out of range for a dataset of {n}")
+        return int(i) % n
+
+    def sample_info(self, i: int) -> SampleInfo:
+        i = self._check_index(i)
+        rel, kind, axis = self._files[self._file[i]]
+        return SampleInfo(str(self._root / rel), int(self._slice[i]) if kind == "volume" else None,
+                          axis or None, SPLIT_CODES[self._split[i]], self.class_names[self.labels[i]])
+
+    def source_of(self, i: int) -> str:
+        """The file a sample came from, with `:slice` appended for volume slices."""
+        info = self.sample_info(i)
+        return info.file if info.slice is None else f"{info.file}:{info.slice}"
+
+    def batch_uint8(self, indices: IndexLike, resolution: int | None = None,
+                    xflip: IndexLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, r, r) uint8 and int64 labels: gathered from the stored level r, flipped where asked."""
+        idx = _as_index_array(indices)
+        r = self.resolution if resolution is None else int(resolution)
+        if r not in self.resolutions:
+            raise ValueError(f"resolution {r}: this dataset serves {', '.join(map(str, self.resolutions))}")
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"indices out of range for a dataset of {len(self)}")
+        rows = self._rows[idx]
+        pixels = np.take(self._level(r), rows, axis=0)
+        if xflip is not None:
+            mask = _as_index_array(xflip).astype(bool)
+            if mask.shape != idx.shape:
+                raise ValueError(f"xflip mask has shape {mask.shape}, expected {idx.shape}")
+            pixels[mask] = pixels[mask][..., ::-1]
+        return torch.from_numpy(pixels), torch.from_numpy(self.labels[idx])
+
+    def batch(self, indices: IndexLike, resolution: int | None = None,
+              xflip: IndexLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vectorised fast path: (B, C, r, r) float32 in [-1, 1] and int64 labels; r = area-downsampled size."""
+        pixels, labels = self.batch_uint8(indices, resolution, xflip)
+        return to_float(pixels), labels
+
+    def batch_reference(self, indices: IndexLike, resolution: int | None = None,
+                        xflip: IndexLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain-PyTorch reference of `batch`: full-resolution samples, area-downsampled on the fly."""
+        idx = _as_index_array(indices)
+        images = torch.stack([self[int(i)][0] for i in idx]) if idx.size else torch.empty(0, self.channels,
+                                                                                          self.resolution, self.resolution)
+        if xflip is not None:
+            mask = torch.as_tensor(_as_index_array(xflip).astype(bool))
+            images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+        images = area_downsample(images, self.resolution if resolution is None else int(resolution))
+        return images, torch.as_tensor(self.labels[idx])
+
+    def __repr__(self) -> str:
+        return (f"MRIDataset({self.report.source!r}, n={len(self)}, resolution={self.resolution}, "
+                f"channels={self.channels}, classes={self.class_names})")
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (x / 127.5 - 1) on the tensor's device.
+
+    On CPU this runs in numpy, single-threaded: torch's intra-op threads made this 10-400x slower on
+    busy machines (OpenMP waits), and a loader must stay cheap next to a training step using every core.
+    """
+    if pixels.device.type == "cpu":
+        out = pixels.numpy().astype(np.float32)
+        out *= np.float32(1.0 / 127.5)
+        out -= np.float32(1.0)
+        return torch.from_numpy(out)
+    return pixels.to(torch.float32).mul_(1.0 / 127.5).sub_(1.0)
+
+
+def _as_index_array(indices: IndexLike) -> np.ndarray:
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    arr = np.asarray(indices).reshape(-1)
+    return arr.astype(np.int64) if arr.size == 0 else arr
+
+
+def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress | None = None) -> MRIDataset:
+    """Scan `cfg.source`, build or reuse its prepared cache, select split and classes, return the dataset."""
+    _validate(cfg)
+    scan = scan_source(cfg.source, cfg.axis)
+    warnings: list[str] = []
+    split = cfg.split
+    if split != "all" and scan.splits and split not in scan.splits:
+        if len(scan.splits) == 1 and not _has_split_folders(scan):
+            split = "all"  # the source path itself is a split folder (e.g. AD_NC/test): the path chose it
+        else:
+            raise UserError(f"--split {split}: {cfg.source} has no '{split}' split folder; expected one of: "
+                            f"{', '.join((*scan.splits, 'all'))}")
+    if not scan.splits:
+        if split not in ("all", "train"):
+            warnings.append(f"{cfg.source} has no split folders; --split {split} does not apply, using all samples")
+        split = "all"
+    cache = load_or_build(scan, cfg, rebuild=rebuild, progress=progress)
+    meta = cache.meta
+    all_classes: list[str] = meta["class_names"]
+    wanted = list(all_classes)
+    if cfg.classes:
+        missing = [c for c in cfg.classes if c not in all_classes]
+        if missing:
+            raise UserError(f"--classes {','.join(missing)}: no such class in {cfg.source}; expected one of: "
+                            f"{', '.join(all_classes)}")
+        wanted = [c for c in all_classes if c in cfg.classes]
+    samples = cache.samples
+    keep = np.isin(samples["label"], [all_classes.index(c) for c in wanted])
+    if split != "all" and scan.splits:
+        keep &= samples["split"] == SPLIT_CODES.index(split)
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        raise UserError(f"{cfg.source}: no samples for --split {split}"
+                        f"{' --classes ' + ','.join(cfg.classes) if cfg.classes else ''}; expected a selection "
+                        f"that holds images")
+    remap = np.full(len(all_classes), -1, np.int64)
+    remap[[all_classes.index(c) for c in wanted]] = np.arange(len(wanted))
+    labels = remap[samples["label"][rows]]
+    fingerprint = hashlib.sha256(json.dumps([meta["fingerprint"], split, wanted]).encode()).hexdigest()[:16]
+    stats, skipped = meta["stats"], meta["skipped"]
+    if stats["upsampled"]:
+        warnings.append(f"{stats['upsampled']} sample(s) smaller than {cfg.resolution} px were upsampled (bicubic)")
+    if skipped["count"]:
+        warnings.append(f"{skipped['count']} file(s) skipped, e.g. " +
+                        "; ".join(f"{n}: {why}" for n, why in skipped["examples"][:3]))
+    counts: dict[str, dict[str, int]] = {}
+    for (sp, lab), n in sorted(Counter(zip(samples["split"].tolist(), samples["label"].tolist())).items()):
+        counts.setdefault(SPLIT_CODES[sp], {})[all_classes[lab]] = n
+    report = DataReport(
+        source=cfg.source, root=meta["root"], layout=meta["layout"], description=meta["description"],
+        resolution=cfg.resolution, channels=cfg.channels, split=split, splits=tuple(meta["splits"]),
+        class_names=tuple(wanted), all_classes=tuple(all_classes), counts=counts, selected=int(rows.size),
+        selected_per_class={c: int((labels == i).sum()) for i, c in enumerate(wanted)},
+        files=stats["files"], volumes=stats["volumes"], slices_dropped=stats["slices_dropped"],
+        original_sizes=stats["sizes"], bit_depths=stats["depths"], channels_seen=stats["kinds"],
+        skipped=skipped["count"], skipped_reasons=skipped["reasons"],
+        skipped_examples=tuple((n, why) for n, why in skipped["examples"]), upsampled=stats["upsampled"],
+        ignored_folders=tuple(meta["ignored_folders"]), warnings=tuple(warnings), cache_dir=str(cache.directory),
+        cache_built=cache.built, build_seconds=float(meta["build_seconds"]),
+    )
+    return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint)
+
+
+def _has_split_folders(scan: Any) -> bool:
+    return scan.layout in ("split-folders", "oasis")
+
+
+def _validate(cfg: DataConfig) -> None:
+    r = cfg.resolution
+    if not isinstance(r, int) or r < 4 or r & (r - 1):
+        raise UserError(f"resolution {r}: expected a power of two >= 4")
+    if cfg.channels not in (1, 3):
+        raise UserError(f"channels {cfg.channels}: expected 1 or 3")
+    if cfg.split not in ("train", "validate", "test", "all"):
+        raise UserError(f"--split {cfg.split}: expected train, validate, test or all")
+    if not 0.0 <= cfg.min_content <= 1.0:
+        raise UserError(f"--min-content {cfg.min_content}: expected a fraction between 0 and 1")

@@ -1,0 +1,16 @@
+"""Multi-resolution access: the plain-PyTorch area downsampling that the stored pyramid levels reproduce."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def area_downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(B, C, R, R) -> (B, C, r, r) by averaging r x r blocks; R / r must be a power of two."""
+    size = images.shape[-1]
+    if resolution == size:
+        return images
+    if resolution > size or size % resolution or (size // resolution) & (size // resolution - 1):
+        raise ValueError(f"resolution {resolution}: expected {size} divided by a power of two")
+    return F.avg_pool2d(images.float(), kernel_size=size // resolution)
