@@ -18,6 +18,15 @@ from stylemri.config import NetworkConfig
 from stylemri.errors import UserError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run fastest single-threaded, and the suite shares a small machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def nets():
     from stylemri.networks import build_discriminator, build_generator

@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from stylemri import io
 from stylemri.analysis.figures import PALETTE, save_figure
@@ -28,122 +27,80 @@ from stylemri.analysis.ssim import ms_ssim
 from stylemri.errors import UserError
 from stylemri.generate import class_labels, model_device
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pgm", ".ppm")
-NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".img", ".hdr")
-
-
 # --------------------------------------------------------------------------------------------- targets
-
-
-def _fit_square(arr: np.ndarray) -> np.ndarray:
-    """Pad (H, W[, C]) to a square with its minimum value, centred, so resizing keeps the aspect ratio."""
-    h, w = arr.shape[:2]
-    if h == w:
-        return arr
-    size = max(h, w)
-    out = np.full((size, size, *arr.shape[2:]), arr.min(), dtype=arr.dtype)
-    y, x = (size - h) // 2, (size - w) // 2
-    out[y:y + h, x:x + w] = arr
-    return out
-
-
-def _resize(arr: np.ndarray, resolution: int) -> np.ndarray:
-    """Float (H, W) -> (R, R): area averaging when shrinking, bicubic when enlarging."""
-    if arr.shape == (resolution, resolution):
-        return arr.astype(np.float32)
-    method = Image.Resampling.BOX if arr.shape[0] >= resolution else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((resolution, resolution), method),
-                      dtype=np.float32)
-
-
-def _to_target(arr01: np.ndarray, resolution: int, channels: int) -> torch.Tensor:
-    """(H, W) or (H, W, C) in [0, 1] -> (channels, R, R) in [-1, 1]."""
-    arr01 = _fit_square(arr01)
-    if arr01.ndim == 2:
-        arr01 = arr01[:, :, None]
-    if arr01.shape[2] != channels:
-        arr01 = arr01.mean(axis=2, keepdims=True) if channels == 1 else np.repeat(arr01[:, :, :1], channels, axis=2)
-    planes = [_resize(arr01[:, :, k], resolution) for k in range(channels)]
-    return torch.from_numpy(np.stack(planes) * 2.0 - 1.0).float().clamp(-1, 1)
-
-
-def _robust_unit(arr: np.ndarray) -> np.ndarray:
-    """MRI intensities -> [0, 1]: 0 stays 0 (background), the 99.5th percentile of the foreground is 1."""
-    arr = np.nan_to_num(arr.astype(np.float32))
-    arr = arr - min(float(arr.min()), 0.0)
-    fg = arr[arr > 0]
-    top = float(np.percentile(fg, 99.5)) if fg.size else 0.0
-    return np.clip(arr / top, 0.0, 1.0) if top > 0 else np.zeros_like(arr)
 
 
 def load_target(path: str | os.PathLike, resolution: int, channels: int = 1, *, slice_index: int | None = None,
                 axis: str = "axial") -> torch.Tensor:
-    """A real slice as a (channels, R, R) tensor in [-1, 1]: an image file (8/16-bit), a .npy array
-    ((H, W), (C, H, W), or already in [-1, 1] when float), or one slice of a NIfTI volume (the middle
-    one unless `slice_index` is given), intensity-normalised to its 99.5th percentile."""
+    """A real slice as a (channels, R, R) tensor in [-1, 1], prepared exactly as training data is
+    (stylemri.data's decoding, centre-padding, area resize, uint8 quantisation): an image file, one slice
+    of a NIfTI volume (the middle one unless `slice_index` is given), or a .npy array ((H, W) or
+    (C, H, W); float values in [-1, 1] are taken as they are, other arrays scaled by their range)."""
+    from stylemri.data.decode import AXES, decode_image, fit_square, is_image_name, is_nifti_name, load_volume, \
+        quantize, volume_slice
+
     p = Path(path)
-    name = p.name.lower()
     if not p.is_file():
         raise UserError(f"{path}: no such file; expected an image, a .npy slice or a NIfTI volume")
-    if name.endswith(NIFTI_SUFFIXES):
-        return _to_target(_robust_unit(_nifti_slice(p, slice_index, axis)), resolution, channels)
-    if name.endswith(".npy"):
+    if is_nifti_name(p.name):
+        if axis not in AXES:
+            raise UserError(f"--axis {axis}: expected one of {', '.join(AXES)}")
         try:
-            arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{path}: not a readable .npy array ({exc})") from None
-        if arr.ndim == 3 and arr.shape[0] in (1, 3):
-            arr = arr.transpose(1, 2, 0)
-        if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
-            raise UserError(f"{path}: array of shape {arr.shape}; expected a 2-D slice (H, W) or (C, H, W)")
-        if np.issubdtype(arr.dtype, np.floating) and arr.min() >= -1.0 and arr.max() <= 1.0 and arr.min() < 0:
-            arr01 = (arr.astype(np.float32) + 1.0) / 2.0  # already in the generator's [-1, 1]
-        elif arr.dtype == np.uint8:
-            arr01 = arr.astype(np.float32) / 255.0
-        else:
-            arr01 = _robust_unit(arr)
-        return _to_target(arr01, resolution, channels)
-    try:
-        with Image.open(p) as im:
-            im.load()
-            arr = np.asarray(im)
-            mode = im.mode
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise UserError(f"{path}: not an image; expected PNG/JPEG/TIFF, a .npy slice or a NIfTI volume") from None
-    if mode in ("I;16", "I;16B", "I;16L") or arr.dtype == np.uint16:
-        arr01 = arr.astype(np.float32) / 65535.0
-    elif mode in ("I", "F"):
-        arr01 = _robust_unit(arr)
+            vol = load_volume(p)
+        except Exception as exc:  # nibabel raises many types for a damaged file
+            raise UserError(f"{path}: not a readable NIfTI volume ({exc})") from None
+        n = vol.data.shape[{"sagittal": 0, "coronal": 1, "axial": 2}[axis]]
+        k = n // 2 if slice_index is None else slice_index
+        if not 0 <= k < n:
+            raise UserError(f"--slice {slice_index}: the volume has {n} {axis} slices; expected 0-{n - 1}")
+        plane = volume_slice(vol, axis, k)[None]
+        planes = np.repeat(plane, channels, axis=0) if channels == 3 else plane
+    elif p.name.lower().endswith(".npy"):
+        planes = _npy_planes(p, channels)
+        if planes is None:  # already in the generator's range: only resize
+            arr = np.load(p, allow_pickle=False).astype(np.float32)
+            arr = arr[None] if arr.ndim == 2 else arr
+            arr = _channels(arr, channels)
+            img, _ = fit_square((arr + 1.0) / 2.0, resolution)
+            return torch.from_numpy(img * 2.0 - 1.0).clamp(-1, 1)
     else:
-        if mode not in ("L", "RGB"):
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-        arr01 = arr.astype(np.float32) / 255.0
-    return _to_target(arr01, resolution, channels)
+        try:
+            planes = decode_image(p, channels).planes
+        except Exception:  # Pillow raises UnidentifiedImageError, OSError, ValueError, ...
+            hint = "" if is_image_name(p.name) else " (PNG/JPEG/BMP/TIFF), a .npy slice or a NIfTI volume"
+            raise UserError(f"{path}: not an image; expected a readable image{hint}") from None
+    img, _ = fit_square(planes, resolution)
+    return torch.from_numpy(quantize(img).astype(np.float32) / 127.5 - 1.0)
 
 
-def _nifti_slice(path: Path, slice_index: int | None, axis: str) -> np.ndarray:
-    import nibabel as nib
+def _channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    if arr.shape[0] == channels:
+        return arr
+    if arr.shape[0] == 1:
+        return np.repeat(arr, channels, axis=0)
+    return arr.mean(axis=0, keepdims=True) if channels == 1 else np.repeat(arr[:1], channels, axis=0)
 
-    axes = {"sagittal": 0, "coronal": 1, "axial": 2}
-    if axis not in axes:
-        raise UserError(f"--axis {axis}: expected axial, coronal or sagittal")
+
+def _npy_planes(p: Path, channels: int) -> np.ndarray | None:
+    """(C, H, W) in [0, 1] from a .npy slice, or None when it is a float array already in [-1, 1]."""
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        vol = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises many types for a damaged file
-        raise UserError(f"{path}: not a readable NIfTI volume ({type(exc).__name__})") from None
-    while vol.ndim > 3:
-        vol = vol[..., 0]
-    if vol.ndim == 2:
-        vol = vol[:, :, None]
-    a = axes[axis]
-    n = vol.shape[a]
-    k = n // 2 if slice_index is None else slice_index
-    if not 0 <= k < n:
-        raise UserError(f"--slice {slice_index}: the volume has {n} {axis} slices; expected 0-{n - 1}")
-    plane = np.take(vol, k, axis=a)  # (first remaining axis, second): RAS -> display rows top = +second axis
-    return np.ascontiguousarray(plane.T[::-1])
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{p}: not a readable .npy array ({exc})") from None
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = arr.transpose(2, 0, 1)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] not in (1, 3)) or not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{p}: array of shape {arr.shape}; expected a slice (H, W), (C, H, W) or (H, W, C)")
+    arr = np.nan_to_num(arr.astype(np.float32) if arr.dtype != np.uint8 else arr)
+    if np.issubdtype(arr.dtype, np.floating) and arr.min() >= -1.0 and arr.max() <= 1.0 and arr.min() < 0:
+        return None
+    arr = arr[None] if arr.ndim == 2 else arr
+    if arr.dtype == np.uint8:
+        unit = arr.astype(np.float32) / 255.0
+    else:
+        lo, hi = min(0.0, float(arr.min())), float(arr.max())
+        unit = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return _channels(unit.astype(np.float32), channels)
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -343,5 +300,4 @@ def plot_loss_curve(path: str | os.PathLike, result: ProjectionResult) -> Path:
 
 
 __all__ = ["load_target", "image_loss", "noise_regularization", "find_noise_buffers", "set_noise_buffers",
-           "ProjectionResult", "side_by_side", "plot_loss_curve",
-           "project", "IMAGE_SUFFIXES", "NIFTI_SUFFIXES"]
+           "ProjectionResult", "side_by_side", "plot_loss_curve", "project"]
