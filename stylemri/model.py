@@ -113,6 +113,12 @@ def resolve_checkpoint(run: str | os.PathLike, which: str = "latest") -> Path:
     manager = CheckpointManager(path / "checkpoints")
     whole = manager.checkpoints()
     if not whole:
+        records = sorted((path / "checkpoints").glob("ckpt-*.json"))
+        if records:  # there are checkpoints, but none this version can read whole: say why
+            from stylemri.training.checkpoint import read_meta
+
+            read_meta(records[-1])  # raises for a foreign or older format
+            raise UserError(f"{records[-1]}: checkpoint incomplete (its tensor file is missing or truncated)")
         raise UserError(f"{path}: expected a training run with at least one checkpoint in checkpoints/; found none")
     if which == "latest":
         found = manager.latest()
@@ -139,7 +145,12 @@ def open_model(run: str | os.PathLike, which: str = "latest", device: str = "cpu
     """Load the EMA generator of `run` at checkpoint `which` (see `resolve_checkpoint`)."""
     dev = pick_device(device)
     json_path = resolve_checkpoint(run, which)
-    loaded = stylemri.load(json_path, device=dev)
+    try:
+        loaded = stylemri.load(json_path, device=dev)
+    except (RuntimeError, KeyError) as exc:  # state dict does not fit the network the config describes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{json_path}: the weights do not fit the network its config describes "
+                        f"(checkpoint from an incompatible stylemri version?): {first[:200]}") from None
     G = loaded.G
     stage = getattr(loaded, "stage", None)
     alpha = float(getattr(loaded, "alpha", 1.0))
