@@ -39,7 +39,7 @@ def nearest_training_images(generated: torch.Tensor, dataset, batch_size: int = 
     res = generated.shape[-1]
     for start in range(0, len(dataset), batch_size):
         idx = np.arange(start, min(start + batch_size, len(dataset)))
-        real, _ = dataset.batch(idx, resolution=res, xflip=False)
+        real, _ = dataset.batch(idx, resolution=res)
         real = torch.as_tensor(real).float()
         candidates = [(real, False)] + ([(real.flip(-1), True)] if include_flips else [])
         for imgs, flipped in candidates:

@@ -3,7 +3,8 @@
 t-SNE / PCA / UMAP embeddings of style codes coloured by class, 2-D and 3-D plots; cosine similarity of
 the class-mean style vectors with a split-half baseline (the cosine of one class's mean with itself
 across two disjoint halves of its samples: what "no difference" looks like at this sample size);
-silhouette scores of the class clusters in the full space and in the embedding.
+silhouette scores of the class clusters in the full space and in the embedding; cross-validated accuracy
+of a linear classifier (class information present even where clusters overlap).
 """
 
 from __future__ import annotations
@@ -128,6 +129,24 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float | None:
     return float(silhouette_score(np.asarray(x, np.float64), labels))
 
 
+def linear_separability(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
+    """Cross-validated accuracy of a logistic-regression classifier of the class from the codes: how much
+    class information the space holds linearly, even when clusters overlap (low silhouette). None with
+    fewer than two classes or too few samples for 2-fold cross-validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(np.asarray(labels, np.int64))
+    counts = counts[counts > 0]
+    if len(counts) < 2 or counts.min() < 2:
+        return None
+    folds = StratifiedKFold(n_splits=int(min(5, counts.min())), shuffle=True, random_state=seed)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(cross_val_score(clf, np.asarray(x, np.float64), labels, cv=folds).mean())
+
+
 @dataclass
 class EmbeddingResult:
     """Codes (N, D), labels (N,), the low-dimensional embedding (N, dims), and the class statistics."""
@@ -143,6 +162,7 @@ class EmbeddingResult:
     split_half: np.ndarray
     silhouette_full: float | None
     silhouette_embedding: float | None
+    linear_accuracy: float | None = None
     extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -155,7 +175,9 @@ class EmbeddingResult:
                                       for i, a in enumerate(names)},
             "split_half_cosine": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(names, self.split_half)},
             "silhouette_full_space": self.silhouette_full,
-            f"silhouette_{self.method}": self.silhouette_embedding,
+            f"silhouette_{self.method}_{self.embedding.shape[1]}d": self.silhouette_embedding,
+            "linear_accuracy_cv": self.linear_accuracy,
+            "chance_accuracy": float(np.bincount(self.labels).max() / len(self.labels)) if len(self.labels) else None,
             **self.extra,
         }
 
@@ -171,7 +193,8 @@ def analyse(codes: np.ndarray, labels: np.ndarray, class_names: Sequence[str], w
     return EmbeddingResult(
         what=what, codes=codes, labels=labels, class_names=names, method=method, embedding=emb,
         class_means=means, cosine=cosine_matrix(means), split_half=split_half_cosine(codes, labels, len(names), seed),
-        silhouette_full=silhouette(codes, labels), silhouette_embedding=silhouette(emb, labels))
+        silhouette_full=silhouette(codes, labels), silhouette_embedding=silhouette(emb, labels),
+        linear_accuracy=linear_separability(codes, labels, seed))
 
 
 # ------------------------------------------------------------------------------------------- writers
@@ -241,5 +264,5 @@ def plot_cosine(path: str | os.PathLike, cosine: np.ndarray, class_names: Sequen
 
 
 __all__ = ["METHODS", "sample_style_codes", "discriminator_head", "discriminator_features",
-           "reduce_dims", "cosine_matrix", "split_half_cosine", "silhouette", "EmbeddingResult", "analyse",
+           "reduce_dims", "cosine_matrix", "split_half_cosine", "silhouette", "linear_separability", "EmbeddingResult", "analyse",
            "write_embedding_csv", "plot_embedding", "plot_cosine"]

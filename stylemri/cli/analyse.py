@@ -11,6 +11,7 @@ import copy
 import csv
 import io as _io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,12 +180,12 @@ def _analyse_all(codes: np.ndarray, labels: np.ndarray, names: list[str], what: 
                  folder: Path, prefix: str) -> tuple[dict, list[Path]]:
     dims = [2, 3] if args.dims == "both" else [int(args.dims)]
     written = [gen.write_npy(folder / f"{prefix}_codes.npy", codes), gen.write_npy(folder / f"{prefix}_labels.npy", labels)]
-    summary = None
+    summary: dict = {}
     for d in dims:
         res = embed.analyse(codes, labels, names, what, args.method, d, seed=args.seed)
         written += _write_analysis(folder, prefix, res, what)
-        summary = summary or res.summary()
-        if summary is not None and d == dims[0] and len(names) > 1:
+        summary.update(res.summary())
+        if d == dims[0] and len(names) > 1:
             written.append(embed.plot_cosine(folder / f"{prefix}_cosine.png", res.cosine, names,
                                              f"Cosine similarity of class means: {what}"))
     summary.pop("dims", None)
@@ -269,10 +270,12 @@ def _summary_line(key: str, s) -> str:
     cos = s["cosine_of_class_means"]
     names = list(cos)
     pairs = [f"{a}~{b} {cos[a][b]:.3f}" for i, a in enumerate(names) for b in names[i + 1:]]
-    sil = s.get("silhouette_full_space")
+    sil, acc, chance = s.get("silhouette_full_space"), s.get("linear_accuracy_cv"), s.get("chance_accuracy")
+    baseline = ", ".join(f"{v:.3f}" for v in s["split_half_cosine"].values() if v is not None)
+    sil_text = "n/a" if sil is None else f"{sil:.3f}"
+    acc_text = "n/a" if acc is None else f"{acc:.2f} (chance {chance:.2f})"
     return (f"{s['what']}: cosine of class means {', '.join(pairs) or '(one class)'}; split-half baseline "
-            f"{', '.join(f'{v:.3f}' for v in s['split_half_cosine'].values() if v is not None)}; silhouette "
-            f"{'n/a' if sil is None else f'{sil:.3f}'}")
+            f"{baseline}; silhouette {sil_text}; linear accuracy {acc_text}")
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -368,6 +371,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-samples", type=int, default=2000, metavar="N", help="latents per class mean (default: 2000)")
     p.add_argument("--zoom", type=int, default=1, metavar="K", help="enlarge strip and GIF K times (default: 1)")
     p.set_defaults(func=cmd_edit)
+    # let `--steps -3..3` (a value starting with '-') parse as a value: argparse's own negative-number test
+    # only knows plain numbers; this parser has no option that looks like a number, so nothing is shadowed
+    p._negative_number_matcher = re.compile(r"^-(\d|\.\d)[\d.:,+-]*$")
 
     p = sub.add_parser("embed", help="style-space analysis: t-SNE/PCA/UMAP, class cosine, silhouette",
                        description="Embeds style codes w (N per class) with t-SNE, PCA or UMAP, coloured by class, "
