@@ -342,12 +342,14 @@ def test_nearest_training_images_finds_copies():
             return len(self.x)
 
         def batch(self, idx, resolution=None, xflip=None):
+            assert resolution == 8
             return self.x[idx], torch.zeros(len(idx), dtype=torch.long)
 
     g = torch.Generator().manual_seed(0)
-    pool = torch.rand(300, 1, 8, 8, generator=g) * 2 - 1
-    queries = torch.stack([pool[123], pool[7].flip(-1), pool[250] + 0.01])
-    res = compare.nearest_training_images(queries, Pool(pool), batch_size=64)
-    assert res.indices.tolist() == [123, 7, 250]
+    pool = torch.randint(0, 251, (300, 1, 8, 8), generator=g).float() / 127.5 - 1  # exact uint8 levels
+    queries = torch.stack([pool[123], pool[7].flip(-1), pool[250] + 4 / 127.5])
+    res = compare.nearest_training_images(queries, Pool(pool), num_baseline=100)
+    assert res.nearest_index.tolist() == [123, 7, 250]
     assert res.flipped.tolist() == [False, True, False]
-    assert res.distances[0] == pytest.approx(0.0, abs=1e-6) and res.distances[2] == pytest.approx(0.01, rel=1e-3)
+    assert res.distance[0] == 0.0 and res.distance[2] == pytest.approx(4 / 255, rel=1e-6)
+    assert res.closer.tolist() == [True, True, True] and res.threshold > 0.2  # random images lie far apart

@@ -6,7 +6,6 @@ since training flips), a direct check for memorised scans.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,40 +16,28 @@ from stylemri import io
 from stylemri.analysis.figures import save_figure
 
 
-@dataclass
-class NearestResult:
-    """For each generated image: index of the nearest training image, its L2 distance (per pixel RMS),
-    and whether the match is the mirror image."""
+def nearest_training_images(generated: torch.Tensor, dataset, *, num_baseline: int = 500, seed: int = 0,
+                            include_flips: bool = True):
+    """Nearest training image (pixel RMS, mirror images included) of each generated image (N, C, R, R) in
+    [-1, 1], over the whole dataset, with the real-to-real nearest distance as the yardstick: the search of
+    `stylemri.metrics.memorization`, at the generator's resolution. Returns its pixel-space `SpaceResult`
+    (nearest_index, distance in [0, 1] units, flipped, closer-than-real flags)."""
+    from stylemri.metrics.memorization import memorization
+    from stylemri.metrics.metric_utils import ImageSource
 
-    indices: np.ndarray
-    distances: np.ndarray
-    flipped: np.ndarray
+    res = int(generated.shape[-1])
+    source = ImageSource(num=len(dataset), read=lambda idx: _uint8(dataset, idx, res), resolution=res,
+                         channels=int(generated.shape[1]), name="training images")
+    result = memorization(io.to_uint8(generated), source, xflip=include_flips,
+                          num_baseline=min(num_baseline, len(dataset)), seed=seed)
+    return result.spaces["pixel"]
 
 
-@torch.no_grad()
-def nearest_training_images(generated: torch.Tensor, dataset, batch_size: int = 256,
-                            include_flips: bool = True) -> NearestResult:
-    """Exhaustive nearest neighbour of each generated image (N, C, R, R) over the whole dataset."""
-    n = len(generated)
-    gen = generated.float().reshape(n, -1)
-    best = torch.full((n,), float("inf"), dtype=torch.float64)
-    best_idx = torch.zeros(n, dtype=torch.long)
-    best_flip = torch.zeros(n, dtype=torch.bool)
-    res = generated.shape[-1]
-    for start in range(0, len(dataset), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(dataset)))
-        real, _ = dataset.batch(idx, resolution=res)
-        real = torch.as_tensor(real).float()
-        candidates = [(real, False)] + ([(real.flip(-1), True)] if include_flips else [])
-        for imgs, flipped in candidates:
-            d = torch.cdist(gen, imgs.reshape(len(imgs), -1)).double()  # (N, B)
-            dmin, arg = d.min(dim=1)
-            better = dmin < best
-            best = torch.where(better, dmin, best)
-            best_idx = torch.where(better, torch.as_tensor(idx)[arg], best_idx)
-            best_flip = torch.where(better, torch.full_like(best_flip, flipped), best_flip)
-    rms = best / np.sqrt(gen.shape[1])
-    return NearestResult(best_idx.numpy(), rms.numpy(), best_flip.numpy())
+def _uint8(dataset, idx: np.ndarray, resolution: int) -> np.ndarray:
+    exact = getattr(dataset, "batch_uint8", None)
+    if exact is not None:
+        return np.asarray(exact(idx, resolution=resolution)[0])
+    return io.to_uint8(dataset.batch(idx, resolution=resolution)[0])
 
 
 def _panel(ax, images: torch.Tensor, ncols: int, title: str) -> None:
@@ -75,9 +62,10 @@ def real_vs_generated_figure(path: str | os.PathLike, generated: torch.Tensor, r
     return save_figure(fig, path)
 
 
-def nearest_figure(path: str | os.PathLike, generated: torch.Tensor, nearest: torch.Tensor, result: NearestResult,
+def nearest_figure(path: str | os.PathLike, generated: torch.Tensor, nearest: torch.Tensor, result,
                    captions: Sequence[str] | None = None, max_rows: int = 16) -> Path:
-    """One row per generated image: the image, its nearest training image, the distance and source."""
+    """One row per generated image: the image, its nearest training image (as matched: mirrored if the
+    mirror image was nearer), the distance, and * where it is closer than typical real-to-real pairs."""
     from matplotlib.figure import Figure
 
     rows = min(len(generated), max_rows)
@@ -93,13 +81,15 @@ def nearest_figure(path: str | os.PathLike, generated: torch.Tensor, nearest: to
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(label)
-        note = f"RMS distance {result.distances[i]:.3f}" + (" (mirrored)" if result.flipped[i] else "")
+        note = (f"RMS distance {result.distance[i]:.3f}" + (" (mirrored)" if result.flipped[i] else "")
+                + (" *" if result.closer[i] else ""))
         if captions:
             note = f"{captions[i]}\n{note}"
         axes[i, 1].set_xlabel(note, fontsize=7)
         axes[i, 0].set_ylabel(f"#{i}", fontsize=8)
-    fig.suptitle("Nearest training image (pixel L2) per generated image")
+    fig.suptitle("Nearest training image (pixel RMS, [0, 1] scale) per generated image\n"
+                 f"* = closer than the median real-to-real nearest distance ({result.threshold:.3f})", fontsize=9)
     return save_figure(fig, path)
 
 
-__all__ = ["NearestResult", "nearest_training_images", "real_vs_generated_figure", "nearest_figure"]
+__all__ = ["nearest_training_images", "real_vs_generated_figure", "nearest_figure"]

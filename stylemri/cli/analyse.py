@@ -306,20 +306,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     fig = compare.real_vs_generated_figure(folder / "real_vs_generated.png", fake, real,
                                            title=f"Left: generated ({model.run_name}, {model.kimg:g} kimg). "
                                                  f"Right: real ({Path(source).name or source}).")
-    nearest = compare.nearest_training_images(fake, ds)
-    near_imgs, _ = ds.batch(nearest.indices, resolution=G.resolution)
+    nearest = compare.nearest_training_images(fake, ds, seed=args.seed)
+    near_imgs, _ = ds.batch(nearest.nearest_index, resolution=G.resolution)
     near_imgs = torch.where(torch.as_tensor(nearest.flipped)[:, None, None, None], near_imgs.flip(-1), near_imgs)
     captions = [f"seed {s.seed}" + (f" {s.class_name}" if s.class_name else "") for s in samples]
     nfig = compare.nearest_figure(folder / "nearest.png", fake, near_imgs, nearest, captions)
-    rows = [[s.seed, s.class_name or "", int(i), ds.source_of(int(i)), f"{d:.6f}", bool(f)]
-            for s, i, d, f in zip(samples, nearest.indices, nearest.distances, nearest.flipped)]
+    rows = [[s.seed, s.class_name or "", int(i), ds.source_of(int(i)), f"{d:.6f}", bool(f), bool(c)]
+            for s, i, d, f, c in zip(samples, nearest.nearest_index, nearest.distance, nearest.flipped, nearest.closer)]
     table = _write_csv(folder / "nearest.csv", ["seed", "class", "nearest_index", "nearest_source", "rms_distance",
-                                                "mirrored"], rows)
+                                                "mirrored", "closer_than_real_pairs"], rows)
     io.save_grid(folder / "generated.png", fake)
     print(f"model: {describe(model)}")
     print(f"real: {len(idx)} of {len(ds)} images from {source}; generated: {len(samples)} (seeds {seeds[0]}-{seeds[-1]})")
-    print(f"nearest training image, RMS pixel distance: median {np.median(nearest.distances):.4f}, "
-          f"min {nearest.distances.min():.4f}")
+    print(f"nearest training image, RMS pixel distance ([0, 1] scale): median {np.median(nearest.distance):.4f}, "
+          f"min {nearest.distance.min():.4f}; real-to-real median {nearest.threshold:.4f}; "
+          f"{int(nearest.closer.sum())} of {len(samples)} generated images closer than that")
     print(f"wrote {fig}\nwrote {nfig}\nwrote {table}")
     return 0
 
