@@ -69,8 +69,9 @@ def nearest_figure(path: str | os.PathLike, generated: torch.Tensor, nearest: to
     from matplotlib.figure import Figure
 
     rows = min(len(generated), max_rows)
-    fig = Figure(figsize=(4.6, 2.0 * rows + 0.6))
-    axes = fig.subplots(rows, 2, squeeze=False)
+    fig = Figure(figsize=(6.0, 1.45 * rows + 0.9))
+    axes = fig.subplots(rows, 2, squeeze=False, gridspec_kw={"left": 0.05, "right": 0.45, "hspace": 0.12,
+                                                             "wspace": 0.08})
     for i in range(rows):
         for j, (img, label) in enumerate(((generated[i], "generated"), (nearest[i], "nearest training image"))):
             arr = io.to_uint8(img)
@@ -80,13 +81,12 @@ def nearest_figure(path: str | os.PathLike, generated: torch.Tensor, nearest: to
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(label)
+                ax.set_title(label, fontsize=9)
         note = (f"RMS distance {result.distance[i]:.3f}" + (" (mirrored)" if result.flipped[i] else "")
                 + (" *" if result.closer[i] else ""))
         if captions:
             note = f"{captions[i]}\n{note}"
-        axes[i, 1].set_xlabel(note, fontsize=7)
-        axes[i, 0].set_ylabel(f"#{i}", fontsize=8)
+        axes[i, 1].text(1.08, 0.5, note, transform=axes[i, 1].transAxes, va="center", ha="left", fontsize=8)
     fig.suptitle("Nearest training image (pixel RMS, [0, 1] scale) per generated image\n"
                  f"* = closer than the median real-to-real nearest distance ({result.threshold:.3f})", fontsize=9)
     return save_figure(fig, path)

@@ -25,6 +25,7 @@ from stylemri.errors import UserError
 from stylemri.generate import class_labels, map_latents, model_device
 
 METHODS = ("tsne", "pca", "umap")
+METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
 
 
 @torch.no_grad()
@@ -219,7 +220,7 @@ def plot_embedding(path: str | os.PathLike, embedding: np.ndarray, labels: np.nd
     from matplotlib.figure import Figure
 
     dims = embedding.shape[1]
-    axis_name = {"tsne": "t-SNE", "pca": "PC", "umap": "UMAP"}[method]
+    axis_name = {"tsne": "t-SNE", "pca": "PC", "umap": "UMAP"}[method]  # axis labels: "PC 1", "t-SNE 1"
     fig = Figure(figsize=(6.4, 5.2))
     ax = fig.add_subplot(111, projection="3d" if dims == 3 else None)
     for k, name in enumerate(class_names):
@@ -246,19 +247,20 @@ def plot_cosine(path: str | os.PathLike, cosine: np.ndarray, class_names: Sequen
     from matplotlib.figure import Figure
 
     k = len(class_names)
-    fig = Figure(figsize=(1.2 * k + 2.4, 1.0 * k + 1.8))
+    fig = Figure(figsize=(1.2 * k + 3.0, 1.0 * k + 2.0))
     ax = fig.add_subplot(111)
-    lo = float(min(cosine.min(), 0.0)) if cosine.min() < 0 else float(cosine.min())
+    lo = float(min(cosine.min(), 0.0))  # a fixed scale: near-identical means must look near-identical
     im = ax.imshow(cosine, cmap="cividis", vmin=lo, vmax=1.0)
     for i in range(k):
         for j in range(k):
             shade = (cosine[i, j] - lo) / max(1.0 - lo, 1e-9)
-            ax.text(j, i, f"{cosine[i, j]:.3f}", ha="center", va="center", color="white" if shade < 0.6 else "black")
+            ax.text(j, i, f"{cosine[i, j]:.3f}", ha="center", va="center", color="white" if shade < 0.6 else "black",
+                    fontsize=9)
     ax.set_xticks(range(k), class_names)
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("class")
     ax.set_ylabel("class")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="cosine similarity of class-mean vectors")
     return save_figure(fig, path)
 

@@ -172,7 +172,7 @@ def _write_analysis(folder: Path, prefix: str, res: embed.EmbeddingResult, title
     base = f"{prefix}_{res.method}_{d}d"
     out = [gen.write_npy(folder / f"{base}.npy", res.embedding), embed.write_embedding_csv(folder / f"{base}.csv", res),
            embed.plot_embedding(folder / f"{base}.png", res.embedding, res.labels, res.class_names,
-                                f"{title} ({d}-D {res.method})", res.method)]
+                                f"{title}: {d}-D {embed.METHOD_NAMES[res.method]}", res.method)]
     return out
 
 
@@ -186,8 +186,9 @@ def _analyse_all(codes: np.ndarray, labels: np.ndarray, names: list[str], what: 
         written += _write_analysis(folder, prefix, res, what)
         summary.update(res.summary())
         if d == dims[0] and len(names) > 1:
+            base = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, res.split_half) if np.isfinite(v))
             written.append(embed.plot_cosine(folder / f"{prefix}_cosine.png", res.cosine, names,
-                                             f"Cosine similarity of class means: {what}"))
+                                             f"Class-mean cosine: {what}\n(split-half baseline: {base})"))
     summary.pop("dims", None)
     return summary, written
 
