@@ -22,12 +22,16 @@ class DataConfig:
     source: str = "builtin:mni152"
     resolution: int = 64
     channels: int = 1
-    split: str = "train"  # train | test | all (image-folder layouts with split folders)
+    split: str = "train"  # train | validate (val) | test | all: split folders, or the split file
     classes: tuple[str, ...] | None = None  # keep only these classes
     axis: str = "axial"  # NIfTI slicing axis: axial | coronal | sagittal
     min_content: float = 0.1  # NIfTI: minimum fraction of voxels above a low threshold to keep a slice
     xflip: bool = True  # random horizontal flip (never vertical)
     cache_dir: str | None = None  # None: the user cache folder
+    subject_pattern: str | None = None  # regex with one capture group naming the subject (patient) of a file
+    split_file: str | None = None  # CSV source,subject,class,split (`stylemri data split`): chooses --split
+    labels: str | None = None  # CSV with a subject or file column and label columns: the classes
+    label_column: str | None = None  # which label column of `labels` is the class
 
 
 @dataclass(frozen=True)

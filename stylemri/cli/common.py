@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from stylemri.config import DataConfig
@@ -20,8 +21,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, positional: bool = False, 
     parser.add_argument("--resolution", type=int, default=resolution, metavar="R",
                         help="square output size in pixels, a power of two (default: %(default)s)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="image channels (default: 1)")
-    parser.add_argument("--split", choices=("train", "validate", "test", "all"), default="train",
-                        help="split folder to use when the source has train/validate/test folders (default: train)")
+    parser.add_argument("--split", choices=("train", "validate", "val", "test", "all"), default="train",
+                        help="split to use: a split folder (train/validate/test folders), or a split of --split-file; "
+                             "val = validate (default: train)")
     parser.add_argument("--classes", default=None, metavar="A,B",
                         help="keep only these classes (comma-separated class folder names)")
     parser.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial",
@@ -31,6 +33,22 @@ def add_data_args(parser: argparse.ArgumentParser, *, positional: bool = False, 
     parser.add_argument("--no-xflip", dest="xflip", action="store_false", help="turn off random horizontal flips")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="prepared-data cache folder (default: the user cache folder)")
+    add_subject_args(parser)
+
+
+def add_subject_args(parser: argparse.ArgumentParser) -> None:
+    """Patients, not slices: subject IDs, a subject-level split file and labels from a table (docs/subjects.md)."""
+    group = parser.add_argument_group("subjects (patients), splits and labels from tables")
+    group.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                       help="regex with exactly one capture group giving a file's subject (patient) ID, searched "
+                            "in the file name, then the path (default: the ADNI, OASIS, BIDS and NIfTI rules)")
+    group.add_argument("--split-file", default=None, metavar="FILE.csv",
+                       help="subject-level split file from 'stylemri data split'; --split train|val|test picks "
+                            "from it instead of the split folders")
+    group.add_argument("--labels", default=None, metavar="FILE.csv",
+                       help="class labels from a table with a 'subject' or 'file' column (replaces class folders)")
+    group.add_argument("--label-column", default=None, metavar="NAME",
+                       help="the column of --labels that holds the class (needed when it has several)")
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
@@ -50,7 +68,31 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         min_content=args.min_content,
         xflip=args.xflip,
         cache_dir=args.cache_dir,
+        **subject_options_from_args(args),
     )
+
+
+def subject_options_from_args(args: argparse.Namespace) -> dict[str, str | None]:
+    """The DataConfig fields of `add_subject_args`, checked early (regex, files) for one-line errors."""
+    from stylemri.data.subjects import compile_subject_pattern
+
+    pattern = getattr(args, "subject_pattern", None)
+    if pattern is not None:
+        compile_subject_pattern(pattern)
+    out: dict[str, str | None] = {"subject_pattern": pattern}
+    for flag, name in (("--split-file", "split_file"), ("--labels", "labels")):
+        value = getattr(args, name, None)
+        if value is not None:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise UserError(f"{flag} {value}: no such file; expected a CSV file")
+            value = str(path.resolve())
+        out[name] = value
+    label_column = getattr(args, "label_column", None)
+    if label_column is not None and out["labels"] is None:
+        raise UserError(f"--label-column {label_column}: expected --labels FILE.csv with it")
+    out["label_column"] = label_column
+    return out
 
 
 def print_data_warnings(report: object) -> None:

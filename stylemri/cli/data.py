@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 
 from stylemri.cli.common import add_data_args, cache_progress, data_config_from_args, print_data_warnings
+from stylemri.cli.subjects import format_subjects, register_split
 from stylemri.data import DataReport, MRIDataset, load_dataset
 from stylemri.errors import UserError
 from stylemri.io import save_grid
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("--rebuild", action="store_true", help="decode the source again even if a valid cache exists")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     inspect.set_defaults(func=cmd_inspect)
+    register_split(actions)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -120,4 +122,5 @@ def format_report(r: DataReport, fingerprint: str) -> str:
         lines.append(f"  ... and {r.skipped - len(r.skipped_examples)} more")
     for folder in r.ignored_folders:
         lines.append(f"ignored:      {folder}")
+    lines += format_subjects(r.subjects, r.layout)
     return "\n".join(lines)

@@ -14,9 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from stylemri.config import DataConfig
+from stylemri.data.annotate import SubjectSummary, annotate_samples
 from stylemri.data.cache import SPLIT_CODES, CacheData, Progress, load_or_build
 from stylemri.data.resample import area_downsample
 from stylemri.data.sources import scan_source
+from stylemri.data.splits import canonical_split
 from stylemri.errors import UserError
 
 IndexLike = Sequence[int] | np.ndarray | torch.Tensor
@@ -54,6 +56,7 @@ class DataReport:
     cache_dir: str
     cache_built: bool  # True: decoded now; False: loaded from an existing cache
     build_seconds: float
+    subjects: SubjectSummary | None = None  # patients: rules used, per class/split counts, leaks
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -68,13 +71,15 @@ class SampleInfo:
     axis: str | None
     split: str
     class_name: str
+    subject: str = ""
 
 
 class MRIDataset(Dataset):
     """Samples of a prepared cache after split/class selection: ds[i] -> ((C, R, R) float32 in [-1, 1], label)."""
 
     def __init__(self, config: DataConfig, cache: CacheData, rows: np.ndarray, labels: np.ndarray,
-                 class_names: list[str], report: DataReport, fingerprint: str):
+                 class_names: list[str], report: DataReport, fingerprint: str, *,
+                 subjects: np.ndarray | None = None, splits: np.ndarray | None = None):
         self.config = config
         self.class_names = list(class_names)
         self.labels = np.asarray(labels, np.int64)
@@ -93,6 +98,10 @@ class MRIDataset(Dataset):
         self._file = cache.samples["file"][self._rows]
         self._slice = cache.samples["slice"][self._rows]
         self._split = cache.samples["split"][self._rows]
+        self._split_names = splits  # split-file splits (per sample) when a split file chose them
+        # per-sample subject IDs (patients): see stylemri.data.subjects
+        self.subjects: np.ndarray = (np.asarray(subjects, dtype=object) if subjects is not None
+                                     else np.array([""] * len(self._rows), dtype=object))
 
     # -- pickling for DataLoader workers under spawn: reopen the memmaps instead of copying them --------
     def __getstate__(self) -> dict[str, Any]:
@@ -125,8 +134,9 @@ class MRIDataset(Dataset):
     def sample_info(self, i: int) -> SampleInfo:
         i = self._check_index(i)
         rel, kind, axis = self._files[self._file[i]]
+        split = str(self._split_names[i]) if self._split_names is not None else SPLIT_CODES[self._split[i]]
         return SampleInfo(str(self._root / rel), int(self._slice[i]) if kind == "volume" else None,
-                          axis or None, SPLIT_CODES[self._split[i]], self.class_names[self.labels[i]])
+                          axis or None, split, self.class_names[self.labels[i]], str(self.subjects[i]))
 
     def source_of(self, i: int) -> str:
         """The file a sample came from, with `:slice` appended for volume slices."""
@@ -201,39 +211,57 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     scan = scan_source(cfg.source, cfg.axis)
     warnings: list[str] = []
     split = cfg.split
-    if split != "all" and scan.splits and split not in scan.splits:
+    if split == "val" and not cfg.split_file:
+        split = "validate"  # the split folders' spelling
+    if cfg.split_file:
+        split = "all" if split == "all" else canonical_split(split) or split  # the split file decides
+        if scan.splits:
+            warnings.append(f"--split-file {cfg.split_file} decides the split; the split folders of {cfg.source} "
+                            "are ignored")
+    elif split != "all" and scan.splits and split not in scan.splits:
         if len(scan.splits) == 1 and not _has_split_folders(scan):
             split = "all"  # the source path itself is a split folder (e.g. AD_NC/test): the path chose it
         else:
             raise UserError(f"--split {split}: {cfg.source} has no '{split}' split folder; expected one of: "
                             f"{', '.join((*scan.splits, 'all'))}")
-    if not scan.splits:
+    if not scan.splits and not cfg.split_file:
         if split not in ("all", "train"):
             warnings.append(f"{cfg.source} has no split folders; --split {split} does not apply, using all samples")
         split = "all"
     cache = load_or_build(scan, cfg, rebuild=rebuild, progress=progress)
     meta = cache.meta
-    all_classes: list[str] = meta["class_names"]
+    samples = cache.samples
+    root = Path(meta["root"])
+    ann = annotate_samples(
+        [str(root / rel) for rel, _, _ in meta["files"]], [f.class_name for f in scan.files],
+        [f.split for f in scan.files], samples["file"], samples["label"], meta["class_names"],
+        subject_pattern=cfg.subject_pattern, labels=cfg.labels, label_column=cfg.label_column,
+        split_file=cfg.split_file,
+    )
+    warnings += ann.files.notes
+    all_classes: list[str] = list(ann.class_names)
     wanted = list(all_classes)
     if cfg.classes:
         missing = [c for c in cfg.classes if c not in all_classes]
         if missing:
-            raise UserError(f"--classes {','.join(missing)}: no such class in {cfg.source}; expected one of: "
-                            f"{', '.join(all_classes)}")
+            raise UserError(f"--classes {','.join(missing)}: no such class in {cfg.labels or cfg.source}; expected "
+                            f"one of: {', '.join(all_classes)}")
         wanted = [c for c in all_classes if c in cfg.classes]
-    samples = cache.samples
-    keep = np.isin(samples["label"], [all_classes.index(c) for c in wanted])
-    if split != "all" and scan.splits:
-        keep &= samples["split"] == SPLIT_CODES.index(split)
+    keep = np.isin(ann.labels, [all_classes.index(c) for c in wanted])
+    if split != "all" and (scan.splits or cfg.split_file):
+        keep &= ann.splits == split
     rows = np.flatnonzero(keep)
     if rows.size == 0:
         raise UserError(f"{cfg.source}: no samples for --split {split}"
-                        f"{' --classes ' + ','.join(cfg.classes) if cfg.classes else ''}; expected a selection "
-                        f"that holds images")
+                        f"{' --classes ' + ','.join(cfg.classes) if cfg.classes else ''}"
+                        f"{' in ' + cfg.split_file if cfg.split_file else ''}; expected a selection that holds images")
     remap = np.full(len(all_classes), -1, np.int64)
     remap[[all_classes.index(c) for c in wanted]] = np.arange(len(wanted))
-    labels = remap[samples["label"][rows]]
-    fingerprint = hashlib.sha256(json.dumps([meta["fingerprint"], split, wanted]).encode()).hexdigest()[:16]
+    labels = remap[ann.labels[rows]]
+    fp_parts: list[Any] = [meta["fingerprint"], split, wanted]
+    if cfg.split_file or cfg.labels:  # the tables change the selection: hash what was selected
+        fp_parts.append(hashlib.sha256(rows.tobytes() + labels.tobytes()).hexdigest())
+    fingerprint = hashlib.sha256(json.dumps(fp_parts).encode()).hexdigest()[:16]
     stats, skipped = meta["stats"], meta["skipped"]
     if stats["upsampled"]:
         warnings.append(f"{stats['upsampled']} sample(s) smaller than {cfg.resolution} px were upsampled (bicubic)")
@@ -241,8 +269,10 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
         warnings.append(f"{skipped['count']} file(s) skipped, e.g. " +
                         "; ".join(f"{n}: {why}" for n, why in skipped["examples"][:3]))
     counts: dict[str, dict[str, int]] = {}
-    for (sp, lab), n in sorted(Counter(zip(samples["split"].tolist(), samples["label"].tolist())).items()):
-        counts.setdefault(SPLIT_CODES[sp], {})[all_classes[lab]] = n
+    labelled = ann.labels >= 0
+    for (sp, lab), n in sorted(Counter(zip(ann.splits[labelled].tolist(), ann.labels[labelled].tolist())).items(),
+                               key=lambda kv: (_split_rank(kv[0][0]), kv[0][1])):
+        counts.setdefault(sp, {})[all_classes[lab]] = n
     report = DataReport(
         source=cfg.source, root=meta["root"], layout=meta["layout"], description=meta["description"],
         resolution=cfg.resolution, channels=cfg.channels, split=split, splits=tuple(meta["splits"]),
@@ -253,9 +283,14 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
         skipped=skipped["count"], skipped_reasons=skipped["reasons"],
         skipped_examples=tuple((n, why) for n, why in skipped["examples"]), upsampled=stats["upsampled"],
         ignored_folders=tuple(meta["ignored_folders"]), warnings=tuple(warnings), cache_dir=str(cache.directory),
-        cache_built=cache.built, build_seconds=float(meta["build_seconds"]),
+        cache_built=cache.built, build_seconds=float(meta["build_seconds"]), subjects=ann.summary(rows),
     )
-    return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint)
+    return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint, subjects=ann.subjects[rows],
+                      splits=ann.splits[rows])
+
+
+def _split_rank(name: str) -> int:
+    return {"train": 0, "validate": 1, "val": 1, "test": 2}.get(name, 3)
 
 
 def _has_split_folders(scan: Any) -> bool:
@@ -268,7 +303,7 @@ def _validate(cfg: DataConfig) -> None:
         raise UserError(f"resolution {r}: expected a power of two >= 4")
     if cfg.channels not in (1, 3):
         raise UserError(f"channels {cfg.channels}: expected 1 or 3")
-    if cfg.split not in ("train", "validate", "test", "all"):
-        raise UserError(f"--split {cfg.split}: expected train, validate, test or all")
+    if cfg.split not in ("train", "validate", "val", "test", "all"):
+        raise UserError(f"--split {cfg.split}: expected train, validate (val), test or all")
     if not 0.0 <= cfg.min_content <= 1.0:
         raise UserError(f"--min-content {cfg.min_content}: expected a fraction between 0 and 1")

@@ -22,6 +22,7 @@ from stylemri.metrics import fid as fid_mod
 from stylemri.metrics import kid as kid_mod
 from stylemri.metrics import memorization as mem_mod
 from stylemri.metrics import precision_recall, swd as swd_mod
+from stylemri.metrics import subject_memorization as subj_mod
 from stylemri.metrics.inception import InceptionFeatures, load_inception
 from stylemri.metrics.metric_utils import (
     ImageSource, Progress, check_uint8_batch, extract_features, protocol_description, source_features,
@@ -84,8 +85,9 @@ def evaluate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Compute `metrics` for `num` generated images against `real` (memorization: against `training`,
-    default `real`). With `out_dir`, memorization also writes `memorization_closest.png` and
-    `memorization.csv` there. Returns a JSON-able dict with the protocol and per-metric results."""
+    default `real`; `subject_ids` default `training.subjects`). With `out_dir`, memorization also writes
+    `memorization_closest.png` and `memorization.csv` there, and with subject IDs the per-subject
+    `memorization_subjects.csv` and `memorization_subjects.png`. Returns a JSON-able dict with the protocol and per-metric results."""
     names = parse_metrics(metrics)
     training = training or real
     timings: dict[str, float] = {}
@@ -141,16 +143,28 @@ def evaluate(
         if extractor is not None:
             train_feats = real_feats if training is real else source_features(
                 training, extractor, cache_dir=cache_dir, batch_size=batch_size, progress=progress)[0]
+        if subject_ids is None:
+            subject_ids = training.subjects  # a dataset source carries its samples' subjects
         mem = mem_mod.memorization(
             fake, training, generated_features=fake_feats if train_feats is not None else None,
             training_features=train_feats, subject_ids=subject_ids, seed=seed, device=device,
         )
         m["memorization"] = mem.summary()
+        tables = {}
+        if mem.subject_ids is not None:  # per patient: which subjects does the generator reproduce?
+            tables = {space: subj_mod.subject_table(mem, fake, training, space=space, generated_features=fake_feats,
+                                                    training_features=train_feats, device=device)
+                      for space in mem.spaces}
+            m["memorization"]["subjects"] = {space: t.summary() for space, t in tables.items()}
         if out_dir is not None:
             out = Path(out_dir)
             mem_mod.closest_pairs_figure(out / "memorization_closest.png", mem, fake, training)
             _write_csv(out / "memorization.csv", mem.rows())
             m["memorization"]["files"] = ["memorization_closest.png", "memorization.csv"]
+            if tables:
+                subj_mod.write_subject_csv(out / "memorization_subjects.csv", tables)
+                subj_mod.subjects_figure(out / "memorization_subjects.png", tables["pixel"], fake, training)
+                m["memorization"]["files"] += ["memorization_subjects.csv", "memorization_subjects.png"]
         timings["memorization"] = time.perf_counter() - t
     if notes:
         results["notes"] = notes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -40,6 +40,7 @@ class ImageSource:
     channels: int
     fingerprint: str | None = None  # None: never cached (e.g. generated images)
     name: str = "images"
+    subjects: np.ndarray | None = field(default=None, repr=False, compare=False)  # per-image subject (patient) IDs
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         for start in range(0, self.num, batch_size):
@@ -96,6 +97,7 @@ def source_from_dataset(ds: Any, indices: Iterable[int] | None = None, name: str
     return ImageSource(
         num=len(sel), read=read, resolution=int(ds.resolution), channels=int(ds.channels),
         fingerprint=f"{ds.fingerprint}:{subset}", name=name or "dataset",
+        subjects=np.asarray(ds.subjects)[sel] if getattr(ds, "subjects", None) is not None else None,
     )
 
 

@@ -1,0 +1,171 @@
+"""`stylemri data split` and the patient section of `stylemri data inspect` (docs/subjects.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+from stylemri.data.annotate import SubjectSummary, annotate_files
+from stylemri.data.sources import scan_source
+from stylemri.data.splits import SPLITS, check_fractions, make_split
+from stylemri.data.subjects import compile_subject_pattern
+from stylemri.errors import UserError
+
+SHOW_LEAKS = 5  # leaks listed by name; the rest are counted
+
+SPLIT_EXAMPLES = """\
+examples:
+  stylemri data split ~/data/AD_NC --out splits/ --val 0.1 --test 0.2 --seed 0
+  stylemri data split ~/data/AD_NC --split train --out splits/ --val 0.15 --test 0   # keep the official test
+  stylemri data split ~/adni_flat --labels ADNIMERGE.csv --label-column DX_bl --out splits/
+  stylemri data inspect ~/data/AD_NC --split-file splits/split.csv --split all     # check: no leaks
+  stylemri train --data ~/data/AD_NC --split-file splits/split.csv --split train ...
+
+Whole subjects (patients) go to one split; with --stratify class (default) each class is split on its
+own so every split keeps the class balance. The same data and --seed give the same file.
+"""
+
+
+def register_split(actions: argparse._SubParsersAction) -> None:
+    """Add `data split` to the `data` command group."""
+    p = actions.add_parser(
+        "split", help="write a subject-level train/val/test split file",
+        description=textwrap.fill(
+            "Assign whole subjects (patients) of SOURCE to train, val and test and write DIR/split.csv "
+            "(columns source,subject,class,split; one row per file). Use it anywhere a source is accepted with "
+            "--split-file DIR/split.csv --split train|val|test. Only the file list is read; nothing is decoded.",
+            100),
+        epilog=SPLIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE", help="image folder, NIfTI file/folder, or builtin:mni152")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the split file into")
+    p.add_argument("--name", default="split.csv", metavar="FILE.csv", help="file name in DIR (default: %(default)s)")
+    p.add_argument("--val", type=float, default=0.1, metavar="F", help="fraction of subjects for val (default: 0.1)")
+    p.add_argument("--test", type=float, default=0.2, metavar="F", help="fraction of subjects for test (default: 0.2)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--stratify", choices=("class", "none"), default="class",
+                   help="split each class separately (class, default) or all subjects together (none)")
+    p.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
+                   help="split only the files of this split folder, e.g. re-split 'train' and keep the official "
+                        "test folder (default: all files)")
+    p.add_argument("--classes", default=None, metavar="A,B", help="keep only these classes (comma-separated)")
+    p.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                   help="regex with one capture group giving the subject of a file (default: built-in rules)")
+    p.add_argument("--labels", default=None, metavar="FILE.csv",
+                   help="class labels from a table with a 'subject' or 'file' column (replaces class folders)")
+    p.add_argument("--label-column", default=None, metavar="NAME", help="the column of --labels with the class")
+    p.set_defaults(func=cmd_split)
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    check_fractions(args.val, args.test)
+    if args.subject_pattern is not None:
+        compile_subject_pattern(args.subject_pattern)
+    if args.label_column is not None and args.labels is None:
+        raise UserError(f"--label-column {args.label_column}: expected --labels FILE.csv with it")
+    if not args.name.lower().endswith(".csv") or Path(args.name).name != args.name:
+        raise UserError(f"--name {args.name}: expected a plain file name ending in .csv")
+    out_dir = Path(args.out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder; expected a folder")
+    scan = scan_source(args.source)
+    files = [f for f in scan.files if args.split == "all" or f.split == args.split]
+    if not files:
+        raise UserError(f"--split {args.split}: {args.source} has no such split folder; expected one of: "
+                        f"{', '.join((*scan.splits, 'all'))}")
+    ann = annotate_files([f.path for f in files], [f.class_name for f in files], [f.split for f in files],
+                         subject_pattern=args.subject_pattern, labels=args.labels, label_column=args.label_column)
+    keep = [i for i, c in enumerate(ann.classes) if c is not None]
+    if args.classes:
+        wanted = [c.strip() for c in args.classes.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in ann.class_names]
+        if missing:
+            raise UserError(f"--classes {','.join(missing)}: no such class in {args.labels or args.source}; "
+                            f"expected one of: {', '.join(ann.class_names)}")
+        keep = [i for i in keep if ann.classes[i] in wanted]
+    table = make_split(
+        [files[i].path for i in keep], [ann.subjects[i] for i in keep], [ann.classes[i] or "" for i in keep],
+        val=args.val, test=args.test, seed=args.seed, stratify=args.stratify == "class", root=scan.root,
+    )
+    path = table.write(out_dir / args.name)
+    print(f"split file:   {path}")
+    where = f" ({scan.root})" if str(Path(args.source).expanduser()) != scan.root else ""
+    print(f"source:       {args.source}{where}, {len(table.rows)} file(s), "
+          f"{len({r.subject for r in table.rows})} subject(s); seed {args.seed}, "
+          f"stratified by {'class' if args.stratify == 'class' else 'nothing'}")
+    print(format_split_counts(table.counts()))
+    for note in ann.notes:
+        print(f"stylemri: warning: {note}", file=sys.stderr)
+    counts = table.counts()
+    for split, fraction in (("val", args.val), ("test", args.test)):
+        if fraction > 0 and split not in counts:
+            print(f"stylemri: warning: --{split} {fraction}: no subject went to {split} (too few subjects per "
+                  f"class; a split gets one once a class has three)", file=sys.stderr)
+    if ann.subject_ids.none_derived:
+        print("stylemri: warning: no subject could be derived from the file names: every file is its own subject, "
+              "so this split is by file; give --subject-pattern or a --labels table with file and subject columns",
+              file=sys.stderr)
+    return 0
+
+
+def format_split_counts(counts: dict[str, dict[str, tuple[int, int]]]) -> str:
+    """subjects (files) per split and class, as a small table."""
+    classes = sorted({c for per in counts.values() for c in per})
+    cells = {(s, c): f"{n} ({f})" for s, per in counts.items() for c, (n, f) in per.items()}
+    width = max([len(c) for c in classes] + [len(v) for v in cells.values()] + [5]) + 2
+    lines = ["subjects (files) per split and class:",
+             f"  {'split':<8}" + "".join(f"{c or '(none)':>{width}}" for c in classes)]
+    for split in SPLITS:
+        if split in counts:
+            lines.append(f"  {split:<8}" + "".join(f"{cells.get((split, c), '0 (0)'):>{width}}" for c in classes))
+    return "\n".join(lines)
+
+
+def format_subjects(summary: SubjectSummary | None, layout: str = "") -> list[str]:
+    """The patient section of the inspect report: counts, slices per subject, leaks."""
+    if summary is None:
+        return []
+    w = summary.whole
+    if summary.none_derived:
+        return [f"subjects:     no subject could be derived from the file names: each of the {w.num_subjects} "
+                f"file(s) counts as its own subject (give --subject-pattern REGEX or a --labels table with "
+                f"file and subject columns)"]
+    rules = ", ".join(f"{k} ({v} file(s))" for k, v in summary.rules.items())
+    lines = [f"subjects:     {w.num_subjects} in the whole source, {summary.selected_subjects} in this selection; "
+             f"IDs from {rules}"]
+    if summary.fallback_files:
+        lines.append(f"              {summary.fallback_files} file(s) match no subject rule: each is its own subject")
+    lines.append(f"slices per subject: min {w.slices_min}, median {w.slices_median:g}, max {w.slices_max}")
+    classes = sorted(w.subjects_per_class)
+    width = max([len(c) for c in classes] + [5]) + 2
+    lines.append("subjects per split and class (whole source):")
+    lines.append(f"  {'split':<10}" + "".join(f"{c:>{width}}" for c in classes) + f"{'total':>9}")
+    for split, per in w.subjects_per_split_class.items():
+        lines.append(f"  {split:<10}" + "".join(f"{per.get(c, 0):>{width}}" for c in classes)
+                     + f"{w.subjects_per_split.get(split, 0):>9}")
+    lines.append(f"  {'(any)':<10}" + "".join(f"{w.subjects_per_class[c]:>{width}}" for c in classes)
+                 + f"{w.num_subjects:>9}")
+    lines.append(_leak_line("split leaks", "split", w.split_leaks, w.subjects_per_split))
+    if layout == "builtin":
+        lines.append("class leaks:  - (the classes are slicing orientations of one template)")
+    else:
+        lines.append(_leak_line("class leaks", "class", w.class_leaks, w.subjects_per_class))
+    return lines
+
+
+def _leak_line(title: str, what: str, leaks: tuple[tuple[str, tuple[str, ...]], ...], groups: dict) -> str:
+    head = f"{title + ':':<14}"
+    if len(groups) < 2:
+        return head + (f"- (one {what} only)" if groups else f"- (no {what}s)")
+    if not leaks:
+        return head + f"none (no subject in more than one {what})"
+    shown = "; ".join(f"{s} ({', '.join(g)})" for s, g in leaks[:SHOW_LEAKS])
+    more = f"; ... {len(leaks) - SHOW_LEAKS} more" if len(leaks) > SHOW_LEAKS else ""
+    kinds = Counter(g for _, g in leaks)
+    pairs = ", ".join(f"{'/'.join(g)} {n}" for g, n in kinds.most_common(3))
+    return head + f"{len(leaks)} subject(s) in more than one {what} [{pairs}]: {shown}{more}"
+
+
+__all__ = ["register_split", "cmd_split", "format_split_counts", "format_subjects"]
