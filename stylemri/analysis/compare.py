@@ -19,16 +19,20 @@ from stylemri.analysis.figures import save_figure
 def nearest_training_images(generated: torch.Tensor, dataset, *, num_baseline: int = 500, seed: int = 0,
                             include_flips: bool = True):
     """Nearest training image (pixel RMS, mirror images included) of each generated image (N, C, R, R) in
-    [-1, 1], over the whole dataset, with the real-to-real nearest distance as the yardstick: the search of
-    `stylemri.metrics.memorization`, at the generator's resolution. Returns its pixel-space `SpaceResult`
-    (nearest_index, distance in [0, 1] units, flipped, closer-than-real flags)."""
+    [-1, 1], over the whole dataset, with the real-to-real nearest distance as the yardstick (to another
+    patient's image when the dataset knows its subjects): the search of `stylemri.metrics.memorization`,
+    at the generator's resolution. Returns its pixel-space `SpaceResult` (nearest_index, distance in
+    [0, 1] units, flipped, closer-than-real flags)."""
     from stylemri.metrics.memorization import memorization
     from stylemri.metrics.metric_utils import ImageSource
 
     res = int(generated.shape[-1])
     source = ImageSource(num=len(dataset), read=lambda idx: _uint8(dataset, idx, res), resolution=res,
                          channels=int(generated.shape[1]), name="training images")
-    result = memorization(io.to_uint8(generated), source, xflip=include_flips,
+    subjects = getattr(dataset, "subjects", None)
+    if subjects is not None and len({str(x) for x in subjects if str(x)}) < 2:
+        subjects = None  # one patient (e.g. a template): compare with every other slice instead
+    result = memorization(io.to_uint8(generated), source, xflip=include_flips, subject_ids=subjects,
                           num_baseline=min(num_baseline, len(dataset)), seed=seed)
     return result.spaces["pixel"]
 
