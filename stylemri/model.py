@@ -47,6 +47,19 @@ class StagedGenerator(nn.Module):
         return self.synthesis(self.mapping(z, c, psi=psi, cutoff=cutoff), noise_mode=noise_mode)
 
 
+class StagedDiscriminator(nn.Module):
+    """The discriminator of a progressive run at the stage (and alpha) its generator reached."""
+
+    def __init__(self, D: nn.Module, stage: int, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.D = D
+        self.stage, self.alpha = int(stage), float(alpha)
+        self.c_dim = D.c_dim
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None, **_: Any) -> torch.Tensor:
+        return self.D(img, c, stage=self.stage, alpha=self.alpha)
+
+
 @dataclass
 class UsableModel:
     """A checkpoint opened for the tools: G (eval, no grad), the run config, class names, where it came from."""
@@ -87,7 +100,8 @@ class UsableModel:
                 raise UserError(f"{self.checkpoint}: this checkpoint holds no discriminator weights (D)")
             D = build_discriminator(self.config.network)
             D.load_state_dict(state)
-            self._D = D.to(self.device).eval().requires_grad_(False)
+            D = D.to(self.device).eval().requires_grad_(False)
+            self._D = D if self.stage is None else StagedDiscriminator(D, self.stage, self.alpha)
         return self._D
 
 
@@ -173,4 +187,4 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-__all__ = ["StagedGenerator", "UsableModel", "resolve_checkpoint", "open_model", "pick_device", "checkpoint_kimg"]
+__all__ = ["StagedGenerator", "StagedDiscriminator", "UsableModel", "resolve_checkpoint", "open_model", "pick_device", "checkpoint_kimg"]

@@ -339,3 +339,20 @@ def test_help_for_every_command(capsys):
         assert exc.value.code == 0
         text = capsys.readouterr().out
         assert "--checkpoint" in text and "RUN" in text
+
+
+def test_progressive_run_stopped_early(runs, tmp_path, capsys):
+    """A progressive StyleGAN run that stopped at 8 px: every tool works at the stage it reached."""
+    run = _train(runs["data"], tmp_path / "runs", runs["root"] / "cache", 0.1, "--arch", "stylegan",
+                 "--fade-kimg", "0.04", "--stable-kimg", "0.04")
+    rc, out, _ = run_cli(capsys, "generate", run, "--n", "2", "--outdir", tmp_path / "g")
+    assert rc == 0 and "8 px" in out
+    assert np.asarray(Image.open(_only(tmp_path / "g") / "seed0001.png")).shape == (8, 8)
+    rc, out, _ = run_cli(capsys, "project", run, runs["data"] / "NC" / "NC_01.png", "--steps", "5", "--w-samples",
+                         "100", "--d-weight", "0.1", "--outdir", tmp_path)
+    assert rc == 0 and "discriminator-feature" in out
+    rc, out, _ = run_cli(capsys, "embed", run, "--n", "20", "--method", "pca", "--dims", "2", "--data", runs["data"],
+                         "--outdir", tmp_path)
+    assert rc == 0
+    (summary,) = tmp_path.glob("kimg-*/embed/summary.json")
+    assert json.loads(summary.read_text())["dfeat"]["samples_per_class"] == {"AD": 20, "NC": 20}
