@@ -51,6 +51,7 @@ class NetworkConfig:
     mbstd_group: int = 4
     mbstd_features: int = 1
     conv_clamp: float | None = None
+    d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from stylemri.errors import UserError
 COMMAND_MODULES: list[str] = [
     "stylemri.cli.data",
     "stylemri.cli.metrics",
+    "stylemri.cli.info",
 ]
 
 

@@ -1,0 +1,108 @@
+"""StyleGAN and StyleGAN2 generators and discriminators, built from one `NetworkConfig`.
+
+    G = build_generator(cfg); D = build_discriminator(cfg)
+    ws = G.mapping(z, c, psi=0.7)                  # (N, G.num_ws, G.w_dim)
+    img = G.synthesis(ws, noise_mode="const")      # (N, C, R, R), [-1, 1] scale, linear output
+    logits = D(img, c)                             # (N, 1)
+
+`arch="stylegan"` is the progressive 2019 model (`stage`/`alpha` grow it); `arch="stylegan2"` the 2020
+skip-G / residual-D model. Labels `c` are one-hot float (N, c_dim), or None when c_dim = 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stylemri.config import NetworkConfig
+from stylemri.errors import UserError
+from stylemri.networks import stylegan, stylegan2
+from stylemri.networks.heads import Generator
+from stylemri.networks.presets import PRESETS, preset_config
+
+ARCHS = ("stylegan", "stylegan2")
+
+
+def validate_config(cfg: NetworkConfig) -> NetworkConfig:
+    """Check the values a user can get wrong; returns cfg unchanged."""
+    if cfg.arch not in ARCHS:
+        raise UserError(f"arch {cfg.arch!r}: expected one of {', '.join(ARCHS)}")
+    r = cfg.resolution
+    if not (4 <= r <= 1024 and r & (r - 1) == 0):
+        raise UserError(f"resolution {r}: expected a power of two from 4 to 1024")
+    if cfg.img_channels < 1:
+        raise UserError(f"img_channels {cfg.img_channels}: expected 1 (grey MRI) or 3 (RGB)")
+    if cfg.c_dim < 0:
+        raise UserError(f"c_dim {cfg.c_dim}: expected 0 (unconditional) or the number of classes")
+    for name in ("z_dim", "w_dim", "map_layers", "d_map_layers", "channel_base", "channel_max", "mbstd_group"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} {getattr(cfg, name)}: expected a positive integer")
+    if cfg.mbstd_features < 0:
+        raise UserError(f"mbstd_features {cfg.mbstd_features}: expected 0 (off) or more")
+    ch4 = stylegan2.channels_at(4, cfg.channel_base, cfg.channel_max)
+    if cfg.mbstd_features and ch4 % cfg.mbstd_features:
+        raise UserError(f"mbstd_features {cfg.mbstd_features}: must divide the {ch4} channels at 4x4")
+    if cfg.map_lr_mul <= 0:
+        raise UserError(f"map_lr_mul {cfg.map_lr_mul}: expected a positive number")
+    if cfg.conv_clamp is not None and cfg.conv_clamp <= 0:
+        raise UserError(f"conv_clamp {cfg.conv_clamp}: expected a positive number or None")
+    return cfg
+
+
+def build_generator(cfg: NetworkConfig) -> Generator:
+    """Generator with `.mapping`, `.synthesis`, `num_ws`, `w_avg`, ..., on CPU in float32."""
+    validate_config(cfg)
+    if cfg.arch == "stylegan":
+        synthesis: nn.Module = stylegan.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels,
+                                                         cfg.channel_base, cfg.channel_max)
+    else:
+        synthesis = stylegan2.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base,
+                                               cfg.channel_max, conv_clamp=cfg.conv_clamp)
+    return Generator(synthesis, cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.map_layers, cfg.map_lr_mul)
+
+
+def build_discriminator(cfg: NetworkConfig) -> nn.Module:
+    """Discriminator: forward(img, c, stage=None, alpha=1.0) -> logits (N, 1)."""
+    validate_config(cfg)
+    common = dict(c_dim=cfg.c_dim, resolution=cfg.resolution, img_channels=cfg.img_channels,
+                  channel_base=cfg.channel_base, channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
+                  mbstd_features=cfg.mbstd_features, map_layers=cfg.d_map_layers, map_lr_mul=cfg.map_lr_mul)
+    if cfg.arch == "stylegan":
+        return stylegan.Discriminator(**common)
+    return stylegan2.Discriminator(**common, conv_clamp=cfg.conv_clamp)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_counts(cfg: NetworkConfig) -> dict[str, int]:
+    """Parameter counts of G (mapping, synthesis) and D, built on the meta device (no memory, instant)."""
+    with torch.device("meta"):
+        g, d = build_generator(cfg), build_discriminator(cfg)
+    return {
+        "G": count_parameters(g),
+        "G.mapping": count_parameters(g.mapping),
+        "G.synthesis": count_parameters(g.synthesis),
+        "D": count_parameters(d),
+        "num_ws": g.num_ws,
+        "stages": int(math.log2(cfg.resolution)) - 2,
+    }
+
+
+def parameter_breakdown(cfg: NetworkConfig) -> list[tuple[str, int]]:
+    """(module name, parameter count) for each top-level part of G and D, in forward order."""
+    with torch.device("meta"):
+        g, d = build_generator(cfg), build_discriminator(cfg)
+    rows = [("G.mapping", count_parameters(g.mapping))]
+    rows += [(f"G.synthesis.{name}", count_parameters(m)) for name, m in g.synthesis.named_children()]
+    children = dict(d.named_children())
+    order = [n for n in children if n.startswith("b") and n != "b4"] + [n for n in children if not n.startswith("b")]
+    rows += [(f"D.{name}", count_parameters(children[name])) for name in order + ["b4"]]
+    return rows
+
+
+__all__ = ["ARCHS", "PRESETS", "Generator", "build_discriminator", "build_generator", "count_parameters",
+           "parameter_breakdown", "parameter_counts", "preset_config", "validate_config"]

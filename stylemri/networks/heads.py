@@ -1,0 +1,107 @@
+"""Parts both architectures share around the convolution stacks: the 4x4 discriminator head
+(minibatch standard deviation, conv, two FC layers, projection conditioning) and the generic Generator
+that ties a mapping network to a synthesis network."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stylemri.networks.layers import EqualConv2d, EqualLinear
+from stylemri.networks.mapping import MappingNetwork, check_labels
+
+
+def _group_size(batch: int, group_size: int | None) -> int:
+    """Largest divisor of the batch not above `group_size`, so odd batch sizes never crash."""
+    g = batch if group_size is None else max(1, min(group_size, batch))
+    while batch % g:
+        g -= 1
+    return g
+
+
+class MinibatchStd(nn.Module):
+    """Append the standard deviation over groups of samples as extra feature maps (ProGAN; lets D see
+    the diversity of a batch). `num_channels` features each average over C / num_channels channels."""
+
+    def __init__(self, group_size: int | None = 4, num_channels: int = 1) -> None:
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = _group_size(n, self.group_size)
+        f = self.num_channels
+        y = x.reshape(g, -1, f, c // f, h, w)
+        y = y - y.mean(dim=0)
+        y = (y.square().mean(dim=0) + 1e-8).sqrt()
+        y = y.mean(dim=[2, 3, 4]).reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y.to(x.dtype)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+class DiscriminatorEpilogue(nn.Module):
+    """4x4 head: minibatch stddev, 3x3 conv, FC, output FC; with labels a projection onto cmap."""
+
+    def __init__(self, in_channels: int, cmap_dim: int, resolution: int = 4, mbstd_group: int | None = 4,
+                 mbstd_features: int = 1, conv_clamp: float | None = None) -> None:
+        super().__init__()
+        if mbstd_features > 0 and in_channels % mbstd_features:
+            raise ValueError(f"mbstd_features {mbstd_features}: must divide the {in_channels} head channels")
+        self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
+        self.mbstd = MinibatchStd(mbstd_group, mbstd_features) if mbstd_features > 0 else None
+        self.conv = EqualConv2d(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.fc = EqualLinear(in_channels * resolution * resolution, in_channels, activation="lrelu")
+        self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
+
+    def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        x = self.out(x)
+        if self.cmap_dim > 0:
+            # Projection discriminator (Miyato & Koyama 2018): score = <features, embed(label)>.
+            x = (x * cmap.to(x.dtype)).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
+        return x.float()
+
+
+class Generator(nn.Module):
+    """z (+ label) -> mapping -> ws -> synthesis -> image in [-1, 1] scale; any synthesis with `num_ws`."""
+
+    def __init__(self, synthesis: nn.Module, z_dim: int, c_dim: int, w_dim: int, map_layers: int,
+                 map_lr_mul: float) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_channels = synthesis.img_channels
+        self.resolution = synthesis.resolution
+        self.synthesis = synthesis
+        self.num_ws = synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=map_layers, lr_mul=map_lr_mul)
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        """The tracked average w (a buffer of the mapping network; saved in the state dict)."""
+        return self.mapping.w_avg
+
+    @property
+    def num_stages(self) -> int:
+        """Doublings from 4x4 to full resolution; `stage` runs from 0 to this."""
+        return int(math.log2(self.resolution)) - 2
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, psi: float = 1.0, cutoff: int | None = None,
+                noise_mode: str = "random", stage: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+        ws = self.mapping(z, c, psi=psi, cutoff=cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode, stage=stage, alpha=alpha)
+
+
+def labels_for(d: nn.Module, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """Label embedding for a discriminator, validating shapes; None when unconditional."""
+    c = check_labels(c, d.c_dim, batch, "discriminator")
+    return None if c is None else d.mapping(None, c)
+
+
+__all__ = ["DiscriminatorEpilogue", "Generator", "MinibatchStd", "labels_for"]
