@@ -19,6 +19,8 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.data",
     "stylemri.cli.metrics",
     "stylemri.cli.info",
+    "stylemri.cli.use",
+    "stylemri.cli.analyse",
 ]
 
 
