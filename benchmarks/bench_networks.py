@@ -4,9 +4,10 @@
     python benchmarks/bench_networks.py --resolutions 64 --batch 16 --reps 10 --device cuda
 
 Networks are the default NetworkConfig (channel_base 16384, channel_max 512, 2 mapping layers, 1 channel)
-at each resolution, i.e. the StyleGAN2-ADA 'auto' sizes. G forward = mapping + synthesis in eval mode
-(grouped modulated conv); G forward+backward = train mode (activation-scaled modulated conv), loss on the
-image; D the same with real images as input. Figures are medians over --reps timed runs after a warm-up.
+at each resolution, i.e. the StyleGAN2-ADA 'auto' sizes. G forward = mapping + synthesis in eval mode;
+G forward+backward = train mode, loss on the image (modulated conv path: the library default, see
+docs/networks.md; the last line compares grouped and activation-scaled modconv, interleaved);
+D the same with real images as input. Figures are medians over --reps timed runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylemri.config import NetworkConfig  # noqa: E402
 from stylemri.networks import build_discriminator, build_generator, count_parameters  # noqa: E402
+
+
+def time_once(fn: Callable[[], None], device: torch.device) -> float:
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def median_seconds(fn: Callable[[], None], reps: int, device: torch.device) -> float:
@@ -85,20 +94,24 @@ def bench_modconv(res: int, batch: int, reps: int, device: torch.device) -> dict
     torch.manual_seed(0)
     g = build_generator(NetworkConfig(arch="stylegan2", resolution=res)).to(device)
     ws = g.mapping(torch.randn(batch, g.z_dim, device=device), None).detach()
+    def fwd(fused: bool) -> None:
+        with torch.no_grad():
+            g.synthesis(ws, fused_modconv=fused)
+
+    def train(fused: bool) -> None:
+        g.zero_grad(set_to_none=True)
+        g.synthesis(ws, fused_modconv=fused).square().mean().backward()
+
     out = {}
-    for fused in (True, False):
-        name = "grouped" if fused else "scaled"
-
-        def fwd() -> None:
-            with torch.no_grad():
-                g.synthesis(ws, fused_modconv=fused)
-
-        def train() -> None:
-            g.zero_grad(set_to_none=True)
-            g.synthesis(ws, fused_modconv=fused).square().mean().backward()
-
-        out[f"{name} fwd"] = batch / median_seconds(fwd, reps, device)
-        out[f"{name} fwd+bwd"] = batch / median_seconds(train, reps, device)
+    for mode, fn in (("fwd", fwd), ("fwd+bwd", train)):
+        # Interleaved (grouped, scaled, grouped, ...) so that outside load affects both alike.
+        times: dict[bool, list[float]] = {True: [], False: []}
+        fn(True), fn(False)  # warm-up
+        for _ in range(reps):
+            for fused in (True, False):
+                times[fused].append(time_once(lambda: fn(fused), device))
+        out[f"grouped {mode}"] = batch / statistics.median(times[True])
+        out[f"scaled {mode}"] = batch / statistics.median(times[False])
     return out
 
 

@@ -106,6 +106,16 @@ def test_stylegan2_every_w_is_used():
             assert not torch.allclose(g.synthesis(mixed, noise_mode="const"), base), i
 
 
+def test_stylegan2_grouped_and_scaled_modconv_give_the_same_image():
+    torch.manual_seed(0)
+    g = build_generator(tiny("stylegan2", 16, c_dim=2))
+    ws = g.mapping(torch.randn(3, 16), labels(3, 2))
+    with torch.no_grad():
+        a = g.synthesis(ws, noise_mode="const", fused_modconv=True)
+        b = g.synthesis(ws, noise_mode="const", fused_modconv=False)
+    assert (a - b).abs().max().item() < 1e-5
+
+
 def test_stylegan_ws_above_the_stage_are_unused():
     torch.manual_seed(0)
     g = build_generator(tiny("stylegan", 16))

@@ -185,12 +185,13 @@ class SynthesisNetwork(nn.Module):
                 fused_modconv: bool | None = None) -> torch.Tensor:
         """`stage`/`alpha` are accepted for interface parity with progressive StyleGAN and ignored.
 
-        fused_modconv: None = grouped conv in eval mode, activation scaling in train mode (faster backward).
+        fused_modconv: True = one grouped conv, False = activation scaling (same result). None = grouped
+        only for CUDA inference; training (cheaper backward) and CPU (measured faster) use scaling.
         """
         check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"synthesis: expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
-        fused = (not self.training) if fused_modconv is None else fused_modconv
+        fused = (not self.training and ws.is_cuda) if fused_modconv is None else fused_modconv
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
