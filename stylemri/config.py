@@ -54,6 +54,75 @@ class NetworkConfig:
     d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained: losses, regularization, augmentation, schedule, duration, bookkeeping.
+
+    Every field is resolved once (presets, then the StyleGAN2-ADA "auto" heuristics, then CLI flags) and
+    saved in the run's config.json, so a run can be reproduced and resumed from that file alone.
+    """
+
+    preset: str = "auto"  # auto | stylegan-adni | stylegan2-adni (where the defaults came from)
+    seed: int = 0
+    kimg: float = 25000.0  # duration in thousands of real images shown to D
+    epochs: float | None = None  # as given on the command line; `kimg` holds the resolved duration
+    batch: int = 32  # global batch (all ranks together) at the final resolution
+    batch_per_res: tuple[tuple[int, int], ...] = ()  # progressive: (resolution, global batch) pairs
+    loss: str = "ns"  # ns (non-saturating logistic) | wgangp
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    r1_gamma: float = 10.0  # ns loss: R1 weight (gamma); 0 turns R1 off
+    r1_interval: int = 16  # lazy R1: every N D steps, scaled by N
+    pl_weight: float = 2.0  # path-length regularization weight; 0 turns it off
+    pl_interval: int = 4  # lazy path length: every N G steps
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing: float = 0.9  # probability of mixing two latents at a random crossover
+    wgan_lambda: float = 10.0  # wgangp: gradient-penalty weight
+    wgan_epsilon: float = 0.001  # wgangp: drift penalty on real scores
+    wgan_target: float = 1.0
+    ema_kimg: float = 10.0  # EMA half-life of G in kimg
+    ema_rampup: float | None = 0.05  # half-life <= rampup * images shown so far; None = no ramp-up
+    aug: str = "ada"  # ada | fixed | diffaugment | none
+    aug_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
+    ada_target: float = 0.6
+    ada_interval: int = 4  # adjust p every N steps
+    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
+    progressive: bool = False  # StyleGAN progressive growing from `start_res`
+    start_res: int = 4
+    fade_kimg: float = 600.0  # progressive: fade-in length of each new resolution
+    stable_kimg: float = 600.0  # progressive: stabilization length of each resolution
+    reset_opt_on_grow: bool = True  # progressive: fresh Adam moments at each new resolution (NVlabs)
+    tick_kimg: float = 4.0  # one log line / csv row per tick
+    sample_ticks: int = 10  # sample grid every N ticks (and at the end)
+    checkpoint_ticks: int = 50  # checkpoint every N ticks (and at the end, on signals)
+    keep_checkpoints: int = 5  # keep the last K checkpoints (plus the best, when a metric is tracked)
+    nan_patience: int = 4  # consecutive non-finite steps before reloading the last good checkpoint
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    tf32: bool = True
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the main G/D passes (regularization passes stay eager)
+    num_workers: int = 2  # data-loader worker processes (per rank)
+    metrics: tuple[str, ...] = ()  # evaluated at every checkpoint (fid, kid, swd, pr); the first picks `best`
+    metric_num: int = 5000  # generated images per evaluation
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs and everything it must remember: saved as the run's config.json."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = ""
+    version: str = ""
+    fingerprint: str | None = None  # of the dataset's file list at the time of training
+    class_names: tuple[str, ...] = ()
+    num_images: int = 0  # dataset size at the time of training
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass (nested allowed) as plain JSON-able data; tuples become lists."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -94,4 +163,4 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
-__all__ = ["DataConfig", "NetworkConfig", "to_dict", "from_dict", "replace", "field"]
+__all__ = ["DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]

@@ -17,6 +17,7 @@ from stylemri.errors import UserError
 # Each module defines `register(subparsers)`, adding its command(s) with `set_defaults(func=...)`.
 COMMAND_MODULES: list[str] = [
     "stylemri.cli.data",
+    "stylemri.cli.train",
     "stylemri.cli.metrics",
     "stylemri.cli.info",
     "stylemri.cli.use",

@@ -1,0 +1,256 @@
+"""Checkpoints that survive anything: safetensors (tensors) + JSON (everything else), never pickle.
+
+A checkpoint `ckpt-<nimg>` is two files in `checkpoints/`: `<name>.safetensors` (G, D, G_ema, optimizer
+moments, loss buffers) and `<name>.json` (config, counters, RNG states, ADA state, loader position, the
+optimizers' hyper-parameters, and the size and SHA-256 of the tensor file). Each is written to a temporary
+name, fsynced and renamed, tensors first; the JSON is the commit record. Only then is the `latest` pointer
+file replaced (atomically), so a kill at any moment leaves `latest` naming a whole checkpoint. Older
+checkpoints beyond the last K are deleted, except the best one when a score is tracked.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import safetensors.torch
+import torch
+
+from stylemri.errors import UserError
+from stylemri.io import atomic_write, write_json
+
+NAME_RE = re.compile(r"^ckpt-(\d{10,})$")
+FORMAT = "stylemri-checkpoint-1"
+# Fault injection for the kill -9 test: "S" or "S:N" sleeps S seconds halfway through writing the tensor file
+# (of the N-th checkpoint this process writes, counting from 1), so a test can kill the writer mid-write.
+STALL_ENV = "STYLEMRI_CHECKPOINT_STALL"
+
+
+def checkpoint_name(nimg: int) -> str:
+    return f"ckpt-{nimg:010d}"
+
+
+def _module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+
+
+def pack_modules(modules: Mapping[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """{"G": G, ...} -> flat {"G.<name>": tensor} for safetensors."""
+    out: dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        out.update(_module_tensors(prefix, module))
+    return out
+
+
+def unpack_module(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def pack_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state dict split into tensors (per-parameter moments) and JSON (groups, scalars)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{pid}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unpack_optimizer(prefix: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of `pack_optimizer`: a state dict for `opt.load_state_dict`."""
+    state: dict[int, dict[str, Any]] = {}
+    p = prefix + "."
+    for name, value in tensors.items():
+        if name.startswith(p):
+            pid, key = name[len(p):].split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch RNG states (CPU and every CUDA device), base64 in JSON."""
+    state = {"torch_cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    def decode(s: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+
+    torch.set_rng_state(decode(state["torch_cpu"]))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        cuda = state["torch_cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([decode(s) for s in cuda])
+
+
+class CheckpointManager:
+    """Writes, lists, prunes and finds the checkpoints of one run directory's `checkpoints/` folder."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 5) -> None:
+        self.dir = Path(directory)
+        self.keep = max(int(keep), 1)
+        self.saves = 0  # checkpoints written by this manager (for the fault-injection hook)
+
+    # ---- writing -------------------------------------------------------------------------------------
+    def save(self, nimg: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *,
+             score: float | None = None) -> Path:
+        """Write checkpoint `ckpt-<nimg>`, point `latest` at it, prune; returns the JSON path."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = checkpoint_name(nimg)
+        data = safetensors.torch.save(dict(tensors), metadata={"format": FORMAT})
+        self.saves += 1
+        stall = _stall_seconds(os.environ.get(STALL_ENV, ""), self.saves)
+        with atomic_write(self.dir / f"{name}.safetensors") as f:
+            half = len(data) // 2
+            f.write(data[:half])
+            if stall > 0:
+                f.flush()
+                time.sleep(stall)
+            f.write(data[half:])
+        record = {"format": FORMAT, "name": name, "nimg": nimg, "tensor_file": f"{name}.safetensors",
+                  "tensor_bytes": len(data), "tensor_sha256": hashlib.sha256(data).hexdigest(),
+                  "score": score, **meta}
+        del data
+        write_json(self.dir / f"{name}.json", record)
+        with atomic_write(self.dir / "latest", "w") as f:
+            f.write(name + "\n")
+        if score is not None:
+            best = self.best()
+            if best is None or score < float(read_meta(best).get("score", float("inf"))):
+                with atomic_write(self.dir / "best", "w") as f:
+                    f.write(name + "\n")
+        self.prune()
+        return self.dir / f"{name}.json"
+
+    def prune(self) -> None:
+        """Keep the newest K whole checkpoints plus the ones `latest` and `best` name; drop stale temp files."""
+        names = self._names()
+        protect = {p.stem for p in (self.latest(), self.best()) if p is not None}
+        for name in names[: max(len(names) - self.keep, 0)]:
+            if name in protect:
+                continue
+            for suffix in (".json", ".safetensors"):  # JSON first: a half-deleted checkpoint never looks whole
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / f"{name}{suffix}").unlink()
+        for tmp in self.dir.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - tmp.stat().st_mtime > 60:
+                    tmp.unlink()
+
+    def clean_temporaries(self) -> int:
+        """Delete temporary files left by a killed writer (call when no writer is running)."""
+        n = 0
+        for tmp in self.dir.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                n += 1
+        return n
+
+    # ---- finding -------------------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        names = {p.stem for p in self.dir.glob("ckpt-*.json") if NAME_RE.match(p.stem)}
+        return sorted(names, key=lambda n: int(NAME_RE.match(n).group(1)))  # type: ignore[union-attr]
+
+    def checkpoints(self) -> list[Path]:
+        """Whole checkpoints (JSON record and tensor file of the recorded size), oldest first."""
+        return [self.dir / f"{n}.json" for n in self._names() if is_whole(self.dir / f"{n}.json")]
+
+    def _pointer(self, pointer: str) -> Path | None:
+        try:
+            name = (self.dir / pointer).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        path = self.dir / f"{name}.json"
+        return path if NAME_RE.match(name) and is_whole(path) else None
+
+    def latest(self) -> Path | None:
+        """The checkpoint `latest` names, or the newest whole one when the pointer is missing or stale."""
+        found = self._pointer("latest")
+        if found is not None:
+            return found
+        whole = self.checkpoints()
+        return whole[-1] if whole else None
+
+    def best(self) -> Path | None:
+        return self._pointer("best")
+
+
+def _stall_seconds(spec: str, save_number: int) -> float:
+    seconds, _, nth = spec.partition(":")
+    try:
+        return float(seconds) if seconds and (not nth or int(nth) == save_number) else 0.0
+    except ValueError:
+        return 0.0
+
+
+def is_whole(json_path: Path) -> bool:
+    """Cheap check: the record parses and the tensor file has the recorded size."""
+    try:
+        meta = json.loads(json_path.read_text())
+        tensor_path = json_path.parent / meta["tensor_file"]
+        return meta.get("format") == FORMAT and tensor_path.stat().st_size == int(meta["tensor_bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def read_meta(json_path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(json_path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: expected a stylemri checkpoint record (JSON), could not read it ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path}: expected a stylemri checkpoint record ({FORMAT})")
+    return meta
+
+
+def read_checkpoint(json_path: str | os.PathLike, *, verify: bool = True,
+                    prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint's tensors (on CPU) and record; `verify` checks the SHA-256; no pickle anywhere."""
+    path = Path(json_path)
+    meta = read_meta(path)
+    tensor_path = path.parent / meta["tensor_file"]
+    if not verify and prefixes is not None:
+        if not is_whole(path):
+            raise UserError(f"{tensor_path}: expected {meta['tensor_bytes']} bytes of tensors; the file is incomplete")
+        out: dict[str, torch.Tensor] = {}
+        with safetensors.safe_open(str(tensor_path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if key.split(".", 1)[0] in prefixes:
+                    out[key] = f.get_tensor(key)
+        return out, meta
+    try:
+        data = tensor_path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{tensor_path}: expected the checkpoint's tensor file ({exc.strerror})") from None
+    if len(data) != int(meta["tensor_bytes"]) or (verify and hashlib.sha256(data).hexdigest() != meta["tensor_sha256"]):
+        raise UserError(f"{tensor_path}: contents do not match the checkpoint record (size or SHA-256); file damaged")
+    tensors = safetensors.torch.load(data)
+    if prefixes is not None:
+        tensors = {k: v for k, v in tensors.items() if k.split(".", 1)[0] in prefixes}
+    return tensors, meta

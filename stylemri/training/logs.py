@@ -1,0 +1,185 @@
+"""What people look at during and after a run: losses.csv, stats.jsonl, TensorBoard, PNG loss plots.
+
+Only rank 0 creates a `RunLog`. The CSV and JSON-lines files are rewritten atomically at every tick (they
+are small), so a crash never leaves a half row; on resume, rows past the checkpoint being resumed are
+dropped, so the files read as one uninterrupted run. TensorBoard event files are written by TensorBoard
+itself (append-only), with events past the resume point purged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from stylemri.io import atomic_write, to_uint8, make_grid
+
+CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "path_length",
+              "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
+
+
+class RunLog:
+    """losses.csv + stats.jsonl + TensorBoard scalars and images + plots/ for one run directory."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, resume_kimg: float | None = None,
+                 tensorboard: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.csv_path = self.dir / "losses.csv"
+        self.jsonl_path = self.dir / "stats.jsonl"
+        self.rows: list[dict[str, Any]] = []
+        self.events: list[str] = []
+        if resume_kimg is not None:
+            self.rows = [r for r in _read_csv(self.csv_path) if float(r["kimg"]) <= resume_kimg + 1e-9]
+            self.events = [line for line in _read_lines(self.jsonl_path) if _kimg_of(line) <= resume_kimg + 1e-9]
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
+
+            purge = int(round(resume_kimg * 1000)) + 1 if resume_kimg is not None else None
+            self._tb = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
+
+    def tick(self, stats: Mapping[str, Any]) -> None:
+        """One row per tick: losses.csv, a JSON line, TensorBoard scalars."""
+        row = {k: _fmt(stats.get(k)) for k in CSV_FIELDS}
+        self.rows.append(row)
+        self.log_event({"event": "tick", **{k: stats.get(k) for k in CSV_FIELDS}})
+        with atomic_write(self.csv_path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        if self._tb is not None:
+            step = int(round(float(stats["kimg"]) * 1000))
+            for key in ("G_loss", "D_loss", "R1", "path_length", "D_real_sign", "ada_p", "img_per_s", "alpha",
+                        "resolution", "lr_G", "lr_D", "nonfinite"):
+                value = stats.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(f"train/{key}", value, step)
+            self._tb.flush()
+
+    def log_event(self, event: Mapping[str, Any]) -> None:
+        """Append a JSON line to stats.jsonl (ticks, resolution switches, NaN recoveries, checkpoints)."""
+        self.events.append(json.dumps(_jsonable(event), allow_nan=False))
+        with atomic_write(self.jsonl_path, "w") as f:
+            f.write("\n".join(self.events) + "\n")
+
+    def scalars(self, group: str, values: Mapping[str, float], kimg: float) -> None:
+        """Extra TensorBoard scalars (e.g. training-time metrics) under `group/`."""
+        if self._tb is None:
+            return
+        for key, value in values.items():
+            if math.isfinite(value):
+                self._tb.add_scalar(f"{group}/{key}", value, int(round(kimg * 1000)))
+        self._tb.flush()
+
+    def images(self, tag: str, images: torch.Tensor, kimg: float, ncols: int | None = None) -> None:
+        """A sample grid in TensorBoard (the PNG is written by the caller)."""
+        if self._tb is None:
+            return
+        grid = make_grid(to_uint8(images), ncols=ncols)
+        self._tb.add_image(tag, grid, int(round(kimg * 1000)), dataformats="HWC")
+        self._tb.flush()
+
+    def plot(self, switches: Sequence[tuple[float, int]] = ()) -> Path | None:
+        """plots/losses.png from losses.csv, resolution switches marked."""
+        if not self.rows:
+            return None
+        return plot_losses(self.rows, self.dir / "plots" / "losses.png", switches)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def plot_losses(rows: Sequence[Mapping[str, Any]], path: Path, switches: Iterable[tuple[float, int]] = ()) -> Path:
+    """Three panels (adversarial losses, regularizers, ADA p and r_t) against kimg; dashed lines at switches."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    def col(key: str) -> np.ndarray:
+        return np.array([_num(r.get(key)) for r in rows], dtype=np.float64)
+
+    kimg = col("kimg")
+    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    panels = ((axes[0], ("G_loss", "D_loss"), "loss"), (axes[1], ("R1", "path_length"), "regularization"),
+              (axes[2], ("ada_p", "D_real_sign"), "augmentation"))
+    for ax, keys, ylabel in panels:
+        for key in keys:
+            y = col(key)
+            if np.isfinite(y).any():
+                ax.plot(kimg, y, label=key, linewidth=1.2)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(loc="upper right", fontsize=8)
+    for x, res in switches:
+        if kimg.size and x <= kimg.max():
+            for ax in axes:
+                ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+            axes[0].annotate(f"{res}px", (x, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                             ha="left", va="top", color="grey")
+    axes[-1].set_xlabel("kimg (thousands of real images shown)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return _jsonable(obj.item())
+    return obj
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _kimg_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("kimg", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return float("inf")

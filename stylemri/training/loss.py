@@ -1,0 +1,169 @@
+"""GAN objectives and their regularizers, one training phase at a time (NVlabs StyleGAN2-ADA layout).
+
+Phases per step: `Gmain` (adversarial G loss), `Greg` (path-length regularization, lazy), `Dmain`
+(adversarial D loss; for WGAN-GP it also holds the gradient penalty and drift), `Dreg` (R1, lazy).
+Either objective works with either architecture:
+
+- `ns`: non-saturating logistic loss, softplus(-D(G(z))) for G and softplus(D(G(z))) + softplus(-D(x)) for
+  D; R1 = gamma/2 * |grad_x D(x)|^2 on reals every `r1_interval` D steps (scaled by the interval).
+- `wgangp`: D(G(z)) - D(x) + lambda * (|grad D(x_hat)| - 1)^2 + epsilon * D(x)^2 (StyleGAN 2019 / the seeds).
+
+Path length (StyleGAN2): a = |J_w^T y| for y ~ N(0, I)/sqrt(HW); penalty (a - mean a)^2 with the mean
+tracked at decay 0.01, on a batch shrunk by 2, every `pl_interval` G steps. Style mixing: with
+probability p two latents are mixed at a random crossover layer. Everything D sees is augmented.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from stylemri.config import TrainConfig
+from stylemri.training.augment import AdaController, AugmentPipe
+from stylemri.training.rng import BatchRandom
+from stylemri.training.schedule import Phase
+
+RandomFactory = Callable[[str, int], BatchRandom]  # (purpose, global rows) -> draws for this rank's rows
+LabelSampler = Callable[[str, int], "torch.Tensor | None"]  # (purpose, global rows) -> this rank's one-hot labels
+Reducer = Callable[[torch.Tensor], torch.Tensor]  # mean over ranks (identity on one process)
+
+
+class StyleGANLoss:
+    """Computes one phase's loss and runs its backward pass; returns detached statistics for logging."""
+
+    def __init__(self, G: torch.nn.Module, D: torch.nn.Module, train: TrainConfig, *,
+                 augment: AugmentPipe | None = None, ada: AdaController | None = None,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 G_main: torch.nn.Module | None = None, D_main: torch.nn.Module | None = None,
+                 reduce_mean: Reducer | None = None, world_size: int = 1) -> None:
+        self.G, self.D = G, D
+        # Possibly torch.compile'd `.mapping`/`.synthesis` and D: used only where no double backward is needed.
+        self.G_main = G_main if G_main is not None else G
+        self.D_main = D_main if D_main is not None else D
+        self.cfg = train
+        self.augment = augment
+        self.ada = ada
+        self.autocast = autocast
+        self.reduce_mean = reduce_mean or (lambda t: t)
+        self.world_size = world_size
+        device = next(G.parameters()).device
+        self.pl_mean = torch.zeros([], device=device)
+        self.last_real_logits: torch.Tensor | None = None
+        self.last_w_mean: torch.Tensor | None = None
+        self.gmain_w_mean: torch.Tensor | None = None  # mean w of the Gmain batch, for G's w_avg
+
+    # ---- networks -----------------------------------------------------------------------------------
+    def run_G(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase, rand: BatchRandom, *,
+              main: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mapping (with style mixing) + synthesis; returns images and the ws they came from.
+
+        The mean of the unmixed w is kept in `last_w_mean`: the loop moves G's `w_avg` toward it only
+        once the step is known to be finite (and averaged over ranks), so a bad step cannot poison it.
+        """
+        G = self.G_main if main else self.G
+        mapping, synthesis = G.mapping, G.synthesis
+        with self.autocast():
+            ws = mapping(z, c)
+            self.last_w_mean = ws[:, 0].detach().float().mean(0)
+            z2 = rand.randn(z.shape[1])[: z.shape[0]]
+            mix = rand.scalar_rand() < self.cfg.style_mixing
+            active = self.G.num_ws if phase.stage is None else min(self.G.num_ws, 2 * (phase.stage + 1))
+            cutoff = rand.scalar_randint(1, active) if active > 1 else active
+            if mix and active > 1:
+                ws2 = mapping(z2, c)
+                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+            img = synthesis(ws, stage=phase.stage, alpha=phase.alpha)
+        return img, ws
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor | None, phase: Phase, rand: BatchRandom, *,
+              main: bool = True) -> torch.Tensor:
+        """Augment (when on) and score; logits are float32 (N, 1)."""
+        if self.augment is not None and self.ada is not None and self.ada.p > 0:
+            img = self.augment(img, self.ada.p, rand)
+        D = self.D_main if main else self.D
+        with self.autocast():
+            logits = D(img, c, stage=phase.stage, alpha=phase.alpha)
+        return logits.float()
+
+    # ---- phases -------------------------------------------------------------------------------------
+    def accumulate_gradients(self, name: str, *, real: torch.Tensor, real_c: torch.Tensor | None,
+                             sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
+                             gain: float = 1.0) -> dict[str, torch.Tensor]:
+        """Run phase `name` (Gmain, Greg, Dmain, Dreg): loss, backward (scaled by `gain`), stats.
+
+        Generated images get labels drawn from the data's label distribution (`sample_c`), per phase.
+        """
+        z_dim = self.G.z_dim
+        if name == "Gmain":
+            r = rng("Gmain", total)
+            gen_c = sample_c("Gmain/c", total)
+            img, _ = self.run_G(r.randn(z_dim), gen_c, phase, r)
+            self.gmain_w_mean = self.last_w_mean
+            logits = self.run_D(img, gen_c, phase, rng("Gmain/aug", total))
+            loss = F.softplus(-logits) if self.cfg.loss == "ns" else -logits
+            loss.mean().mul(gain).backward()
+            return {"G_loss": loss.detach().mean()}
+        if name == "Greg":
+            return self._path_length(sample_c, phase, rng, total, gain)
+        if name == "Dmain":
+            return self._d_main(real, real_c, sample_c("Dmain/c", total), phase, rng, total, gain)
+        if name == "Dreg":
+            r = rng("Dreg/aug", total)
+            real_tmp = real.detach().requires_grad_(True)
+            logits = self.run_D(real_tmp, real_c, phase, r, main=False)
+            (grads,) = torch.autograd.grad(logits.sum(), real_tmp, create_graph=True)
+            penalty = grads.float().square().sum(dim=[1, 2, 3])
+            (logits * 0 + penalty[:, None] * (self.cfg.r1_gamma / 2)).mean().mul(gain).backward()
+            return {"R1": penalty.detach().mean()}
+        raise ValueError(f"unknown training phase {name!r}")
+
+    def _d_main(self, real: torch.Tensor, real_c: torch.Tensor | None, gen_c: torch.Tensor | None, phase: Phase,
+                rng: RandomFactory, total: int, gain: float) -> dict[str, torch.Tensor]:
+        r = rng("Dmain", total)
+        with torch.no_grad():
+            fake, _ = self.run_G(r.randn(self.G.z_dim), gen_c, phase, r)
+        fake_logits = self.run_D(fake, gen_c, phase, rng("Dmain/aug_fake", total))
+        real_logits = self.run_D(real, real_c, phase, rng("Dmain/aug_real", total))
+        self.last_real_logits = real_logits.detach()  # for ADA, once the step is known to be finite
+        stats = {"D_real_sign": real_logits.detach().sign().mean()}
+        if self.cfg.loss == "ns":
+            loss = F.softplus(fake_logits) + F.softplus(-real_logits)
+            loss.mean().mul(gain).backward()
+            stats["D_loss"] = loss.detach().mean()
+            return stats
+        # WGAN-GP: critic difference + gradient penalty on random interpolates + drift of the real scores.
+        rg = rng("Dmain/gp", total)
+        t = rg.rand(1, 1, 1).to(real.dtype)
+        mixed = torch.lerp(real.detach(), fake.detach().to(real.dtype), t).requires_grad_(True)
+        mixed_logits = self.run_D(mixed, real_c, phase, rg, main=False)
+        (grads,) = torch.autograd.grad(mixed_logits.sum(), mixed, create_graph=True)
+        norms = grads.float().square().sum(dim=[1, 2, 3]).add(1e-12).sqrt()
+        gp = (norms - self.cfg.wgan_target).square() * (self.cfg.wgan_lambda / self.cfg.wgan_target**2)
+        drift = real_logits.square() * self.cfg.wgan_epsilon
+        loss = fake_logits - real_logits + gp[:, None] + drift
+        (loss + mixed_logits * 0).mean().mul(gain).backward()
+        stats["D_loss"] = loss.detach().mean()
+        stats["GP"] = gp.detach().mean()
+        return stats
+
+    def _path_length(self, sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
+                     gain: float) -> dict[str, torch.Tensor]:
+        # The shrunk batch is a global batch of its own (split across ranks like the full one), so the
+        # regularizer sees the same samples whatever the number of processes.
+        world = self.world_size
+        pl_total = max(total // max(self.cfg.pl_batch_shrink, 1) // world, 1) * world
+        r = rng("Greg", pl_total)
+        img, ws = self.run_G(r.randn(self.G.z_dim), sample_c("Greg/c", pl_total), phase, r, main=False)
+        noise = r.randn(*img.shape[1:]).to(img.dtype) / math.sqrt(img.shape[2] * img.shape[3])
+        (grads,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
+        lengths = grads.float().square().sum(2).mean(1).sqrt()
+        batch_mean = self.reduce_mean(lengths.detach().mean())
+        pl_mean = self.pl_mean.lerp(batch_mean, self.cfg.pl_decay)
+        self.pl_mean.copy_(pl_mean.detach())
+        penalty = (lengths - pl_mean).square()
+        (img[:, 0, 0, 0].float() * 0 + penalty * self.cfg.pl_weight).mean().mul(gain).backward()
+        return {"path_length": penalty.detach().mean(), "pl_mean": self.pl_mean.detach().clone()}

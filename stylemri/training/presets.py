@@ -1,0 +1,185 @@
+"""Named training setups and the StyleGAN2-ADA "auto" heuristics: where every default value comes from.
+
+Resolution order (highest wins): explicit command-line values > the preset's fixed values > the "auto"
+heuristics derived from resolution, architecture and number of processes > dataclass defaults.
+Derived values (R1 gamma, EMA half-life, minibatch-stddev group) follow an overridden batch size unless
+they are overridden themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from stylemri.config import NetworkConfig, TrainConfig
+from stylemri.errors import UserError
+
+PRESETS: dict[str, str] = {
+    "auto": "StyleGAN2-ADA 'auto': batch, channels, lr, R1 gamma and EMA from resolution and process count",
+    "stylegan-adni": "StyleGAN, progressive 4->256 px, batch per resolution 512..8, WGAN-GP, lr 1e-3, 8 mapping layers",
+    "stylegan2-adni": "StyleGAN2 256 px (NVlabs paper256): batch 64, non-saturating + R1 (gamma 1) + path length, ADA",
+}
+ARCHS = ("stylegan", "stylegan2")
+TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
+LOSSES = ("ns", "wgangp")
+
+# The seeds' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary, extended to 256 px).
+ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = (
+    (4, 512), (8, 256), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8))
+
+
+def check_resolution(resolution: int, flag: str = "--resolution") -> int:
+    if not isinstance(resolution, int) or resolution < 4 or resolution & (resolution - 1):
+        raise UserError(f"{flag} {resolution}: expected a power of two >= 4")
+    return resolution
+
+
+def auto_batch(resolution: int, world_size: int = 1) -> int:
+    """StyleGAN2-ADA: max(min(gpus * min(4096 // res, 32), 64), gpus)."""
+    return max(min(world_size * min(4096 // resolution, 32), 64), world_size)
+
+
+def auto_values(resolution: int, arch: str, world_size: int = 1,
+                batch: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Network and training values of the "auto" config for this resolution (and batch, when it is fixed)."""
+    batch = batch if batch is not None else auto_batch(resolution, world_size)
+    net: dict[str, Any] = {
+        "resolution": resolution,
+        "channel_base": 32768 if resolution >= 512 else 16384,  # fmaps 1 or 0.5 times 32768
+        "channel_max": 512,
+        "map_layers": 2 if arch == "stylegan2" else 8,
+        "mbstd_group": max(min(batch // world_size, 4), 1),
+    }
+    train: dict[str, Any] = {
+        "batch": batch,
+        "r1_gamma": 0.0002 * resolution**2 / batch,
+        "ema_kimg": batch * 10 / 32,
+        "ema_rampup": 0.05,
+    }
+    if arch == "stylegan2":
+        lr = 0.002 if resolution >= 1024 else 0.0025
+        train.update(loss="ns", g_lr=lr, d_lr=lr, pl_weight=2.0, aug="ada", progressive=False)
+    else:  # StyleGAN (2019): progressive growing, WGAN-GP, lr 1e-3, the same auto batch rule per resolution
+        res_list = [4 * 2**k for k in range(resolution.bit_length() - 2)]
+        train.update(
+            loss="wgangp", g_lr=0.001, d_lr=0.001, pl_weight=0.0, aug="ada", progressive=True,
+            batch_per_res=tuple((r, auto_batch(r, world_size)) for r in res_list),
+        )
+    return net, train
+
+
+def preset_values(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A named preset's fixed values (network, train); `auto` has none beyond the heuristics."""
+    if name == "auto":
+        return {}, {}
+    if name == "stylegan-adni":
+        return (
+            {"arch": "stylegan", "resolution": 256, "channel_base": 16384, "channel_max": 512, "map_layers": 8,
+             "mbstd_group": 4},
+            {"progressive": True, "start_res": 4, "batch_per_res": ADNI_BATCH_PER_RES, "batch": 8, "loss": "wgangp",
+             "g_lr": 0.001, "d_lr": 0.001, "betas": (0.0, 0.99), "pl_weight": 0.0, "style_mixing": 0.9,
+             "ema_kimg": 10.0, "ema_rampup": None, "aug": "none", "aug_p": 0.0, "fade_kimg": 600.0,
+             "stable_kimg": 600.0, "kimg": 10000.0},
+        )
+    if name == "stylegan2-adni":
+        return (
+            {"arch": "stylegan2", "resolution": 256, "channel_base": 16384, "channel_max": 512, "map_layers": 8,
+             "mbstd_group": 8},
+            {"progressive": False, "batch": 64, "loss": "ns", "g_lr": 0.0025, "d_lr": 0.0025, "r1_gamma": 1.0,
+             "pl_weight": 2.0, "style_mixing": 0.9, "ema_kimg": 20.0, "ema_rampup": None, "aug": "ada",
+             "kimg": 25000.0},
+        )
+    raise UserError(f"--preset {name}: expected one of {', '.join(PRESETS)}")
+
+
+def parse_aug(spec: str) -> tuple[str, float]:
+    """`ada`, `fixed:P`, `diffaugment` or `none` -> (mode, p)."""
+    if spec in ("ada", "diffaugment", "none"):
+        return spec, 0.0
+    if spec.startswith("fixed:"):
+        try:
+            p = float(spec.split(":", 1)[1])
+        except ValueError:
+            p = -1.0
+        if 0.0 <= p <= 1.0:
+            return "fixed", p
+    raise UserError(f"--aug {spec}: expected ada, fixed:P (0 <= P <= 1), diffaugment or none")
+
+
+def resolve(
+    preset: str = "auto",
+    *,
+    world_size: int = 1,
+    net: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None,
+) -> tuple[NetworkConfig, TrainConfig]:
+    """Build the network and training configs: preset, then auto heuristics, then explicit overrides."""
+    net = dict(net or {})
+    train = dict(train or {})
+    p_net, p_train = preset_values(preset)
+    arch = net.get("arch", p_net.get("arch", "stylegan2"))
+    if arch not in ARCHS:
+        raise UserError(f"--arch {arch}: expected one of {', '.join(ARCHS)}")
+    resolution = check_resolution(net.get("resolution", p_net.get("resolution", 64)))
+    batch = train.get("batch", p_train.get("batch"))
+    a_net, a_train = auto_values(resolution, arch, world_size, batch)
+    net_values = {**a_net, **p_net, **net, "arch": arch, "resolution": resolution}
+    train_values = {**a_train, **p_train, **train, "preset": preset}
+    if "progressive" not in train and "progressive" not in p_train and arch == "stylegan2":
+        train_values["progressive"] = False
+    if train_values.get("progressive"):
+        per_res = dict(train_values.get("batch_per_res", ()))
+        if "batch" in train:  # an explicit --batch is the batch of the final resolution
+            per_res[resolution] = train["batch"]
+        elif resolution in per_res:
+            train_values["batch"] = per_res[resolution]
+        train_values["batch_per_res"] = tuple(sorted(per_res.items()))
+    _validate(net_values, train_values, world_size)
+    return NetworkConfig(**_known(NetworkConfig, net_values)), TrainConfig(**_known(TrainConfig, train_values))
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    return values
+
+
+def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> None:
+    if train["loss"] not in LOSSES:
+        raise UserError(f"--loss {train['loss']}: expected one of {', '.join(LOSSES)}")
+    if train["aug"] not in ("ada", "fixed", "diffaugment", "none"):
+        raise UserError(f"--aug {train['aug']}: expected ada, fixed:P, diffaugment or none")
+    if train["progressive"] and net["arch"] != "stylegan":
+        raise UserError("--progressive: progressive growing needs --arch stylegan "
+                        "(StyleGAN2 trains at full resolution)")
+    if train["progressive"]:
+        start = check_resolution(train.get("start_res", 4), "--start-res")
+        if start > net["resolution"]:
+            raise UserError(f"--start-res {start}: expected at most --resolution {net['resolution']}")
+    batches = [train["batch"]] + [b for _, b in train.get("batch_per_res", ())]
+    for b in batches:
+        if b < 1 or b % world_size:
+            raise UserError(f"--batch {b}: expected a positive multiple of the number of processes ({world_size})")
+    for key in ("kimg", "tick_kimg"):
+        if key in train and not train[key] > 0:
+            raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected a positive number")
+    for key in ("g_lr", "d_lr"):
+        if key in train and not train[key] > 0:
+            raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected a positive learning rate")
+    for key in ("r1_interval", "pl_interval", "ada_interval", "sample_ticks", "checkpoint_ticks", "keep_checkpoints",
+                "nan_patience"):
+        if key in train and int(train[key]) < 1:
+            raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected an integer >= 1")
+    if not 0.0 <= train.get("style_mixing", 0.9) <= 1.0:
+        raise UserError(f"--style-mixing {train['style_mixing']}: expected a probability in [0, 1]")
+    metrics = tuple(train.get("metrics", ()))
+    unknown = [m for m in metrics if m not in TRAINING_METRICS]
+    if unknown:
+        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of "
+                        f"{','.join(TRAINING_METRICS)}")
+    if train.get("metric_num", 5000) < 2:
+        raise UserError(f"--metric-num {train['metric_num']}: expected at least 2 generated images")
+    if train.get("precision", "auto") not in ("auto", "fp32", "bf16"):
+        raise UserError(f"--precision {train['precision']}: expected auto, fp32 or bf16")

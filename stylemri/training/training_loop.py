@@ -1,0 +1,540 @@
+"""The training loop: phases per step, EMA, ADA, progressive growing, ticks, samples, checkpoints, resume.
+
+One `Trainer` per process. Every random draw of a step (latents, generated labels, style mixing,
+augmentation) comes from a generator derived from (seed, step), sized for the global batch and sliced
+per rank; the data stream is a function of (seed, position). With the checkpoint holding weights,
+optimizer moments, EMA, ADA state, counters and the global RNG state (used by the networks' noise),
+N ticks straight and N/2 + resume + N/2 give identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from stylemri import __version__
+from stylemri.config import RunConfig, to_dict
+from stylemri.data import InfiniteLoader, MRIDataset
+from stylemri.io import save_grid, to_uint8
+from stylemri.networks import build_discriminator, build_generator
+from stylemri.training import checkpoint as ckpt
+from stylemri.training import distributed as ddp
+from stylemri.training.augment import AdaController, build_augment
+from stylemri.training.ema import ema_beta, update_ema
+from stylemri.training.logs import RunLog
+from stylemri.training.loss import StyleGANLoss
+from stylemri.training.rng import BatchRandom, derive_seed
+from stylemri.training.run_dir import write_run_config
+from stylemri.training.samples import grid_latents, render, save_progress_figure, seed_latents
+from stylemri.training.schedule import Phase, Schedule
+
+MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses stayed non-finite after repeated recoveries: the run cannot continue as configured."""
+
+
+class Callbacks:
+    """Hooks the CLI uses to show progress; the library itself never prints."""
+
+    def start(self, info: dict[str, Any]) -> None: ...
+    def step(self, progress: dict[str, Any]) -> None: ...
+    def tick(self, stats: dict[str, Any]) -> None: ...
+    def event(self, event: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    nimg: int
+    tick: int
+    interrupted: bool
+    checkpoint: Path | None
+    nonfinite_steps: int
+    recoveries: int
+    last_tick: dict[str, Any] | None = None
+    samples: list[Path] = field(default_factory=list)
+
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000
+
+
+def one_hot(labels: torch.Tensor, c_dim: int) -> torch.Tensor | None:
+    """Integer labels -> one-hot float (N, c_dim) as the networks expect; None when unconditional."""
+    if c_dim == 0:
+        return None
+    return torch.nn.functional.one_hot(labels.long(), c_dim).float()
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """`auto`: bf16 autocast on CUDA, fp32 on CPU. Returns the autocast dtype, None for fp32."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+class Trainer:
+    """Owns the networks, optimizers and counters of one process of one run."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, dataset: MRIDataset, *,
+                 dist: ddp.DistInfo | None = None, callbacks: Callbacks | None = None,
+                 resume_from: str | Path | None = None) -> None:
+        self.cfg, self.t = cfg, cfg.train
+        self.run_dir = Path(run_dir)
+        self.ds = dataset
+        self.dist = dist or ddp.DistInfo()
+        self.device = self.dist.device
+        self.cb = callbacks or Callbacks()
+        self.c_dim = cfg.network.c_dim
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.t.tf32
+            torch.backends.cudnn.allow_tf32 = self.t.tf32
+            torch.backends.cudnn.benchmark = True
+        amp = resolve_precision(self.t.precision, self.device)
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = (
+            (lambda: torch.autocast(self.device.type, dtype=amp)) if amp is not None else contextlib.nullcontext)
+        self.precision = "bf16" if amp is not None else "fp32"
+
+        torch.manual_seed(derive_seed(self.t.seed, "init"))  # identical initial weights on every rank
+        self.G = build_generator(cfg.network).to(self.device).train()
+        self.D = build_discriminator(cfg.network).to(self.device).train()
+        if self.t.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        torch.manual_seed(derive_seed(self.t.seed, "train", self.dist.rank))
+
+        self.g_reg = self.t.pl_weight > 0
+        self.d_reg_lazy = self.t.loss == "ns" and self.t.r1_gamma > 0
+        self.mb_ratio_G = self.t.pl_interval / (self.t.pl_interval + 1) if self.g_reg else 1.0
+        self.mb_ratio_D = self.t.r1_interval / (self.t.r1_interval + 1) if self.d_reg_lazy else 1.0
+        self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
+        self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
+
+        self.augment = build_augment(self.t.aug)
+        if self.augment is not None:
+            self.augment.to(self.device)
+        p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
+        self.ada = AdaController(p=p0, target=self.t.ada_target, interval=self.t.ada_interval,
+                                 ada_kimg=self.t.ada_kimg, adaptive=self.t.aug == "ada") if self.augment else None
+        G_main, D_main = self.G, self.D
+        if self.t.compile:
+            G_main = SimpleNamespace(mapping=torch.compile(self.G.mapping), synthesis=torch.compile(self.G.synthesis))
+            D_main = torch.compile(self.D)
+        self.loss = StyleGANLoss(self.G, self.D, self.t, augment=self.augment, ada=self.ada, autocast=self.autocast,
+                                 G_main=G_main, D_main=D_main,
+                                 reduce_mean=lambda x: ddp.all_reduce_mean(x, self.dist),
+                                 world_size=self.dist.world_size)
+        self.schedule = Schedule(self.t, cfg.network.resolution)
+        self.total_nimg = int(round(self.t.kimg * 1000))
+        self.tick_nimg = max(int(round(self.t.tick_kimg * 1000)), 1)
+
+        # Counters (saved in every checkpoint).
+        self.nimg = 0
+        self.step_idx = 0
+        self.tick = 0
+        self.tick_start_nimg = 0
+        self.nonfinite_total = 0
+        self.nonfinite_streak = 0
+        self.recoveries = 0
+        self.lr_scale = 1.0
+        self.resolution: int | None = None  # resolution of the current phase (progressive switches)
+        self._last_phase: Phase | None = None
+        self.loader: InfiniteLoader | None = None
+        self.labels_np = np.asarray(dataset.labels, dtype=np.int64)
+        self.grid_z, self.grid_c, self.grid_cols = grid_latents(self.G.z_dim, self.c_dim, cfg.network.resolution,
+                                                                 self.t.seed)
+        self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
+        self.log: RunLog | None = None
+        self.resumed_from: Path | None = None
+        if self.dist.is_main and any(m in ("fid", "kid", "pr") for m in self.t.metrics):
+            from stylemri.metrics.inception import find_weights
+
+            find_weights()  # no Inception weights: a clear error now, not at the first checkpoint
+        if resume_from is not None:
+            self.resumed_from = Path(resume_from)
+            self._load_state(self.resumed_from, keep_guard_counters=False)
+        else:
+            ddp.broadcast_modules([self.G, self.D, self.G_ema], self.dist)
+        if self.dist.is_main:
+            write_run_config(self.run_dir, cfg)  # every resolved value, as trained (updated on resume)
+            self.ckpt.clean_temporaries()
+            self.log = RunLog(self.run_dir, resume_kimg=self.nimg / 1000 if resume_from is not None else None)
+        self._reset_tick_stats()
+
+    # ---- setup helpers ------------------------------------------------------------------------------
+    def _adam(self, module: torch.nn.Module, lr: float, mb_ratio: float) -> torch.optim.Adam:
+        """Adam with NVlabs' lazy-regularization correction of lr and betas."""
+        betas = tuple(b**mb_ratio for b in self.t.betas)
+        return torch.optim.Adam(module.parameters(), lr=lr * mb_ratio, betas=betas,  # type: ignore[arg-type]
+                                eps=self.t.eps)
+
+    def _apply_lr(self) -> None:
+        for opt, lr, ratio in ((self.opt_G, self.t.g_lr, self.mb_ratio_G), (self.opt_D, self.t.d_lr, self.mb_ratio_D)):
+            for group in opt.param_groups:
+                group["lr"] = lr * ratio * self.lr_scale
+
+    def _rng(self, purpose: str, total: int) -> BatchRandom:
+        local = total // self.dist.world_size
+        return BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
+                           count=local, device=self.device)
+
+    def _sample_c(self, purpose: str, total: int) -> torch.Tensor | None:
+        """Labels for generated images, drawn from the data's label distribution (this rank's rows)."""
+        if not self.c_dim:
+            return None
+        local = total // self.dist.world_size
+        rand = BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
+                           count=local)  # on the CPU: indices into a NumPy array, no device round trip
+        idx = rand.randint(0, len(self.labels_np)).numpy()
+        return one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
+
+    def _ensure_loader(self, phase: Phase) -> None:
+        if self.loader is not None and self.loader.resolution == phase.resolution \
+                and self.loader.global_batch == phase.batch and self.loader.position == self.nimg:
+            return
+        if self.loader is not None:
+            self.loader.close()
+        self.loader = InfiniteLoader(self.ds, phase.batch // self.dist.world_size, seed=self.t.seed, start=self.nimg,
+                                     resolution=phase.resolution, rank=self.dist.rank,
+                                     world_size=self.dist.world_size, num_workers=self.t.num_workers,
+                                     device=self.device)
+
+    # ---- checkpoint state ---------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = ckpt.pack_modules({"G": self.G, "D": self.D, "G_ema": self.G_ema})
+        g_t, g_meta = ckpt.pack_optimizer("opt_G", self.opt_G)
+        d_t, d_meta = ckpt.pack_optimizer("opt_D", self.opt_D)
+        tensors.update(g_t)
+        tensors.update(d_t)
+        tensors["loss.pl_mean"] = self.loss.pl_mean.detach().cpu().reshape(1)
+        phase = self._last_phase or self.schedule.at(self.nimg)  # what G_ema was last trained at
+        meta = {
+            "version": __version__,
+            "config": to_dict(self.cfg),
+            "counters": {"nimg": self.nimg, "step": self.step_idx, "tick": self.tick,
+                         "tick_start_nimg": self.tick_start_nimg, "nonfinite_total": self.nonfinite_total,
+                         "recoveries": self.recoveries, "lr_scale": self.lr_scale, "resolution": self.resolution},
+            "phase": {"resolution": phase.resolution, "stage": phase.stage, "alpha": phase.alpha},
+            "loader_position": self.loader.position if self.loader is not None else self.nimg,
+            "ada": self.ada.state_dict() if self.ada is not None else None,
+            "rng": ckpt.rng_state(),
+            "opt_G": g_meta,
+            "opt_D": d_meta,
+            "world_size": self.dist.world_size,
+            "time": time.time(),
+        }
+        return tensors, meta
+
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes; everyone waits so a following read (recovery) sees the whole file."""
+        path = None
+        if self.dist.is_main:
+            score = self._evaluate_metrics()
+            tensors, meta = self.state()
+            path = self.ckpt.save(self.nimg, tensors, meta, score=score)
+            self._event({"event": "checkpoint", "kimg": self.nimg / 1000, "path": str(path)})
+        ddp.barrier(self.dist)
+        return path
+
+    def _evaluate_metrics(self) -> float | None:
+        """Training-time metrics of G_ema (rank 0, at checkpoints, at the final resolution); returns the
+        score that ranks checkpoints (the first of fid / kid mean / swd mean requested), lower is better."""
+        phase = self._last_phase
+        if not self.t.metrics or phase is None or phase.fading or phase.resolution != self.cfg.network.resolution:
+            return None
+        from stylemri.metrics.evaluate import evaluate
+        from stylemri.metrics.metric_utils import source_from_dataset
+
+        def generate(start: int, count: int) -> np.ndarray:
+            z = seed_latents(range(start, start + count), self.G.z_dim)
+            c = one_hot(torch.arange(start, start + count) % self.c_dim, self.c_dim) if self.c_dim else None
+            return to_uint8(render(self.G_ema, z, c, phase.stage, phase.alpha, self.device))
+
+        results = evaluate(generate, self.t.metric_num, source_from_dataset(self.ds), self.t.metrics,
+                           device=self.device, seed=self.t.seed)
+        found = results["metrics"]
+        flat = {"fid": found.get("fid"), "kid": (found.get("kid") or {}).get("mean"),
+                "swd": (found.get("swd") or {}).get("mean"),
+                "precision": (found.get("pr") or {}).get("precision"), "recall": (found.get("pr") or {}).get("recall")}
+        flat = {k: float(v) for k, v in flat.items() if v is not None}
+        if self.log is not None:
+            self.log.scalars("metrics", flat, self.nimg / 1000)
+        self._event({"event": "metrics", "kimg": self.nimg / 1000, "num": self.t.metric_num, **flat,
+                     "details": found})
+        for name in self.t.metrics:
+            if name in ("fid", "kid", "swd") and name in flat:
+                return flat[name]
+        return None
+
+    def _load_state(self, path: Path, *, keep_guard_counters: bool) -> None:
+        tensors, meta = ckpt.read_checkpoint(path)
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            module.load_state_dict(ckpt.unpack_module(name, tensors))
+        self.opt_G.load_state_dict(ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
+        self.opt_D.load_state_dict(ckpt.unpack_optimizer("opt_D", tensors, meta["opt_D"]))
+        self.loss.pl_mean.copy_(tensors["loss.pl_mean"].reshape([]).to(self.device))
+        c = meta["counters"]
+        self.nimg, self.step_idx, self.tick = int(c["nimg"]), int(c["step"]), int(c["tick"])
+        self.tick_start_nimg = int(c["tick_start_nimg"])
+        self.resolution = c.get("resolution")
+        self._last_phase = self.schedule.at(max(self.nimg - 1, 0)) if self.nimg else None
+        if not keep_guard_counters:
+            self.nonfinite_total, self.recoveries = int(c["nonfinite_total"]), int(c["recoveries"])
+            self.lr_scale = float(c["lr_scale"])
+        self._apply_lr()
+        if self.ada is not None and meta.get("ada"):
+            self.ada.load_state_dict(meta["ada"], device=self.device)
+        if self.dist.is_main:
+            ckpt.set_rng_state(meta["rng"])
+        else:  # other ranks' noise streams: derived, not saved
+            torch.manual_seed(derive_seed(self.t.seed, "resume", self.nimg, self.dist.rank))
+        if self.loader is not None:
+            self.loader.close()
+        self.loader = None
+        self.nonfinite_streak = 0
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        """Train until `kimg` images have been shown or `should_stop()` turns True (checkpointing first)."""
+        self.cb.start(self._start_info())
+        samples: list[Path] = []
+        if self.resumed_from is None:
+            if self.dist.is_main:
+                samples += self._write_reals()
+                samples += self._write_samples(tag="init")
+            self.save_checkpoint()
+        else:
+            self._event({"event": "resume", "kimg": self.nimg / 1000, "path": str(self.resumed_from)})
+        interrupted = False
+        last_ckpt: Path | None = self.ckpt.latest() if self.dist.is_main else None
+        self._tick_timer = time.perf_counter()
+        while self.nimg < self.total_nimg:
+            self._train_step()
+            stop = ddp.any_rank(bool(should_stop and should_stop()), self.dist)
+            done = self.nimg >= self.total_nimg
+            if done or stop or self.nimg >= self.tick_start_nimg + self.tick_nimg:
+                path, new_samples = self._end_tick(final=done or stop)
+                samples += new_samples
+                last_ckpt = path or last_ckpt
+            if stop:
+                interrupted = True
+                break
+        if self.dist.is_main and not interrupted:
+            self._progress_figure(final=True)
+        if self.log is not None:
+            self.log.close()
+        if self.loader is not None:
+            self.loader.close()
+        return TrainResult(self.run_dir, self.nimg, self.tick, interrupted, last_ckpt, self.nonfinite_total,
+                           self.recoveries, self._last_tick, samples)
+
+    def _phases(self) -> list[tuple[str, torch.nn.Module, torch.optim.Optimizer, int]]:
+        phases = [("Gmain", self.G, self.opt_G, 1)]
+        if self.g_reg and self.step_idx % self.t.pl_interval == 0:
+            phases.append(("Greg", self.G, self.opt_G, self.t.pl_interval))
+        phases.append(("Dmain", self.D, self.opt_D, 1))
+        if self.d_reg_lazy and self.step_idx % self.t.r1_interval == 0:
+            phases.append(("Dreg", self.D, self.opt_D, self.t.r1_interval))
+        return phases
+
+    def _train_step(self) -> None:
+        phase = self.schedule.at(self.nimg)
+        self._last_phase = phase
+        if phase.resolution != self.resolution:
+            self._switch_resolution(phase)
+        self._ensure_loader(phase)
+        assert self.loader is not None
+        real, labels = next(self.loader)
+        if self.t.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        real_c = one_hot(labels.to(self.device), self.c_dim)
+        step_stats: dict[str, float] = {}
+        skipped = False
+        for name, module, opt, gain in self._phases():
+            other = self.D if module is self.G else self.G
+            module.requires_grad_(True)
+            other.requires_grad_(False)
+            opt.zero_grad(set_to_none=True)
+            stats = self.loss.accumulate_gradients(name, real=real, real_c=real_c, sample_c=self._sample_c, phase=phase,
+                                                   rng=self._rng, total=phase.batch, gain=gain)
+            values = torch.stack([v.float().reshape([]) for v in stats.values()])
+            n = len(values)
+            if name == "Gmain":  # the batch's mean w travels with the losses: one all-reduce
+                values = torch.cat([values, self.loss.gmain_w_mean.to(values.device)])
+            ok, reduced = ddp.reduce_gradients(module.parameters(), self.dist, extra=values)
+            if not ok:
+                skipped = True
+                opt.zero_grad(set_to_none=True)
+                break
+            opt.step()
+            if name == "Gmain":
+                self._update_w_avg(reduced[n:])
+            step_stats.update(zip(stats, reduced[:n].tolist()))
+            if name == "Dmain" and self.ada is not None:
+                self.ada.accumulate(self.loss.last_real_logits)
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(True)
+        if skipped:
+            self.nonfinite_total += 1
+            self.nonfinite_streak += 1
+            self._tick_sums["nonfinite"] = self._tick_sums.get("nonfinite", 0.0) + 1
+        else:
+            self.nonfinite_streak = 0
+            update_ema(self.G_ema, self.G, ema_beta(phase.batch, self.t.ema_kimg, self.t.ema_rampup, self.nimg))
+            for key, value in step_stats.items():
+                self._tick_sums[key] = self._tick_sums.get(key, 0.0) + value
+                self._tick_counts[key] = self._tick_counts.get(key, 0) + 1
+        if self.ada is not None:
+            self.ada.step(phase.batch, all_reduce=lambda x: ddp.all_reduce_sum(x, self.dist))
+        self.nimg += phase.batch
+        self.step_idx += 1
+        self._tick_images += phase.batch
+        self.cb.step({"nimg": self.nimg, "total_nimg": self.total_nimg, "kimg": self.nimg / 1000,
+                      "phase": phase.label, "resolution": phase.resolution, "alpha": phase.alpha,
+                      "ada_p": self.ada.p if self.ada else 0.0, "skipped": skipped, **step_stats})
+        if skipped and self.nonfinite_streak >= self.t.nan_patience:
+            self._recover()
+
+    @torch.no_grad()
+    def _update_w_avg(self, w_mean: torch.Tensor) -> None:
+        """w_avg <- lerp(batch mean of w, w_avg, beta): the truncation centre, tracked as NVlabs does."""
+        w_avg = self.G.mapping.w_avg
+        beta = getattr(self.G.mapping, "w_avg_beta", 0.995)
+        w_avg.copy_(torch.lerp(w_mean.to(w_avg.dtype), w_avg, beta))
+
+    def _recover(self) -> None:
+        """Reload the last good checkpoint and halve the learning rates (after `nan_patience` bad steps)."""
+        self.recoveries += 1
+        at_kimg = self.nimg / 1000
+        if self.recoveries > MAX_RECOVERIES:
+            raise TrainingDiverged(f"losses stayed non-finite after {MAX_RECOVERIES} reloads with halved learning "
+                                   f"rates (at {at_kimg:.3f} kimg); lower --g-lr/--d-lr or check the data")
+        ddp.barrier(self.dist)
+        path = self.ckpt.latest()
+        if path is None:
+            raise TrainingDiverged(f"non-finite losses at {at_kimg:.3f} kimg and no checkpoint to return to")
+        self.lr_scale *= 0.5
+        self._load_state(path, keep_guard_counters=True)
+        self._reset_tick_stats()
+        self._event({"event": "nan_recovery", "kimg": self.nimg / 1000, "at_kimg": at_kimg, "path": str(path),
+                     "lr_scale": self.lr_scale, "g_lr": self.opt_G.param_groups[0]["lr"],
+                     "d_lr": self.opt_D.param_groups[0]["lr"], "recoveries": self.recoveries,
+                     "nonfinite_total": self.nonfinite_total})
+
+    def _switch_resolution(self, phase: Phase) -> None:
+        previous = self.resolution
+        if previous is not None and self.dist.is_main:
+            self._write_progress_strip(previous)
+        if previous is not None and self.t.reset_opt_on_grow:
+            self.opt_G.state.clear()
+            self.opt_D.state.clear()
+        self.resolution = phase.resolution
+        if previous is not None:
+            self._event({"event": "resolution", "kimg": self.nimg / 1000, "resolution": phase.resolution,
+                         "previous": previous, "batch": phase.batch})
+
+    # ---- ticks, samples, logs -----------------------------------------------------------------------
+    def _reset_tick_stats(self) -> None:
+        self._tick_sums: dict[str, float] = {}
+        self._tick_counts: dict[str, int] = {}
+        self._tick_images = 0
+        self._tick_timer = time.perf_counter()
+        self._last_tick: dict[str, Any] | None = getattr(self, "_last_tick", None)
+
+    def _end_tick(self, final: bool) -> tuple[Path | None, list[Path]]:
+        elapsed = time.perf_counter() - self._tick_timer
+        self.tick += 1
+        phase = self.schedule.at(max(self.nimg - 1, 0))
+        mean = {k: self._tick_sums[k] / self._tick_counts[k] for k in self._tick_counts}
+        stats = {
+            "tick": self.tick, "kimg": self.nimg / 1000, "resolution": phase.resolution, "alpha": phase.alpha,
+            "batch": phase.batch, "G_loss": mean.get("G_loss"), "D_loss": mean.get("D_loss"), "R1": mean.get("R1"),
+            "path_length": mean.get("path_length"), "D_real_sign": mean.get("D_real_sign"),
+            "ada_p": self.ada.p if self.ada else 0.0, "img_per_s": self._tick_images / max(elapsed, 1e-9),
+            "sec_per_tick": elapsed, "lr_G": self.opt_G.param_groups[0]["lr"], "lr_D": self.opt_D.param_groups[0]["lr"],
+            "nonfinite": int(self._tick_sums.get("nonfinite", 0)), "wall_s": time.time(),
+            "phase": phase.label, "total_kimg": self.total_nimg / 1000,
+        }
+        self._last_tick = stats
+        samples: list[Path] = []
+        path = None
+        if self.log is not None:
+            self.log.tick(stats)
+        self.cb.tick(stats)
+        if self.dist.is_main and (self.tick % self.t.sample_ticks == 0 or final):
+            samples += self._write_samples(tag=f"{self.nimg:010d}")
+            if self.log is not None:
+                self.log.plot(self.schedule.switches_kimg())
+        self.tick_start_nimg = self.nimg  # before the checkpoint: a resumed run's next tick starts here
+        if self.tick % self.t.checkpoint_ticks == 0 or final:
+            path = self.save_checkpoint()
+        self._reset_tick_stats()
+        return path, samples
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.log_event(event)
+        self.cb.event(event)
+
+    def _start_info(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "device": str(self.device), "precision": self.precision,
+                "world_size": self.dist.world_size, "images": len(self.ds), "classes": list(self.ds.class_names),
+                "G_params": sum(p.numel() for p in self.G.parameters()),
+                "D_params": sum(p.numel() for p in self.D.parameters()), "kimg": self.nimg / 1000,
+                "total_kimg": self.total_nimg / 1000, "resumed_from": str(self.resumed_from or "") or None,
+                "arch": self.cfg.network.arch, "resolution": self.cfg.network.resolution, "batch": self.t.batch}
+
+    def _write_reals(self) -> list[Path]:
+        def spread(indices: np.ndarray, n: int) -> np.ndarray:  # evenly through the data (e.g. all slice levels)
+            return indices[np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(int)]
+
+        if self.c_dim:  # one row of real examples per class, like the fake grids
+            rows = np.concatenate([spread(np.flatnonzero(self.labels_np == k), self.grid_cols)
+                                   for k in range(self.c_dim)])
+        else:
+            rows = spread(np.arange(len(self.ds)), len(self.grid_z))
+        images, _ = self.ds.batch(rows)
+        return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
+
+    def _write_samples(self, tag: str) -> list[Path]:
+        phase = self.schedule.at(max(self.nimg - 1, 0))
+        images = render(self.G_ema, self.grid_z, self.grid_c, phase.stage, phase.alpha, self.device)
+        path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
+        if self.log is not None:
+            self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
+        self._event({"event": "samples", "kimg": self.nimg / 1000, "path": str(path)})
+        return [path]
+
+    def _write_progress_strip(self, resolution: int) -> None:
+        if not self.t.progressive:
+            return
+        stage = int(math.log2(resolution)) - 2
+        n = min(8, len(self.grid_z))
+        images = render(self.G_ema, self.grid_z[:n], None if self.grid_c is None else self.grid_c[:n], stage, 1.0,
+                        self.device)
+        save_grid(self.run_dir / "samples" / f"progress-{resolution:04d}px.png", images, ncols=n)
+        self._progress_figure(final=False)
+
+    def _progress_figure(self, final: bool) -> None:
+        """plots/progress_resolutions.png: the same latents at the end of every resolution."""
+        if not self.t.progressive:
+            return
+        if final and self.resolution is not None:
+            stage = int(math.log2(self.resolution)) - 2
+            n = min(8, len(self.grid_z))
+            images = render(self.G_ema, self.grid_z[:n], None if self.grid_c is None else self.grid_c[:n], stage,
+                            self.schedule.at(max(self.nimg - 1, 0)).alpha, self.device)
+            save_grid(self.run_dir / "samples" / f"progress-{self.resolution:04d}px.png", images, ncols=n)
+        save_progress_figure(self.run_dir / "samples", self.run_dir / "plots" / "progress_resolutions.png")
