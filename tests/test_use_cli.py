@@ -322,6 +322,14 @@ def test_bad_input(runs, tmp_path, capsys):
         record.write_text(json.dumps(meta))
     fails(capsys, "generate", old, "--n", "1", "--outdir", out, match="stylemri-checkpoint-1")
 
+    changed = tmp_path / "changed_run"  # a config whose network no longer fits the stored weights
+    shutil.copytree(cond, changed, ignore=shutil.ignore_patterns("outputs"))
+    for record in (changed / "checkpoints").glob("ckpt-*.json"):
+        meta = json.loads(record.read_text())
+        meta["config"]["network"]["channel_max"] = 8
+        record.write_text(json.dumps(meta))
+    fails(capsys, "generate", changed, "--n", "1", "--outdir", out, match="incompatible")
+
     fails(capsys, "generate", cond, "--n", "1", "--class", "MCI", "--outdir", out, match="AD, NC")
     fails(capsys, "generate", ad, "--n", "1", "--class", "AD", "--outdir", out, match="unconditional")
     fails(capsys, "generate", cond, "--seeds", "1-x", "--outdir", out, match="1-x")
