@@ -20,6 +20,8 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.train",
     "stylemri.cli.metrics",
     "stylemri.cli.info",
+    "stylemri.cli.use",
+    "stylemri.cli.analyse",
 ]
 
 
