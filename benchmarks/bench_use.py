@@ -80,7 +80,8 @@ def main() -> None:
     for device in devices:
         for res in (int(r) for r in args.resolutions.split(",")):
             r = bench(res, device, args.reps, args.batch)
-            print(f"{device.type:>6} {res:>4} {r['gen_b1']:>14.1f} {r['gen_bN']:>15.1f} {r['gen_bN'] / r['gen_b1']:>6.2f} "
+            ratio = r["gen_bN"] / r["gen_b1"]
+            print(f"{device.type:>6} {res:>4} {r['gen_b1']:>14.1f} {r['gen_bN']:>15.1f} {ratio:>6.2f} "
                   f"{r['proj_step']:>12.4f} {1000 * r['ssim']:>19.2f}")
 
 

@@ -78,7 +78,8 @@ def resolve_class(cls: str | int | None, class_names: Sequence[str], c_dim: int)
     raise UserError(f"--class {cls}: the model has no such class; expected one of {', '.join(names) or '(none)'}")
 
 
-def class_labels(indices: Sequence[int | None] | torch.Tensor, c_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def class_labels(indices: Sequence[int | None] | torch.Tensor, c_dim: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
     """Class indices -> one-hot (N, c_dim); an unconditional model gets (N, 0)."""
     n = len(indices)
     c = torch.zeros(n, c_dim, device=device)

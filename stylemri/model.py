@@ -172,8 +172,9 @@ def open_model(run: str | os.PathLike, which: str = "latest", device: str = "cpu
         G = StagedGenerator(G, stage, alpha)
     names = list(loaded.class_names)
     kimg = float(getattr(loaded, "kimg", checkpoint_kimg(json_path)))
-    return UsableModel(G=G, config=loaded.config, class_names=names, checkpoint=Path(getattr(loaded, "checkpoint", json_path)),
-                       kimg=kimg, device=dev, stage=stage, alpha=alpha)
+    return UsableModel(G=G, config=loaded.config, class_names=names,
+                       checkpoint=Path(getattr(loaded, "checkpoint", json_path)), kimg=kimg, device=dev, stage=stage,
+                       alpha=alpha)
 
 
 def pick_device(device: str) -> torch.device:
@@ -187,4 +188,5 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-__all__ = ["StagedGenerator", "StagedDiscriminator", "UsableModel", "resolve_checkpoint", "open_model", "pick_device", "checkpoint_kimg"]
+__all__ = ["StagedGenerator", "StagedDiscriminator", "UsableModel", "resolve_checkpoint", "open_model", "pick_device",
+           "checkpoint_kimg"]

@@ -174,7 +174,8 @@ class EmbeddingResult:
             "samples_per_class": {n: int((self.labels == k).sum()) for k, n in enumerate(names)},
             "cosine_of_class_means": {a: {b: round(float(self.cosine[i, j]), 6) for j, b in enumerate(names)}
                                       for i, a in enumerate(names)},
-            "split_half_cosine": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(names, self.split_half)},
+            "split_half_cosine": {n: (None if np.isnan(v) else round(float(v), 6))
+                                  for n, v in zip(names, self.split_half)},
             "silhouette_full_space": self.silhouette_full,
             f"silhouette_{self.method}_{self.embedding.shape[1]}d": self.silhouette_embedding,
             "linear_accuracy_cv": self.linear_accuracy,
@@ -266,5 +267,6 @@ def plot_cosine(path: str | os.PathLike, cosine: np.ndarray, class_names: Sequen
 
 
 __all__ = ["METHODS", "sample_style_codes", "discriminator_head", "discriminator_features",
-           "reduce_dims", "cosine_matrix", "split_half_cosine", "silhouette", "linear_separability", "EmbeddingResult", "analyse",
+           "reduce_dims", "cosine_matrix", "split_half_cosine", "silhouette", "linear_separability",
+           "EmbeddingResult", "analyse",
            "write_embedding_csv", "plot_embedding", "plot_cosine"]

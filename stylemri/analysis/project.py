@@ -89,7 +89,8 @@ def _npy_planes(p: Path, channels: int) -> np.ndarray | None:
         raise UserError(f"{p}: not a readable .npy array ({exc})") from None
     if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
         arr = arr.transpose(2, 0, 1)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] not in (1, 3)) or not np.issubdtype(arr.dtype, np.number):
+    bad_shape = arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] not in (1, 3))
+    if bad_shape or not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"{p}: array of shape {arr.shape}; expected a slice (H, W), (C, H, W) or (H, W, C)")
     arr = np.nan_to_num(arr.astype(np.float32) if arr.dtype != np.uint8 else arr)
     if np.issubdtype(arr.dtype, np.floating) and arr.min() >= -1.0 and arr.max() <= 1.0 and arr.min() < 0:

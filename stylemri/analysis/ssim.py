@@ -20,7 +20,8 @@ def _gaussian_1d(size: int, sigma: float, device: torch.device, dtype: torch.dty
     return g / g.sum()
 
 
-def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int,
+                sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image mean SSIM and contrast-structure term, (N,) each, with a valid-mode Gaussian window
     (separable, all five local moments filtered in one grouped convolution per axis)."""
     c = x.shape[1]
@@ -38,7 +39,8 @@ def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int
     return (lum * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11,
+         sigma: float = 1.5) -> torch.Tensor:
     """Single-scale SSIM per image (N,); images (N, C, H, W), `data_range` 2 for [-1, 1] data."""
     return _ssim_parts(x, y, data_range, window, sigma)[0]
 
@@ -55,7 +57,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: i
             max_scales: int = 5) -> torch.Tensor:
     """Multi-scale SSIM per image (N,), in (0, 1] (1 = identical); images (N, C, H, W)."""
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"ms_ssim: expected two (N, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(f"ms_ssim: expected two (N, C, H, W) tensors of one shape, got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
     levels = num_scales(min(x.shape[-2:]), max_scales)
     weights = torch.tensor(MS_WEIGHTS[:levels], device=x.device, dtype=x.dtype)
     weights = weights / weights.sum()

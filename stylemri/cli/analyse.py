@@ -25,6 +25,8 @@ from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.model import UsableModel, open_model
 
+SPLITS = ("train", "validate", "test", "all")
+
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     buf = _io.StringIO()
@@ -95,7 +97,8 @@ def cmd_project(args: argparse.Namespace) -> int:
                  + (f" + {args.d_weight:g} * discriminator-feature MSE" if features else "")
                  + (" + 1e5 * noise autocorrelation" if result.noise else ""))
     io.write_json(folder / "summary.json", {
-        "image": str(args.image), "checkpoint": str(model.checkpoint), "kimg": model.kimg, "space": "W+" if args.wplus else "W",
+        "image": str(args.image), "checkpoint": str(model.checkpoint), "kimg": model.kimg,
+        "space": "W+" if args.wplus else "W",
         "steps": args.steps, "loss": loss_desc, "initial_image_loss": result.initial_loss,
         "final_image_loss": result.final_loss, "final_mse": result.history[-1]["mse"],
         "final_ms_ssim": result.history[-1]["ms_ssim"], "latent_shape": list(result.ws.shape),
@@ -157,7 +160,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     _write_csv(folder / "steps.csv", ["step", "file"], [[s, f.name] for s, f in zip(steps, files)])
     print(f"model: {describe(model)}")
     print(f"direction {model.class_names[a]} - {model.class_names[b]} (difference of class-mean w over "
-          f"{args.class_samples} latents each; |d| = {float(direction.norm()):.3g}), steps {', '.join(f'{s:g}' for s in steps)}"
+          f"{args.class_samples} latents each; |d| = {float(direction.norm()):.3g}), "
+          f"steps {', '.join(f'{s:g}' for s in steps)}"
           + (f", layers {', '.join(map(str, layers))}" if layers else ""))
     print("noise maps: " + (f"from {used_noise}" if used_noise else "the model's stored constant noise"))
     print(f"wrote {len(files)} images step_*.png, strip.png, edit.gif, edited_ws.npy, steps.csv to {folder}")
@@ -179,7 +183,8 @@ def _write_analysis(folder: Path, prefix: str, res: embed.EmbeddingResult, title
 def _analyse_all(codes: np.ndarray, labels: np.ndarray, names: list[str], what: str, args: argparse.Namespace,
                  folder: Path, prefix: str) -> tuple[dict, list[Path]]:
     dims = [2, 3] if args.dims == "both" else [int(args.dims)]
-    written = [gen.write_npy(folder / f"{prefix}_codes.npy", codes), gen.write_npy(folder / f"{prefix}_labels.npy", labels)]
+    written = [gen.write_npy(folder / f"{prefix}_codes.npy", codes),
+               gen.write_npy(folder / f"{prefix}_labels.npy", labels)]
     summary: dict = {}
     for d in dims:
         res = embed.analyse(codes, labels, names, what, args.method, d, seed=args.seed)
@@ -240,8 +245,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
             dnames = [ds.class_names[k] for k in present]
             prefix = "dfeat" if len(models) == 1 else f"dfeat_{gen._safe(m.run_name)}"
             if len(lab) > 3:
-                summary, files = _analyse_all(feats, lab, dnames, f"discriminator features of real images ({m.run_name})",
-                                              args, folder, prefix)
+                what = f"discriminator features of real images ({m.run_name})"
+                summary, files = _analyse_all(feats, lab, dnames, what, args, folder, prefix)
                 report[prefix] = summary
                 written += files
     else:
@@ -318,7 +323,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                 "mirrored", "closer_than_real_pairs"], rows)
     io.save_grid(folder / "generated.png", fake)
     print(f"model: {describe(model)}")
-    print(f"real: {len(idx)} of {len(ds)} images from {source}; generated: {len(samples)} (seeds {seeds[0]}-{seeds[-1]})")
+    print(f"real: {len(idx)} of {len(ds)} images from {source}; "
+          f"generated: {len(samples)} (seeds {seeds[0]}-{seeds[-1]})")
     print(f"nearest training image, RMS pixel distance ([0, 1] scale): median {np.median(nearest.distance):.4f}, "
           f"min {nearest.distance.min():.4f}; real-to-real median {nearest.threshold:.4f}; "
           f"{int(nearest.closer.sum())} of {len(samples)} generated images closer than that")
@@ -368,9 +374,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multiples of the direction: -3..3, -1..1:0.25 or a list -2,0,2 (default: -3..3)")
     p.add_argument("--layers", default=None, metavar="coarse|middle|fine|0-3",
                    help="move only these layers (default: all)")
-    p.add_argument("--noise-from", default=None, metavar="FILE.npz", help="noise maps to use (default: beside --latent)")
-    p.add_argument("--model-noise", action="store_true", help="use the model's stored noise maps even if a projection's exist")
-    p.add_argument("--class-samples", type=int, default=2000, metavar="N", help="latents per class mean (default: 2000)")
+    p.add_argument("--noise-from", default=None, metavar="FILE.npz",
+                   help="noise maps to use (default: projected_noise.npz beside --latent, when present)")
+    p.add_argument("--model-noise", action="store_true",
+                   help="use the model's stored noise maps even if a projection's exist")
+    p.add_argument("--class-samples", type=int, default=2000, metavar="N",
+                   help="latents per class mean (default: 2000)")
     p.add_argument("--zoom", type=int, default=1, metavar="K", help="enlarge strip and GIF K times (default: 1)")
     p.set_defaults(func=cmd_edit)
     # let `--steps -3..3` (a value starting with '-') parse as a value: argparse's own negative-number test
@@ -390,7 +399,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outdir", default=None, metavar="DIR",
                    help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/embed*/")
     p.add_argument("--data", default=None, metavar="SOURCE", help="real images for the discriminator-feature analysis")
-    p.add_argument("--split", choices=("train", "test", "all"), default=None, help="split of --data (default: the run's)")
+    p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
     p.add_argument("--n", type=int, default=500, metavar="N", help="samples per class (default: 500)")
     p.add_argument("--method", default="tsne", metavar="tsne|umap|pca", help="embedding method (default: tsne)")
     p.add_argument("--dims", choices=("2", "3", "both"), default="both", help="embedding dimensions (default: both)")
@@ -404,7 +413,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "by pixel distance (mirror images included): a memorisation check.")
     add_model_args(p)
     p.add_argument("--data", default=None, metavar="SOURCE", help="real images (default: the run's training data)")
-    p.add_argument("--split", choices=("train", "test", "all"), default=None, help="split of --data (default: the run's)")
+    p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
     p.add_argument("--n", type=int, default=16, metavar="N", help="images on each side (default: 16)")
     p.add_argument("--seed", type=int, default=0, help="first seed and real-image sampling seed (default: 0)")
     add_sampling_args(p)

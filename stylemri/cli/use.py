@@ -52,8 +52,8 @@ def out_folder(args: argparse.Namespace, model: UsableModel, command: str | None
     if args.outdir is not None:
         root = Path(args.outdir)
     else:
-        run_dir = model.checkpoint.parent.parent if model.checkpoint.parent.name == "checkpoints" else model.checkpoint.parent
-        root = run_dir / "outputs"
+        ckpt_dir = model.checkpoint.parent
+        root = (ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir) / "outputs"
     folder = root / model.tag
     return folder / command if command else folder
 
