@@ -28,9 +28,7 @@ demo: install
 	rm -rf $(DEMO)
 	$(BIN)/stylemri data inspect builtin:mni152 --resolution 32 --grid $(DEMO)/real_examples.png
 	$(BIN)/stylemri train --data builtin:mni152 $(DEMO_TRAIN) --out $(DEMO) --name mni152-32
-	$(BIN)/python -c "import stylemri, stylemri.io as io; m = stylemri.load('$(DEMO)/00000-mni152-32'); \
-		io.save_grid('$(DEMO)/generated.png', m.generate(seeds=range(24), labels=[c for c in m.class_names for _ in range(8)]), ncols=8); \
-		print('wrote $(DEMO)/generated.png: 8 seeds x', ', '.join(m.class_names), 'from', m.checkpoint)"
+	$(BIN)/stylemri generate $(DEMO)/00000-mni152-32 --n 8 --batch 8 --outdir $(DEMO)/generated
 
 test: install
 	$(BIN)/python -m pytest -q

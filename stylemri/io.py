@@ -61,8 +61,8 @@ def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def to_uint16(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """[-1, 1] -> [0, 65535] with rounding and clipping, for analysis-grade PNGs."""
-    x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float64)
-    return np.clip(np.rint((x + 1.0) * 32767.5), 0, 65535).astype(np.uint16)
+    x = images.detach().double().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float64)
+    return np.clip(np.rint((x + 1.0) * 32767.5), 0, 65535).astype(np.uint16)  # float64: tensor == array result
 
 
 def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2, pad_value: int = 0) -> np.ndarray:

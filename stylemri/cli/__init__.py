@@ -19,7 +19,10 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.data",
     "stylemri.cli.train",
     "stylemri.cli.metrics",
+    "stylemri.cli.evaluate",
     "stylemri.cli.info",
+    "stylemri.cli.use",
+    "stylemri.cli.analyse",
 ]
 
 

@@ -1,0 +1,304 @@
+"""Projection: find the latent (W, or W+ = one w per layer) whose image matches a real slice.
+
+Optimisation as in StyleGAN2's projector (Karras et al. 2020, appendix D): Adam on w starting from the
+mean w, Gaussian noise added to w that ramps down, a learning rate that ramps up then down (cosine), and
+the per-layer noise maps optimised too, with a multi-scale autocorrelation penalty that keeps them noise
+(not image content) and renormalised after every step. No perceptual network is downloaded: the loss is
+pixel MSE + L1 + (1 - MS-SSIM), optionally + the distance between the discriminator's features of the
+two images when a discriminator is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylemri import io
+from stylemri.analysis.figures import PALETTE, save_figure
+from stylemri.analysis.ssim import ms_ssim
+from stylemri.errors import UserError
+from stylemri.generate import class_labels, model_device
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def load_target(path: str | os.PathLike, resolution: int, channels: int = 1, *, slice_index: int | None = None,
+                axis: str = "axial") -> torch.Tensor:
+    """A real slice as a (channels, R, R) tensor in [-1, 1], prepared exactly as training data is
+    (stylemri.data's decoding, centre-padding, area resize, uint8 quantisation): an image file, one slice
+    of a NIfTI volume (the middle one unless `slice_index` is given), or a .npy array ((H, W) or
+    (C, H, W); float values in [-1, 1] are taken as they are, other arrays scaled by their range)."""
+    from stylemri.data.decode import AXES, decode_image, fit_square, is_image_name, is_nifti_name, load_volume, \
+        quantize, volume_slice
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such file; expected an image, a .npy slice or a NIfTI volume")
+    if is_nifti_name(p.name):
+        if axis not in AXES:
+            raise UserError(f"--axis {axis}: expected one of {', '.join(AXES)}")
+        try:
+            vol = load_volume(p)
+        except Exception as exc:  # nibabel raises many types for a damaged file
+            raise UserError(f"{path}: not a readable NIfTI volume ({exc})") from None
+        n = vol.data.shape[{"sagittal": 0, "coronal": 1, "axial": 2}[axis]]
+        k = n // 2 if slice_index is None else slice_index
+        if not 0 <= k < n:
+            raise UserError(f"--slice {slice_index}: the volume has {n} {axis} slices; expected 0-{n - 1}")
+        plane = volume_slice(vol, axis, k)[None]
+        planes = np.repeat(plane, channels, axis=0) if channels == 3 else plane
+    elif p.name.lower().endswith(".npy"):
+        planes = _npy_planes(p, channels)
+        if planes is None:  # already in the generator's range: only resize
+            arr = np.load(p, allow_pickle=False).astype(np.float32)
+            arr = arr[None] if arr.ndim == 2 else arr
+            arr = _channels(arr, channels)
+            img, _ = fit_square((arr + 1.0) / 2.0, resolution)
+            return torch.from_numpy(img * 2.0 - 1.0).clamp(-1, 1)
+    else:
+        try:
+            planes = decode_image(p, channels).planes
+        except Exception:  # Pillow raises UnidentifiedImageError, OSError, ValueError, ...
+            hint = "" if is_image_name(p.name) else " (PNG/JPEG/BMP/TIFF), a .npy slice or a NIfTI volume"
+            raise UserError(f"{path}: not an image; expected a readable image{hint}") from None
+    img, _ = fit_square(planes, resolution)
+    return torch.from_numpy(quantize(img).astype(np.float32) / 127.5 - 1.0)
+
+
+def _channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    if arr.shape[0] == channels:
+        return arr
+    if arr.shape[0] == 1:
+        return np.repeat(arr, channels, axis=0)
+    return arr.mean(axis=0, keepdims=True) if channels == 1 else np.repeat(arr[:1], channels, axis=0)
+
+
+def _npy_planes(p: Path, channels: int) -> np.ndarray | None:
+    """(C, H, W) in [0, 1] from a .npy slice, or None when it is a float array already in [-1, 1]."""
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{p}: not a readable .npy array ({exc})") from None
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.shape[0] not in (1, 3):
+        arr = arr.transpose(2, 0, 1)
+    bad_shape = arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] not in (1, 3))
+    if bad_shape or not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{p}: array of shape {arr.shape}; expected a slice (H, W), (C, H, W) or (H, W, C)")
+    arr = np.nan_to_num(arr.astype(np.float32) if arr.dtype != np.uint8 else arr)
+    if np.issubdtype(arr.dtype, np.floating) and arr.min() >= -1.0 and arr.max() <= 1.0 and arr.min() < 0:
+        return None
+    arr = arr[None] if arr.ndim == 2 else arr
+    if arr.dtype == np.uint8:
+        unit = arr.astype(np.float32) / 255.0
+    else:
+        lo, hi = min(0.0, float(arr.min())), float(arr.max())
+        unit = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return _channels(unit.astype(np.float32), channels)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def noise_regularization(noises: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over noise maps and scales (down to 8 px) of squared autocorrelation at 1-pixel shifts."""
+    reg = torch.zeros(())
+    for v in noises:
+        v = v.reshape(1, 1, *v.shape[-2:])
+        while True:
+            reg = reg + (v * torch.roll(v, 1, dims=3)).mean() ** 2 + (v * torch.roll(v, 1, dims=2)).mean() ** 2
+            if v.shape[-1] <= 8:
+                break
+            v = F.avg_pool2d(v, 2)
+    return reg
+
+
+def image_loss(img: torch.Tensor, target: torch.Tensor, pixel_weight: float = 1.0, l1_weight: float = 0.0,
+               ssim_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pixel MSE + L1 + (1 - MS-SSIM) between (N, C, H, W) images in [-1, 1]; the total and its parts."""
+    mse = F.mse_loss(img, target)
+    l1 = F.l1_loss(img, target)
+    ssim_term = 1.0 - ms_ssim(img, target).mean()
+    total = pixel_weight * mse + l1_weight * l1 + ssim_weight * ssim_term
+    return total, {"mse": float(mse.detach()), "l1": float(l1.detach()), "ms_ssim": float(1.0 - ssim_term.detach())}
+
+
+def find_noise_buffers(G: torch.nn.Module) -> list[tuple[str, torch.nn.Module, str]]:
+    """The stored per-layer noise maps used by noise_mode='const' (buffers named '*noise_const'), as
+    (qualified name, owning module, attribute name)."""
+    found = []
+    for prefix, module in G.named_modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if name.endswith("noise_const") and buf is not None and buf.ndim >= 2:
+                found.append((f"{prefix}.{name}" if prefix else name, module, name))
+    return found
+
+
+def set_noise_buffers(G: torch.nn.Module, noise: dict[str, np.ndarray]) -> None:
+    """Load noise maps saved by a projection into G's constant-noise buffers (shapes must match)."""
+    buffers = {q: (m, n) for q, m, n in find_noise_buffers(G)}
+    for key, value in noise.items():
+        if key not in buffers:
+            raise UserError(f"noise map {key!r}: this model has no such constant-noise buffer")
+        module, name = buffers[key]
+        buf = getattr(module, name)
+        if tuple(value.shape) != tuple(buf.shape):
+            raise UserError(f"noise map {key!r} of shape {tuple(value.shape)}: expected {tuple(buf.shape)}")
+        with torch.no_grad():
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype, device=buf.device))
+
+
+# ------------------------------------------------------------------------------------------ projection
+
+
+@dataclass
+class ProjectionResult:
+    """The projected image (C, R, R), its latent ws (num_ws, w_dim) (W: all rows equal), the optimised
+    noise maps, and one dict of losses per step."""
+
+    target: torch.Tensor
+    image: torch.Tensor
+    ws: np.ndarray
+    w_plus: bool
+    noise: dict[str, np.ndarray]
+    history: list[dict[str, float]] = field(default_factory=list)
+    initial_loss: float = math.nan
+    final_loss: float = math.nan
+
+
+def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plus: bool = False,
+            class_index: int | None = None, w_avg_samples: int = 5000, initial_lr: float = 0.1,
+            initial_noise_factor: float = 0.05, noise_ramp_length: float = 0.75, lr_rampdown_length: float = 0.25,
+            lr_rampup_length: float = 0.05, noise_reg_weight: float = 1e5, pixel_weight: float = 1.0,
+            l1_weight: float = 0.0, ssim_weight: float = 1.0, feature_weight: float = 0.0,
+            features: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
+            optimize_noise: bool = True,
+            callback: Callable[[int, dict[str, float]], None] | None = None) -> ProjectionResult:
+    """Invert `target` (C, R, R) in [-1, 1] into W (or W+); G is copied, never modified."""
+    if steps < 1:
+        raise UserError(f"--steps {steps}: expected at least 1")
+    if tuple(target.shape) != (G.img_channels, G.resolution, G.resolution):
+        raise UserError(f"target of shape {tuple(target.shape)}: expected ({G.img_channels}, {G.resolution}, "
+                        f"{G.resolution}) for this model")
+    if feature_weight > 0 and features is None:
+        raise ValueError("feature_weight > 0 needs a `features` function")
+    dev = model_device(G)
+    G = copy.deepcopy(G).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(seed)
+    target = target.to(dev).unsqueeze(0).float()
+
+    # Mean and spread of w (over classes too: W is shared by all classes).
+    with torch.no_grad():
+        z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
+        if G.c_dim:
+            ks = [class_index] * w_avg_samples if class_index is not None else \
+                torch.randint(G.c_dim, (w_avg_samples,), generator=gen).tolist()
+        else:
+            ks = [None] * w_avg_samples
+        c = class_labels(ks, G.c_dim)
+        w_samples = torch.cat([G.mapping(z[i:i + 1000].to(dev), c[i:i + 1000].to(dev))[:, :1].float()
+                               for i in range(0, w_avg_samples, 1000)])
+        w_mean = w_samples.mean(0, keepdim=True)  # (1, 1, w_dim)
+        w_std = float(((w_samples - w_mean) ** 2).sum() / w_avg_samples) ** 0.5
+
+    w_opt = w_mean.repeat(1, G.num_ws if w_plus else 1, 1).clone().requires_grad_(True)
+    buffers = find_noise_buffers(G) if optimize_noise else []
+    noises, noise_names = [], []
+    for qualified, module, name in buffers:
+        buf = getattr(module, name)
+        fresh = torch.randn(buf.shape, generator=gen).to(device=buf.device, dtype=buf.dtype).requires_grad_(True)
+        module._buffers[name] = fresh  # the generator reads it as its constant noise
+        noises.append(fresh)
+        noise_names.append(qualified)
+    optimizer = torch.optim.Adam([w_opt, *noises], betas=(0.9, 0.999), lr=initial_lr)
+    target_feats = features(target).detach() if feature_weight > 0 else None
+
+    def total_loss(img: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = image_loss(img, target, pixel_weight, l1_weight, ssim_weight)
+        if target_feats is not None:
+            feat = F.mse_loss(features(img), target_feats)
+            loss = loss + feature_weight * feat
+            parts["features"] = float(feat.detach())
+        parts["image_loss"] = float(loss.detach())
+        return loss, parts
+
+    def render(w: torch.Tensor) -> torch.Tensor:
+        ws = w if w_plus else w.repeat(1, G.num_ws, 1)
+        return G.synthesis(ws, noise_mode="const")
+
+    with torch.no_grad():
+        initial_loss = total_loss(render(w_opt))[1]["image_loss"]
+    history: list[dict[str, float]] = []
+    for step in range(steps):
+        t = step / steps
+        w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        lr_ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
+        lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
+        lr_ramp = lr_ramp * min(1.0, t / lr_rampup_length)
+        for group in optimizer.param_groups:
+            group["lr"] = initial_lr * lr_ramp
+        w_noise = torch.randn(w_opt.shape, generator=gen).to(dev) * w_noise_scale
+        loss, parts = total_loss(render(w_opt + w_noise))
+        reg = noise_regularization(noises) if noises else torch.zeros(())
+        objective = loss + noise_reg_weight * reg.to(loss.device)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for v in noises:
+                v -= v.mean()
+                v *= v.square().mean().rsqrt()
+        parts.update(noise_reg=float(reg.detach()), lr=initial_lr * lr_ramp, step=step)
+        history.append(parts)
+        if callback is not None:
+            callback(step, parts)
+
+    with torch.no_grad():
+        image = render(w_opt)
+        final = total_loss(image)[1]["image_loss"]
+    ws = (w_opt if w_plus else w_opt.repeat(1, G.num_ws, 1))[0].detach().cpu().numpy().astype(np.float32)
+    noise = {q: v.detach().cpu().numpy() for q, v in zip(noise_names, noises)}
+    return ProjectionResult(target=target[0].cpu(), image=image[0].float().cpu(), ws=ws, w_plus=w_plus,
+                            noise=noise, history=history, initial_loss=initial_loss, final_loss=final)
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def side_by_side(result: ProjectionResult) -> np.ndarray:
+    """Target | projection as one uint8 (H, W, C) array."""
+    return io.make_grid(io.to_uint8(torch.stack([result.target, result.image])), ncols=2)
+
+
+def plot_loss_curve(path: str | os.PathLike, result: ProjectionResult) -> Path:
+    """Image loss (and its MSE and 1 - MS-SSIM parts) per step, log scale, titled and labelled."""
+    from matplotlib.figure import Figure
+
+    steps = [h["step"] for h in result.history]
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot(111)
+    ax.plot(steps, [h["image_loss"] for h in result.history], color=PALETTE[0], label="total image loss")
+    ax.plot(steps, [h["mse"] for h in result.history], color=PALETTE[1], linestyle="--", label="pixel MSE")
+    ax.plot(steps, [1.0 - h["ms_ssim"] for h in result.history], color=PALETTE[2], linestyle=":",
+            label="1 - MS-SSIM")
+    if any("features" in h for h in result.history):
+        ax.plot(steps, [h.get("features", np.nan) for h in result.history], color=PALETTE[3], linestyle="-.",
+                label="discriminator features")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"Projection into {'W+' if result.w_plus else 'W'}: final image loss {result.final_loss:.4g}")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="upper right")
+    return save_figure(fig, path)
+
+
+__all__ = ["load_target", "image_loss", "noise_regularization", "find_noise_buffers", "set_noise_buffers",
+           "ProjectionResult", "side_by_side", "plot_loss_curve", "project"]

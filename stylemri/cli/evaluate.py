@@ -1,0 +1,149 @@
+"""`stylemri evaluate RUN`: FID/KID/precision-recall/SWD/memorization of a trained generator, per class."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stylemri.config import replace
+from stylemri.errors import UserError
+from stylemri.io import to_uint8, write_json
+from stylemri.metrics.evaluate import METRICS, evaluate, parse_metrics
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="metrics of a trained run against real images (FID, KID, PR, SWD, memorization)",
+        description="Generate --num images per class from a run's EMA generator and compare them with real "
+                    "images of the same class: FID and KID (clean-fid protocol, offline Inception-v3), "
+                    "precision/recall/density/coverage, MS-SWD (needs no weights) and memorization (nearest "
+                    "training image of each generated one, per subject when subjects are known). Prints a "
+                    "table and writes metrics.json (and the memorization CSV/figures) into the run folder.",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory (or one checkpoint's .json)")
+    p.add_argument("--data", dest="source", default=None, metavar="SOURCE",
+                   help="real images to compare with (default: the run's training data)")
+    p.add_argument("--split", choices=("train", "val", "validate", "test", "all"), default=None,
+                   help="split of the real data (default: the run's)")
+    p.add_argument("--metrics", default="fid,kid", metavar="M,...",
+                   help=f"comma-separated subset of {','.join(METRICS)} (default: %(default)s)")
+    p.add_argument("--num", type=int, default=3000, metavar="N", help="generated images per class (default: 3000)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="evaluate this class only (conditional models; default: every class)")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
+                   help="which checkpoint of the run (default: latest)")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default: 1, none)")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the generated images (default: 0)")
+    p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (see `stylemri fid`)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default: 32)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data and feature cache folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="where metrics.json goes (default: the run folder)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stylemri.data import load_dataset
+    from stylemri.metrics.metric_utils import source_from_dataset
+    from stylemri.api import load
+    from stylemri.model import resolve_checkpoint
+
+    names = parse_metrics(args.metrics)
+    if args.num < 2:
+        raise UserError(f"--num {args.num}: expected at least 2 generated images")
+    device = _device(args.device)
+    model = load(resolve_checkpoint(args.run, args.checkpoint), device=device)
+    if "swd" in names and model.resolution < 16:
+        raise UserError(f"--metrics swd: needs images of at least 16 px; {args.run} generates {model.resolution} px")
+    data_cfg = model.config.data
+    changes: dict[str, Any] = {"resolution": model.resolution, "xflip": False}
+    if args.source is not None:
+        changes.update(source=args.source, classes=None)
+    if args.split is not None:
+        changes["split"] = args.split
+    if args.cache_dir is not None:
+        changes["cache_dir"] = args.cache_dir
+    ds = load_dataset(replace(data_cfg, **changes))
+
+    classes: list[str | None] = [None]
+    if model.conditional:
+        classes = list(model.class_names)
+        if args.class_name is not None:
+            if args.class_name not in model.class_names:
+                raise UserError(f"--class {args.class_name}: expected one of {', '.join(model.class_names)}")
+            classes = [args.class_name]
+    elif args.class_name is not None:
+        raise UserError(f"--class {args.class_name}: {args.run} is an unconditional model (trained without classes)")
+
+    out_dir = Path(args.out) if args.out else _run_dir(model.checkpoint)
+    results: dict[str, Any] = {"run": str(args.run), "checkpoint": str(model.checkpoint), "kimg": model.kimg,
+                               "truncation_psi": args.trunc, "data": str(changes.get("source", data_cfg.source)),
+                               "metrics": list(names), "per_class": {}}
+    for cls in classes:
+        real_idx = np.arange(len(ds)) if cls is None else _class_indices(ds, cls)
+        real = source_from_dataset(ds, real_idx, name=cls or "all")
+
+        def generate(start: int, count: int, cls: str | None = cls) -> np.ndarray:
+            seeds = range(args.seed + start, args.seed + start + count)
+            return to_uint8(model.generate(seeds=seeds, labels=cls, psi=args.trunc, noise_mode="const",
+                                           batch_size=args.batch_size))
+
+        tag = cls or "all"
+        results["per_class"][tag] = evaluate(
+            generate, args.num, real, names, inception=args.inception, device=device,
+            batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed,
+            out_dir=out_dir / "evaluate" / tag if "memorization" in names else None,
+        )
+    path = out_dir / "metrics.json"
+    write_json(path, results)
+    _print_table(results)
+    print(f"wrote {path}")
+    return 0
+
+
+def _run_dir(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def _class_indices(ds: Any, cls: str) -> np.ndarray:
+    if cls not in ds.class_names:
+        raise UserError(f"class {cls}: the real data has no such class; it has {', '.join(ds.class_names)}")
+    idx = np.flatnonzero(np.asarray(ds.labels) == ds.class_names.index(cls))
+    if len(idx) < 2:
+        raise UserError(f"class {cls}: expected at least 2 real images, found {len(idx)}")
+    return idx
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    cols = ["class", "real", "FID", "KID x1e3", "precision", "recall", "density", "coverage", "SWD x1e3",
+            "memorized"]
+    rows = []
+    for cls, res in results["per_class"].items():
+        m = res["metrics"]
+        kid = m.get("kid")
+        pr = m.get("pr", {})
+        mem = m.get("memorization", {}).get("pixel", {})
+        rows.append([cls, str(res["num_real"]), _fmt(m.get("fid")),
+                     f"{kid['mean'] * 1e3:.2f}±{kid['std'] * 1e3:.2f}" if kid else "-",
+                     _fmt(pr.get("precision")), _fmt(pr.get("recall")), _fmt(pr.get("density")),
+                     _fmt(pr.get("coverage")), _fmt(m.get("swd", {}).get("mean")),
+                     _fmt(mem.get("fraction_closer"), "{:.1%}")])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+
+
+def _fmt(value: Any, spec: str = "{:.3f}") -> str:
+    return "-" if value is None else spec.format(value)

@@ -1,0 +1,236 @@
+"""`stylemri generate | mix | interpolate`: images from a trained run.
+
+Every command loads the run's EMA generator at `--checkpoint` (latest, best or a kimg), writes under
+`OUTDIR/kimg-<K>/...` so outputs of different checkpoints never mix, and prints where the files went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+
+from stylemri import generate as gen
+from stylemri.analysis import interpolate, mixing
+from stylemri.errors import UserError
+from stylemri.model import UsableModel, open_model
+
+
+# ----------------------------------------------------------------------------------------- shared args
+
+
+def add_model_args(p: argparse.ArgumentParser, *, outdir_required: bool = False) -> None:
+    """RUN, --checkpoint, --device, --outdir: how every model-using command finds its model and output."""
+    p.add_argument("run", metavar="RUN", help="training run folder (or one checkpoint's .json/.safetensors)")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
+                   help="which checkpoint of the run: latest, best (by metric), or its kimg (default: latest)")
+    p.add_argument("--device", default="cpu", metavar="auto|cpu|cuda", help="where to run (default: cpu)")
+    if outdir_required:
+        p.add_argument("--outdir", required=True, metavar="DIR",
+                       help="output folder; files go to DIR/kimg-<K>/ for the checkpoint used")
+    else:
+        p.add_argument("--outdir", default=None, metavar="DIR",
+                       help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/<command>/")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, noise_default: str = "const") -> None:
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi: w = w_avg + psi (w - w_avg); 1 = none, 0.7 = typical (default: 1)")
+    p.add_argument("--noise", choices=gen.NOISE_MODES, default=noise_default,
+                   help="per-layer noise: const (stored maps: byte-identical reruns), random (drawn from the "
+                        "seed), none (default: %(default)s)")
+
+
+def open_for(args: argparse.Namespace) -> UsableModel:
+    return open_model(args.run, args.checkpoint, args.device)
+
+
+def out_folder(args: argparse.Namespace, model: UsableModel, command: str | None) -> Path:
+    """DIR/kimg-<K>[/command]; DIR defaults to the run's outputs/ folder."""
+    if args.outdir is not None:
+        root = Path(args.outdir)
+    else:
+        ckpt_dir = model.checkpoint.parent
+        root = (ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir) / "outputs"
+    folder = root / model.tag
+    return folder / command if command else folder
+
+
+def class_of(args: argparse.Namespace, model: UsableModel, *, default_first: bool) -> int | None:
+    """--class as an index; for a conditional model without --class, the first class when asked."""
+    k = gen.resolve_class(getattr(args, "cls", None), model.class_names, model.G.c_dim)
+    if k is None and model.G.c_dim and default_first:
+        k = 0
+    return k
+
+
+def check_psi(psi: float) -> float:
+    if not math.isfinite(psi) or abs(psi) > 4:
+        raise UserError(f"--trunc {psi}: expected a truncation psi, typically 0.5 to 1 (1 = no truncation)")
+    return psi
+
+
+def describe(model: UsableModel) -> str:
+    classes = f"classes {', '.join(model.class_names)}" if model.conditional else "unconditional"
+    return f"{model.checkpoint} ({model.kimg:g} kimg, {model.G.resolution} px, {classes})"
+
+
+# ----------------------------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        seeds = gen.parse_seeds(args.seeds)
+        if args.n is not None and args.n != len(seeds):
+            raise UserError(f"--n {args.n}: --seeds {args.seeds} names {len(seeds)} seeds; give one or the other")
+    else:
+        n = 16 if args.n is None else args.n
+        if n < 1:
+            raise UserError(f"--n {n}: expected at least one image")
+        seeds = list(range(n))
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: expected a positive batch size")
+    psi = check_psi(args.trunc)
+    model = open_for(args)
+    k = class_of(args, model, default_first=False)
+    samples = gen.plan_samples(seeds, k, model.class_names, model.G.c_dim)
+    images = gen.generate_images(model.G, samples, psi=psi, noise_mode=args.noise, batch_size=args.batch)
+    folder = out_folder(args, model, None)
+    written = gen.write_samples(folder, samples, images, args.format)
+    what = "1 NIfTI volume" if args.format == "nifti" else f"{len(samples)} {args.format} images"
+    print(f"model: {describe(model)}")
+    print(f"wrote {what} + grid.png + index.csv ({images.shape[-1]} px, psi {psi:g}, noise {args.noise}) to {folder}")
+    if args.format == "nifti":
+        print(f"volume: {written[0]}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- mix
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    rows, cols = gen.parse_seeds(args.rows), gen.parse_seeds(args.cols)
+    psi = check_psi(args.trunc)
+    model = open_for(args)
+    G = model.G
+    layers = mixing.parse_styles(args.styles, G.num_ws, G.resolution)
+    k = class_of(args, model, default_first=True)
+    result = mixing.style_mixing(G, rows, cols, layers, psi=psi, noise_mode=args.noise, class_index=k)
+    folder = out_folder(args, model, "mix")
+    label = str(args.styles).replace(",", "_").replace("-", "to")
+    path = gen.io.save_image(folder / f"mix_{label}.png", mixing.mixing_grid(result))
+    print(f"model: {describe(model)}")
+    cls = f", class {model.class_names[k]}" if k is not None else ""
+    print(f"styles {args.styles}: layers {', '.join(map(str, layers))} of {G.num_ws} taken from the column seeds{cls}")
+    print(f"wrote style-mixing grid ({len(rows)} rows x {len(cols)} columns; top row: column seeds, left column: "
+          f"row seeds) to {path}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- interpolate
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    psi = check_psi(args.trunc)
+    if args.zoom < 1 or args.zoom > 64:
+        raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
+    if args.fps <= 0 or args.fps > 100:
+        raise UserError(f"--fps {args.fps}: expected frames per second between 0 and 100")
+    seeds = gen.parse_seeds(args.seeds) if args.seeds else []
+    model = open_for(args)
+    G = model.G
+    folder = out_folder(args, model, "interpolate")
+    if args.classes:
+        names = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if not G.c_dim:
+            raise UserError(f"--classes {args.classes}: this model is unconditional; class walks need a "
+                            "conditional model")
+        ks = [gen.resolve_class(c, model.class_names, G.c_dim) for c in names]
+        frames = interpolate.class_walk(G, ks, args.frames, seeds=seeds, noise_mode=args.noise,
+                                        num_samples=args.class_samples)
+        stem = "walk_" + "_to_".join(gen._safe(c) for c in names)
+        what = f"class-mean walk {' -> '.join(names)}" + (f" (+ seeds {','.join(map(str, seeds))})" if seeds else "")
+    else:
+        if len(seeds) < 2:
+            raise UserError("--seeds: expected at least two seeds (e.g. --seeds 0,1,2), or --classes for a class walk")
+        k = class_of(args, model, default_first=True)
+        frames = interpolate.interpolate_seeds(G, seeds, args.space, args.frames, psi=psi, noise_mode=args.noise,
+                                               class_index=k)
+        stem = f"seeds_{'_'.join(map(str, seeds[:8]))}_{args.space}"
+        what = f"{'lerp in W' if args.space == 'w' else 'slerp in Z'} through seeds {','.join(map(str, seeds))}"
+        if k is not None:
+            what += f", class {model.class_names[k]}"
+    gif = interpolate.write_gif(folder / f"{stem}.gif", frames, duration_ms=round(1000 / args.fps), zoom=args.zoom)
+    strip = interpolate.write_strip(folder / f"{stem}.png", frames, zoom=args.zoom)
+    n = frames.shape[-4] if frames.ndim == 5 else frames.shape[0]
+    print(f"model: {describe(model)}")
+    print(f"{what}: {n} frames")
+    print(f"wrote animation {gif}")
+    print(f"wrote strip {strip}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ register
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate images from a trained run (per seed and class, plus a grid)",
+                       description="Generate images from a trained run: one file per image named by seed and class, "
+                                   "a grid (one row per class) and index.csv. Seed s always gives the same latent "
+                                   "(NVlabs' RandomState(s)); with --noise const reruns are byte-identical. Without "
+                                   "--class, a conditional model draws every seed for every class.")
+    add_model_args(p, outdir_required=True)
+    p.add_argument("--n", type=int, default=None, metavar="N", help="number of seeds, 0..N-1 (default: 16)")
+    p.add_argument("--seeds", default=None, metavar="LIST", help="seeds, e.g. 0-9,42 (instead of --n)")
+    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
+                   help="class to generate (conditional models; default: every class)")
+    add_sampling_args(p)
+    p.add_argument("--format", choices=gen.FORMATS, default="png",
+                   help="png: 8-bit, exactly [-1,1] -> [0,255] rounded and clipped; png16: 16-bit; npy: float32 "
+                        "as generated; nifti: all slices stacked into one volume.nii.gz (default: png)")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="images per forward pass; 1 (default) makes each image independent of the others in "
+                        "the run, bit for bit; larger is faster but may change the last bit")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("mix", help="style-mixing figure: which layers carry shape vs texture",
+                       description="Style mixing (Karras et al. 2019, fig. 3): each cell is its row seed with the "
+                                   "--styles layers taken from its column seed. coarse = layers at 4-8 px (0-3), "
+                                   "middle = 16-32 px (4-7), fine = 64 px and up (8+); below 64 px the layers are "
+                                   "split in three equal groups.")
+    add_model_args(p)
+    p.add_argument("--rows", required=True, metavar="SEEDS", help="row seeds (keep their other layers), e.g. 0-4")
+    p.add_argument("--cols", required=True, metavar="SEEDS", help="column seeds (give the --styles layers), e.g. 10-14")
+    p.add_argument("--styles", default="coarse", metavar="coarse|middle|fine|0-3",
+                   help="layers copied from the column seeds: a group or indices like 0-3 or 0,2,5 (default: coarse)")
+    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
+                   help="class for a conditional model (default: the first class)")
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_mix)
+
+    p = sub.add_parser("interpolate", help="latent walks between seeds or class means (GIF + PNG strip)",
+                       description="Walk between seeds (lerp in W, or slerp in Z) or, with --classes on a "
+                                   "conditional model, between the class means (mean w of each class): the "
+                                   "'progression from CN to AD' picture. Writes an animated GIF and a PNG strip.")
+    add_model_args(p)
+    p.add_argument("--seeds", default=None, metavar="A,B,...",
+                   help="seeds to walk through in order; with --classes, extra rows walking each seed's own "
+                        "latent from class to class")
+    p.add_argument("--space", choices=interpolate.SPACES, default="w",
+                   help="w: linear in W (default); z: spherical in Z")
+    p.add_argument("--frames", type=int, default=16, metavar="F", help="frames per segment (default: 16)")
+    p.add_argument("--classes", default=None, metavar="NC,AD", help="walk between these classes' mean w")
+    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
+                   help="class of a seed walk on a conditional model (default: the first class)")
+    p.add_argument("--class-samples", type=int, default=2000, metavar="N",
+                   help="latents averaged per class mean (default: 2000)")
+    p.add_argument("--fps", type=float, default=12.0, help="GIF frames per second (default: 12)")
+    p.add_argument("--zoom", type=int, default=1, metavar="K",
+                   help="enlarge the GIF and strip K times, nearest neighbour (default: 1)")
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_interpolate)
+
+
+__all__ = ["register", "add_model_args", "add_sampling_args", "open_for", "out_folder", "class_of", "describe"]

