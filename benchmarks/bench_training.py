@@ -2,6 +2,7 @@
 
     python benchmarks/bench_training.py                      # both archs, 32/64/256 px, CPU or CUDA
     python benchmarks/bench_training.py --res 32 --arch stylegan2 --batch 16 --repeats 5
+    python benchmarks/bench_training.py --res 32 --batch 16 --channel-base 1024 --channel-max 64 --z-dim 64  # demo size
 
 Each configuration is the "auto" config at that resolution (StyleGAN: its last resolution, fully grown),
 trained on builtin:mni152 by the real training step (`Trainer._train_step`: data, phases, optimizer,
@@ -35,7 +36,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench(arch: str, res: int, batch: int | None, repeats: int, device: str, cache_dir: str | None,
-          precision: str, compile_: bool) -> dict:
+          precision: str, compile_: bool, net_overrides: dict | None = None) -> dict:
     ds = load_dataset(DataConfig(resolution=res, cache_dir=cache_dir))
     # Short intervals so that every kind of step comes round quickly (R1 steps are also PL steps); the
     # amortization below uses the real intervals.
@@ -43,7 +44,7 @@ def bench(arch: str, res: int, batch: int | None, repeats: int, device: str, cac
              "precision": precision, "compile": compile_}
     if batch is not None:
         train["batch"] = batch
-    net, tr = presets.resolve("auto", net={"arch": arch, "resolution": res}, train=train)
+    net, tr = presets.resolve("auto", net={"arch": arch, "resolution": res, **(net_overrides or {})}, train=train)
     if arch == "stylegan":  # time the fully grown network at `res`
         tr = type(tr)(**{**tr.__dict__, "progressive": False})
     cfg = RunConfig(data=ds.config, network=net, train=tr, class_names=tuple(ds.class_names))
@@ -84,7 +85,12 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--channel-base", type=int, default=None, help="smaller networks than auto (e.g. the demo's 1024)")
+    ap.add_argument("--channel-max", type=int, default=None)
+    ap.add_argument("--z-dim", type=int, default=None, help="z_dim = w_dim (default 512)")
     args = ap.parse_args()
+    net_overrides = {k: v for k, v in (("channel_base", args.channel_base), ("channel_max", args.channel_max),
+                                       ("z_dim", args.z_dim), ("w_dim", args.z_dim)) if v is not None}
     if args.threads:
         torch.set_num_threads(args.threads)
     from stylemri.training.distributed import pick_device
@@ -97,7 +103,8 @@ def main() -> None:
     for arch in args.arch:
         for res in args.res:
             batch = args.batch if args.batch is not None else (4 if device.type == "cpu" and res >= 256 else None)
-            r = bench(arch, res, batch, args.repeats, str(device), args.cache_dir, args.precision, args.compile)
+            r = bench(arch, res, batch, args.repeats, str(device), args.cache_dir, args.precision, args.compile,
+                      net_overrides)
             rows.append(r)
             print(f"{arch:9s} {res:4d}px batch {r['batch']:3d} {r['precision']}: main {r['main_s'] * 1e3:8.1f} ms, "
                   f"+PL {r['pl_s'] * 1e3:8.1f} ms, +R1 {r['r1_s'] * 1e3:8.1f} ms -> amortized step "
