@@ -9,7 +9,6 @@ itself (append-only), with events past the resume point purged.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from stylemri.io import atomic_write, to_uint8, make_grid
+from stylemri.io import atomic_write, make_grid, save_figure, to_uint8
 
 CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "path_length",
               "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
@@ -141,11 +140,8 @@ def plot_losses(rows: Sequence[Mapping[str, Any]], path: Path, switches: Iterabl
                              ha="left", va="top", color="grey")
     axes[-1].set_xlabel("kimg (thousands of real images shown)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
     return path
 
 
@@ -196,11 +192,8 @@ def plot_metrics(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
     axes[0, 0].set_title("training-time metrics of G_ema")
     axes[-1, 0].set_xlabel("kimg (thousands of real images shown)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
     return path
 
 
