@@ -107,6 +107,7 @@ class TrainConfig:
     num_workers: int = 2  # data-loader worker processes (per rank)
     metrics: tuple[str, ...] = ()  # evaluated at every checkpoint (fid, kid, swd, pr); the first picks `best`
     metric_num: int = 5000  # generated images per evaluation
+    metrics_every: float = 0.0  # also checkpoint + evaluate every N kimg (0: at checkpoints only)
 
 
 @dataclass(frozen=True)

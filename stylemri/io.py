@@ -98,6 +98,17 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     return path
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150, tight: bool = True) -> Path:
+    """A matplotlib Figure as PNG, atomically, without a timestamp (same figure -> same bytes)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+    return Path(path)
+
+
 def save_grid(path: str | os.PathLike, images: torch.Tensor | np.ndarray, ncols: int | None = None) -> Path:
     """Images in [-1, 1] (float) or uint8, (N, C, H, W) -> one PNG grid."""
     arr = images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else to_uint8(images)

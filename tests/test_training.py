@@ -315,6 +315,22 @@ def test_training_time_metric_keeps_the_best_checkpoint(tmp_path, ds16):
     assert ckpt.read_meta(manager.best())["score"] == pytest.approx(best["swd"])
 
 
+def test_metrics_every_writes_metrics_jsonl_and_curve(tmp_path, ds16):
+    """Checkpoints every 3 ticks, metrics every 0.016 kimg (each tick): every tick evaluates and checkpoints."""
+    cfg = tiny_config(ds16, metrics=("swd",), metric_num=32, kimg=0.048, checkpoint_ticks=3, metrics_every=0.016)
+    rec = Recorder()
+    Trainer(cfg, tmp_path, ds16, callbacks=rec).run()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in lines] == [0.016, 0.032, 0.048] and all(r["swd"] > 0 for r in lines)
+    assert (tmp_path / "plots" / "metrics.png").stat().st_size > 0
+    best = min(lines, key=lambda r: r["swd"])
+    manager = ckpt.CheckpointManager(tmp_path / "checkpoints")
+    assert ckpt.read_meta(manager.best())["nimg"] == round(best["kimg"] * 1000)
+    plain = tiny_config(ds16, metrics=("swd",), metric_num=32, kimg=0.048, checkpoint_ticks=3)
+    Trainer(plain, tmp_path / "plain", ds16).run()
+    assert [json.loads(x)["kimg"] for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()] == [0.048]
+
+
 def test_json_log_and_epochs(tmp_path, cache_dir, capsys):
     rc = cli.main(["train", "--resolution", "16", "--batch", "8", "--epochs", "0.04", "--tick-kimg", "0.008",
                    "--out", str(tmp_path), "--cache-dir", cache_dir, "--json-log", *TINY_FLAGS])

@@ -6,24 +6,11 @@ backend state and plots work headless.
 
 from __future__ import annotations
 
-import io as _io
-import os
-from pathlib import Path
-
-from stylemri import io
+from stylemri.io import save_figure
 
 # Okabe & Ito (2008): distinguishable with colour-vision deficiency; markers keep classes apart in grey print.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """A matplotlib Figure as PNG, atomically, without a timestamp (same figure -> same bytes)."""
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    with io.atomic_write(path) as f:
-        f.write(buf.getvalue())
-    return Path(path)
 
 
 __all__ = ["PALETTE", "MARKERS", "save_figure"]

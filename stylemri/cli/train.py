@@ -68,6 +68,8 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--sample-ticks", "sample_ticks", int, "sample grid every N ticks (default 10)"),
     ("--checkpoint-ticks", "checkpoint_ticks", int, "checkpoint every N ticks (default 50)"),
     ("--keep-checkpoints", "keep_checkpoints", int, "keep the last N checkpoints (default 5)"),
+    ("--metrics-every", "metrics_every", float, "with --metrics: also checkpoint and evaluate every N kimg "
+                                                "(default 0: at the checkpoints only)"),
     ("--nan-patience", "nan_patience", int, "non-finite steps in a row before reloading the last checkpoint "
                                             "with halved learning rates (default 4)"),
     ("--precision", "precision", str, "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
@@ -75,7 +77,8 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 # Fields that may change when resuming (they do not change what the weights are trained towards).
 RESUMABLE = {"kimg", "epochs", "tick_kimg", "sample_ticks", "checkpoint_ticks", "keep_checkpoints", "nan_patience",
-             "precision", "tf32", "channels_last", "compile", "num_workers", "metrics", "metric_num"}
+             "precision", "tf32", "channels_last", "compile", "num_workers", "metrics", "metric_num",
+             "metrics_every"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

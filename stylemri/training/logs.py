@@ -9,7 +9,6 @@ itself (append-only), with events past the resume point purged.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from stylemri.io import atomic_write, to_uint8, make_grid
+from stylemri.io import atomic_write, make_grid, save_figure, to_uint8
 
 CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "path_length",
               "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
@@ -33,11 +32,15 @@ class RunLog:
         self.dir = Path(run_dir)
         self.csv_path = self.dir / "losses.csv"
         self.jsonl_path = self.dir / "stats.jsonl"
+        self.metrics_path = self.dir / "metrics.jsonl"
         self.rows: list[dict[str, Any]] = []
         self.events: list[str] = []
+        self.metric_lines: list[str] = []
         if resume_kimg is not None:
             self.rows = [r for r in _read_csv(self.csv_path) if float(r["kimg"]) <= resume_kimg + 1e-9]
             self.events = [line for line in _read_lines(self.jsonl_path) if _kimg_of(line) <= resume_kimg + 1e-9]
+            self.metric_lines = [line for line in _read_lines(self.metrics_path)
+                                 if _kimg_of(line) <= resume_kimg + 1e-9]
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
@@ -68,6 +71,13 @@ class RunLog:
         self.events.append(json.dumps(_jsonable(event), allow_nan=False))
         with atomic_write(self.jsonl_path, "w") as f:
             f.write("\n".join(self.events) + "\n")
+
+    def metrics(self, record: Mapping[str, Any]) -> Path:
+        """Append one evaluation to metrics.jsonl and redraw plots/metrics.png (one panel per metric)."""
+        self.metric_lines.append(json.dumps(_jsonable(record), allow_nan=False))
+        with atomic_write(self.metrics_path, "w") as f:
+            f.write("\n".join(self.metric_lines) + "\n")
+        return plot_metrics([json.loads(line) for line in self.metric_lines], self.dir / "plots" / "metrics.png")
 
     def scalars(self, group: str, values: Mapping[str, float], kimg: float) -> None:
         """Extra TensorBoard scalars (e.g. training-time metrics) under `group/`."""
@@ -130,11 +140,8 @@ def plot_losses(rows: Sequence[Mapping[str, Any]], path: Path, switches: Iterabl
                              ha="left", va="top", color="grey")
     axes[-1].set_xlabel("kimg (thousands of real images shown)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100, tight=False)
     plt.close(fig)
-    with atomic_write(path) as f:
-        f.write(buf.getvalue())
     return path
 
 
@@ -161,6 +168,33 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (np.floating, np.integer)):
         return _jsonable(obj.item())
     return obj
+
+
+def plot_metrics(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Training-time metric curves against kimg, the best value of each marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = [k for k in ("fid", "kid", "swd", "precision", "recall") if any(k in r for r in records)]
+    fig, axes = plt.subplots(len(names) or 1, 1, figsize=(8, 2.4 * max(len(names), 1)), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        pts = [(float(r["kimg"]), float(r[name])) for r in records if name in r]
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", linewidth=1.2, label=name)
+        best = (np.argmax if name in ("precision", "recall") else np.argmin)(y)
+        ax.plot([x[best]], [y[best]], marker="*", markersize=12, color="tab:red", linestyle="none",
+                label=f"best {y[best]:.4g} at {x[best]:g} kimg")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_title("training-time metrics of G_ema")
+    axes[-1, 0].set_xlabel("kimg (thousands of real images shown)")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100, tight=False)
+    plt.close(fig)
+    return path
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Iterable
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stylemri.io import atomic_write
+from stylemri.io import save_figure
 from stylemri.training.rng import derive_seed
 
 
@@ -73,11 +72,8 @@ def save_progress_figure(samples_dir: Path, out_path: Path) -> Path | None:
         ax.set_yticks([])
     fig.suptitle("Progress across image sizes (same latents, end of each resolution)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, out_path, dpi=100, tight=False)
     plt.close(fig)
-    with atomic_write(out_path) as f:
-        f.write(buf.getvalue())
     return out_path
 
 

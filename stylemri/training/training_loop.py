@@ -271,6 +271,7 @@ class Trainer:
         flat = {k: float(v) for k, v in flat.items() if v is not None}
         if self.log is not None:
             self.log.scalars("metrics", flat, self.nimg / 1000)
+            self.log.metrics({"kimg": self.nimg / 1000, "num": self.t.metric_num, **flat, "details": found})
         self._event({"event": "metrics", "kimg": self.nimg / 1000, "num": self.t.metric_num, **flat,
                      "details": found})
         for name in self.t.metrics:
@@ -477,11 +478,17 @@ class Trainer:
             samples += self._write_samples(tag=f"{self.nimg:010d}")
             if self.log is not None:
                 self.log.plot(self.schedule.switches_kimg())
+        metrics_due = self._metrics_due(self.tick_start_nimg)
         self.tick_start_nimg = self.nimg  # before the checkpoint: a resumed run's next tick starts here
-        if self.tick % self.t.checkpoint_ticks == 0 or final:
+        if self.tick % self.t.checkpoint_ticks == 0 or final or metrics_due:
             path = self.save_checkpoint()
         self._reset_tick_stats()
         return path, samples
+
+    def _metrics_due(self, tick_start_nimg: int) -> bool:
+        """--metrics-every: this tick crossed a multiple of N kimg."""
+        every = self.t.metrics_every * 1000
+        return bool(self.t.metrics) and every > 0 and self.nimg // every > tick_start_nimg // every
 
     def _event(self, event: dict[str, Any]) -> None:
         if self.log is not None:
