@@ -14,6 +14,7 @@ images/s = batch / amortized step. Prints one line per configuration and a summa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -46,17 +47,20 @@ def bench(arch: str, res: int, batch: int | None, repeats: int, device: str, cac
         train["batch"] = batch
     net, tr = presets.resolve("auto", net={"arch": arch, "resolution": res, **(net_overrides or {})}, train=train)
     if arch == "stylegan":  # time the fully grown network at `res`
-        tr = type(tr)(**{**tr.__dict__, "progressive": False})
+        tr = dataclasses.replace(tr, progressive=False)
     cfg = RunConfig(data=ds.config, network=net, train=tr, class_names=tuple(ds.class_names))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, tmp, ds)
         dev = trainer.device
-        times: dict[str, list[float]] = {"main": [], "pl": [], "pl+r1": []}
+        kinds = ["main"] + (["pl"] if trainer.g_reg else []) + (["r1"] if trainer.d_reg_lazy else [])
+        if trainer.g_reg and trainer.d_reg_lazy:
+            kinds[-1] = "pl+r1"  # R1 steps (every 4th) are also path-length steps (every 2nd)
+        times: dict[str, list[float]] = {k: [] for k in kinds}
         trainer._train_step()  # warm-up: first calls of every kernel (and compilation)
         trainer._train_step()
         while min(len(v) for v in times.values()) < repeats:
             names = {n for n, *_ in trainer._phases()}
-            kind = "pl+r1" if "Dreg" in names else "pl" if "Greg" in names else "main"
+            kind = ("pl+r1" if "Greg" in names else "r1") if "Dreg" in names else "pl" if "Greg" in names else "main"
             sync(dev)
             t0 = time.perf_counter()
             trainer._train_step()
@@ -65,8 +69,12 @@ def bench(arch: str, res: int, batch: int | None, repeats: int, device: str, cac
         if trainer.log is not None:
             trainer.log.close()
     med = {k: statistics.median(v) for k, v in times.items()}
-    pl_cost = max(med["pl"] - med["main"], 0.0)
-    r1_cost = max(med["pl+r1"] - med["pl"], 0.0)
+    pl_cost = max(med["pl"] - med["main"], 0.0) if "pl" in med else 0.0
+    r1_cost = 0.0
+    if "pl+r1" in med:
+        r1_cost = max(med["pl+r1"] - med["pl"], 0.0)
+    elif "r1" in med:
+        r1_cost = max(med["r1"] - med["main"], 0.0)
     step = med["main"] + pl_cost / 4 + r1_cost / 16  # NVlabs intervals: PL every 4 G steps, R1 every 16 D steps
     return {"arch": arch, "res": res, "batch": tr.batch, "device": str(dev), "precision": trainer.precision,
             "main_s": med["main"], "pl_s": pl_cost, "r1_s": r1_cost, "step_s": step, "img_per_s": tr.batch / step,
