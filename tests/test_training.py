@@ -343,3 +343,19 @@ def test_json_log_and_epochs(tmp_path, cache_dir, capsys):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["train"]["epochs"] == 0.04 and cfg["train"]["kimg"] == pytest.approx(0.04 * cfg["num_images"] / 1000)
     assert events[-1]["kimg"] * 1000 >= round(0.04 * cfg["num_images"])
+
+
+def test_progressive_resume_mid_fade_gives_identical_weights(tmp_path, cache_dir):
+    common = ["--arch", "stylegan", "--resolution", "16", "--batch", "8", "--batch-per-res", "4:8,8:8,16:8",
+              "--fade-kimg", "0.016", "--stable-kimg", "0.016", "--tick-kimg", "0.008", "--cache-dir", cache_dir,
+              "--quiet", "--aug", "fixed:0.3", *TINY_FLAGS]
+    assert cli.main(["train", "--kimg", "0.072", "--out", str(tmp_path / "straight"), *common]) == 0
+    assert cli.main(["train", "--kimg", "0.024", "--out", str(tmp_path / "split"), *common]) == 0  # 8 px, mid fade
+    (split_run,) = (tmp_path / "split").iterdir()
+    assert ckpt.read_meta(ckpt.CheckpointManager(split_run / "checkpoints").latest())["phase"]["alpha"] == 0.0
+    assert cli.main(["train", "--resume", str(split_run), "--kimg", "0.072", "--quiet"]) == 0
+    (straight_run,) = (tmp_path / "straight").iterdir()
+    a, meta_a = _final_tensors(straight_run)
+    b, meta_b = _final_tensors(split_run)
+    assert meta_a["phase"] == meta_b["phase"] and meta_a["phase"]["resolution"] == 16
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
