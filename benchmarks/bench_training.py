@@ -101,9 +101,9 @@ def main() -> None:
                                        ("z_dim", args.z_dim), ("w_dim", args.z_dim)) if v is not None}
     if args.threads:
         torch.set_num_threads(args.threads)
-    from stylemri.training.distributed import pick_device
+    from stylemri.device import resolve_device
 
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     where = f" ({torch.cuda.get_device_name(device)})" if cuda else f", {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, device {device}{where}")

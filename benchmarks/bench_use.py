@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylemri import generate as gen  # noqa: E402
 from stylemri.analysis import project  # noqa: E402
 from stylemri.analysis.ssim import ms_ssim  # noqa: E402
 from stylemri.config import NetworkConfig  # noqa: E402
 from stylemri.networks import build_generator  # noqa: E402
+from stylemri.networks.sampling import generate_images  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], reps: int, device: torch.device) -> float:
@@ -47,9 +47,9 @@ def median_seconds(fn: Callable[[], object], reps: int, device: torch.device) ->
 def bench(res: int, device: torch.device, reps: int, batch: int) -> dict[str, float]:
     torch.manual_seed(0)
     G = build_generator(NetworkConfig(arch="stylegan2", resolution=res)).to(device).eval().requires_grad_(False)
-    samples = gen.plan_samples(list(range(batch)), None, [], 0)
-    one = median_seconds(lambda: gen.generate_images(G, samples, batch_size=1), reps, device)
-    many = median_seconds(lambda: gen.generate_images(G, samples, batch_size=batch), reps, device)
+    seeds = list(range(batch))
+    one = median_seconds(lambda: generate_images(G, seeds, batch=1), reps, device)
+    many = median_seconds(lambda: generate_images(G, seeds, batch=batch), reps, device)
     target = torch.zeros(1, res, res)
     steps = 4
     proj = median_seconds(lambda: project.project(G, target, steps=steps, w_avg_samples=256), max(1, reps // 2), device)

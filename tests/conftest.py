@@ -97,3 +97,33 @@ def oasis_tree(tmp_path: Path) -> Path:
             (root / f"keras_png_slices_seg_{split}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(root / f"keras_png_slices_seg_{split}" / f"seg_{i:03d}_slice_{i}.nii.png")
     return root
+
+
+# ---------------------------------------------------------------------------- the CLI, once for every test file
+
+# A tiny network for CLI training runs: seconds on one CPU core.
+TINY_NET = {"channel_base": 128, "channel_max": 16, "z_dim": 16, "w_dim": 16}
+TINY_FLAGS = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16", "--workers", "0"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """`stylemri ARGV` in this process: (exit code, stdout, stderr); argparse's exits become exit codes."""
+    from stylemri import cli
+
+    capsys.readouterr()
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *argv: object, match: str | None = None) -> str:
+    """The command exits 2 with exactly one line on stderr, no traceback (containing `match`); that line."""
+    rc, out, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert rc == 2, (rc, out, err)
+    assert len(lines) == 1 and lines[0].startswith("stylemri") and "Traceback" not in err, err
+    assert match is None or match in lines[0], (match, lines[0])
+    return lines[0]

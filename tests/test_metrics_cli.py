@@ -5,7 +5,6 @@ The command plumbing on the real data layer, with every dataset read recorded.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from stylemri import cli
 from stylemri.metrics import inception
 
@@ -64,10 +64,6 @@ def contract_data(monkeypatch):
     return loaded
 
 
-def _run(argv, capsys):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @needs_weights
@@ -77,7 +73,7 @@ def test_fid_command_json_kid_and_cache(tmp_path, capsys, contract_data):
     out_json = tmp_path / "fid.json"
     argv = ["fid", a, b, "--resolution", 16, "--cache-dir", tmp_path / "cache", "--json", out_json, "--kid",
             "--device", "cpu", "--batch-size", 4]
-    rc, out, err = _run(argv, capsys)
+    rc, out, err = run_cli(capsys, *argv)
     assert rc == 0, err
     assert out.startswith("FID ") and "KID " in out and "clean-fid" in out
     res = json.loads(out_json.read_text())
@@ -90,7 +86,7 @@ def test_fid_command_json_kid_and_cache(tmp_path, capsys, contract_data):
     assert float(out.split()[1]) == pytest.approx(res["fid"], abs=1e-4)
 
     argv[2] = a  # A against itself: both sets now come from the feature cache, and FID is 0
-    rc, out, err = _run(argv, capsys)
+    rc, out, err = run_cli(capsys, *argv)
     again = json.loads(out_json.read_text())
     assert rc == 0, err
     assert [s["features_from_cache"] for s in again["sets"]] == [True, True]
@@ -99,17 +95,17 @@ def test_fid_command_json_kid_and_cache(tmp_path, capsys, contract_data):
 
 def test_fid_and_swd_user_errors_are_one_line(tmp_path, capsys, contract_data, monkeypatch):
     a = _write_folder(tmp_path / "a", 3, seed=0)
-    rc, out, err = _run(["fid", a, a, "--inception", tmp_path / "missing.pt", "--device", "cpu"], capsys)
+    rc, out, err = run_cli(capsys, "fid", a, a, "--inception", tmp_path / "missing.pt", "--device", "cpu")
     assert rc == 2 and "missing.pt" in err and len(err.strip().splitlines()) == 1 and out == ""
     monkeypatch.delenv(inception.ENV_VAR, raising=False)
     monkeypatch.setattr(inception, "bundled_weights_path", lambda: None)
-    rc, _, err = _run(["fid", a, a, "--device", "cpu"], capsys)
+    rc, _, err = run_cli(capsys, "fid", a, a, "--device", "cpu")
     assert rc == 2 and 'pip install "stylemri[metrics]"' in err and len(err.strip().splitlines()) == 1
-    rc, _, err = _run(["swd", a, tmp_path / "nope", "--resolution", 16], capsys)
+    rc, _, err = run_cli(capsys, "swd", a, tmp_path / "nope", "--resolution", 16)
     assert rc == 2 and "nope" in err and len(err.strip().splitlines()) == 1
-    rc, _, err = _run(["swd", a, a, "--resolution", 8], capsys)
+    rc, _, err = run_cli(capsys, "swd", a, a, "--resolution", 8)
     assert rc == 2 and "16" in err
-    rc, _, err = _run(["swd", a, a, "--resolution", 24], capsys)
+    rc, _, err = run_cli(capsys, "swd", a, a, "--resolution", 24)
     assert rc == 2 and "power of two" in err
 
 
@@ -117,11 +113,11 @@ def test_swd_command(tmp_path, capsys, contract_data):
     a = _write_folder(tmp_path / "a", 5, seed=0, res=32, corrupt=True)
     b = _write_folder(tmp_path / "b", 5, seed=1, res=32)
     out_json = tmp_path / "swd.json"
-    rc, out, err = _run(["swd", a, a, "--resolution", 32, "--json", out_json], capsys)
+    rc, out, err = run_cli(capsys, "swd", a, a, "--resolution", 32, "--json", out_json)
     assert rc == 0, err
     assert json.loads(out_json.read_text())["mean"] == 0.0 and "32px" in out and "16px" in out
     assert "A: 1 unreadable file(s) skipped" in out
-    rc, out, _ = _run(["swd", a, b, "--resolution", 32, "--json", out_json, "--num", 4], capsys)
+    rc, out, _ = run_cli(capsys, "swd", a, b, "--resolution", 32, "--json", out_json, "--num", 4)
     res = json.loads(out_json.read_text())
     assert rc == 0 and res["mean"] > 0 and [s["num_images"] for s in res["sets"]] == [4, 4]
 
@@ -151,37 +147,28 @@ def test_help_is_complete(capsys):
 # --------------------------------------------------------------------------- on the real data layer
 
 
-def _real_data_layer():
-    try:
-        return importlib.import_module("stylemri.data")
-    except ImportError as exc:
-        pytest.skip(f"stylemri.data is not importable yet (data layer not merged): {exc}")
-
-
 @needs_weights
 def test_fid_command_on_real_data_layer(tmp_path, capsys):
-    _real_data_layer()
     a = _write_folder(tmp_path / "a", 4, seed=0)
     b = _write_folder(tmp_path / "b", 4, seed=1)
     common = ["--resolution", 16, "--cache-dir", tmp_path / "cache", "--device", "cpu"]
-    rc, out, err = _run(["fid", a, a, *common], capsys)
+    rc, out, err = run_cli(capsys, "fid", a, a, *common)
     assert rc == 0, err
     assert abs(float(out.split()[1])) < 1e-6
     out_json = tmp_path / "fid.json"
-    rc, out, err = _run(["fid", a, b, *common, "--json", out_json], capsys)
+    rc, out, err = run_cli(capsys, "fid", a, b, *common, "--json", out_json)
     assert rc == 0, err
     res = json.loads(out_json.read_text())
     assert res["fid"] > 0 and [s["num_images"] for s in res["sets"]] == [4, 4]
 
 
 def test_swd_command_on_real_data_layer(tmp_path, capsys):
-    _real_data_layer()
     a = _write_folder(tmp_path / "a", 4, seed=0, res=32)
     b = _write_folder(tmp_path / "b", 4, seed=1, res=32)
     common = ["--resolution", 32, "--cache-dir", tmp_path / "cache"]
-    rc, out, err = _run(["swd", a, a, *common], capsys)
+    rc, out, err = run_cli(capsys, "swd", a, a, *common)
     assert rc == 0, err
     assert float(out.split()[3]) == 0.0
-    rc, out, err = _run(["swd", a, b, *common], capsys)
+    rc, out, err = run_cli(capsys, "swd", a, b, *common)
     assert rc == 0, err
     assert float(out.split()[3]) > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import brain_volume, write_nifti, write_png8
+from conftest import brain_volume, one_line_error, run_cli, write_nifti, write_png8
 
 from stylemri import cli
 from stylemri.config import DataConfig, from_dict, to_dict
@@ -17,18 +17,8 @@ from stylemri.data import load_dataset
 from stylemri.errors import UserError
 
 
-def _run(capsys, *argv):
-    rc = cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
-def _one_line_error(capsys, *argv) -> str:
-    rc, out, err = _run(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert rc == 2, (rc, out, err)
-    assert len(lines) == 1 and lines[0].startswith("stylemri: error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def _adni(root: Path, layout: dict[str, dict[str, list[int]]], slices: int = 2) -> Path:
@@ -71,7 +61,7 @@ def test_dataset_exposes_subjects(leaky_adni):
 
 
 def test_inspect_reports_leaks(leaky_adni, capsys):
-    rc, out, err = _run(capsys, "data", "inspect", leaky_adni, "--resolution", "8", "--split", "all")
+    rc, out, err = run_cli(capsys, "data", "inspect", leaky_adni, "--resolution", "8", "--split", "all")
     assert rc == 0, err
     assert "subjects:     8 in the whole source, 8 in this selection; IDs from adni (20 file(s))" in out
     assert "slices per subject: min 2, median 2, max 4" in out
@@ -80,7 +70,7 @@ def test_inspect_reports_leaks(leaky_adni, capsys):
     table = out[out.index("subjects per split and class"):].splitlines()
     assert table[2].split() == ["train", "3", "3", "6"] and table[3].split() == ["test", "3", "1", "4"]
     assert table[4].split() == ["(any)", "5", "4", "8"]  # 205 counts in both classes
-    rc, out, _ = _run(capsys, "data", "inspect", leaky_adni, "--resolution", "8", "--split", "all", "--json")
+    rc, out, _ = run_cli(capsys, "data", "inspect", leaky_adni, "--resolution", "8", "--split", "all", "--json")
     report = json.loads(out)["subjects"]
     assert report["whole"]["split_leaks"] == [["101", ["test", "train"]], ["205", ["test", "train"]]]
     assert report["whole"]["subjects_per_class"] == {"AD": 5, "NC": 4}
@@ -89,9 +79,9 @@ def test_inspect_reports_leaks(leaky_adni, capsys):
 def test_inspect_says_when_no_subject_could_be_derived(tmp_path, capsys):
     for name in ("scan_a", "scan_b", "brain"):
         write_png8(tmp_path / "flat" / f"{name}.png", 8, 8)
-    rc, out, _ = _run(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8")
+    rc, out, _ = run_cli(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8")
     assert rc == 0 and "no subject could be derived" in out and "each of the 3 file(s)" in out
-    rc, out, _ = _run(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8",
+    rc, out, _ = run_cli(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8",
                       "--subject-pattern", r"^(scan)_")
     assert rc == 0 and "2 in the whole source" in out and "1 file(s) match no subject rule" in out
 
@@ -110,7 +100,7 @@ def test_subjects_of_oasis_and_bids_nifti(oasis_tree, tmp_path):
 
 def test_data_split_keeps_subjects_whole_stratifies_and_reproduces(clean_adni, tmp_path, capsys):
     args = ["data", "split", clean_adni, "--val", "0.25", "--test", "0.25", "--seed", "5"]
-    rc, out, err = _run(capsys, *args, "--out", tmp_path / "s1")
+    rc, out, err = run_cli(capsys, *args, "--out", tmp_path / "s1")
     assert rc == 0 and err == ""
     assert "60 file(s), 20 subject(s); seed 5, stratified by class" in out
     rows = list(csv.DictReader((tmp_path / "s1" / "split.csv").open()))
@@ -124,9 +114,9 @@ def test_data_split_keeps_subjects_whole_stratifies_and_reproduces(clean_adni, t
     assert all(len(s) == 1 for s in subject_splits.values())
     assert {k: len(v) for k, v in per_split_class.items()} == {
         ("train", "AD"): 6, ("val", "AD"): 3, ("test", "AD"): 3, ("train", "NC"): 4, ("val", "NC"): 2, ("test", "NC"): 2}
-    assert _run(capsys, *args, "--out", tmp_path / "s2")[0] == 0
+    assert run_cli(capsys, *args, "--out", tmp_path / "s2")[0] == 0
     assert (tmp_path / "s1" / "split.csv").read_bytes() == (tmp_path / "s2" / "split.csv").read_bytes()
-    assert _run(capsys, *args[:-1], "6", "--out", tmp_path / "s3")[0] == 0
+    assert run_cli(capsys, *args[:-1], "6", "--out", tmp_path / "s3")[0] == 0
     assert (tmp_path / "s1" / "split.csv").read_bytes() != (tmp_path / "s3" / "split.csv").read_bytes()
 
     # the split file drives --split anywhere a source is accepted, and inspect finds no leak
@@ -138,16 +128,16 @@ def test_data_split_keeps_subjects_whole_stratifies_and_reproduces(clean_adni, t
         assert {ds.sample_info(i).split for i in range(len(ds))} == {split}
     assert [len(p) for p in parts.values()] == [10, 5, 5]
     assert not (parts["train"] & parts["val"] or parts["train"] & parts["test"] or parts["val"] & parts["test"])
-    rc, out, err = _run(capsys, "data", "inspect", clean_adni, "--resolution", "8", "--split-file", split_file,
+    rc, out, err = run_cli(capsys, "data", "inspect", clean_adni, "--resolution", "8", "--split-file", split_file,
                         "--split", "all")
     assert rc == 0 and "split leaks:  none" in out and err == ""
     assert "val             3      2        5" in out
 
 
 def test_split_file_applies_to_a_moved_copy_and_reports_unlisted(clean_adni, tmp_path, capsys):
-    assert _run(capsys, "data", "split", clean_adni, "--out", tmp_path / "s")[0] == 0
+    assert run_cli(capsys, "data", "split", clean_adni, "--out", tmp_path / "s")[0] == 0
     copy = _adni(tmp_path / "elsewhere" / "adni", {"": {"AD": list(range(300, 312)) + [999], "NC": []}}, slices=3)
-    rc, out, err = _run(capsys, "data", "inspect", copy, "--resolution", "8", "--split-file", tmp_path / "s" / "split.csv",
+    rc, out, err = run_cli(capsys, "data", "inspect", copy, "--resolution", "8", "--split-file", tmp_path / "s" / "split.csv",
                         "--split", "train")
     assert rc == 0
     assert "split.csv: 3 file(s) of the source are in no split and left out (e.g. 999_70.png" in err
@@ -160,14 +150,14 @@ def test_data_split_with_labels_and_pattern(tmp_path, capsys):
             write_png8(tmp_path / "flat" / f"{s}-slice{k}.png", 8, 8, seed=k)
     labels = tmp_path / "clinical.csv"
     labels.write_text("Subject,DX,Age\nP01,AD,70\nP02,AD,71\nP03,AD,72\nP04,CN,60\nP05,CN,61\nP06,CN,62\nP07,CN,50\n")
-    rc, out, err = _run(capsys, "data", "split", tmp_path / "flat", "--out", tmp_path / "s", "--subject-pattern",
+    rc, out, err = run_cli(capsys, "data", "split", tmp_path / "flat", "--out", tmp_path / "s", "--subject-pattern",
                         r"^(P\d+)-", "--labels", labels, "--label-column", "dx", "--test", "0.34", "--val", "0")
     assert rc == 0, err
     rows = list(csv.DictReader((tmp_path / "s" / "split.csv").open()))
     assert {r["class"] for r in rows} == {"AD", "CN"}
     assert {(r["split"], r["class"]) for r in rows if r["split"] == "test"} == {("test", "AD"), ("test", "CN")}
     assert "clinical.csv: 1 row(s) match no file (e.g. P07)" in err
-    rc, out, err = _run(capsys, "data", "split", "builtin:mni152", "--out", tmp_path / "mni")
+    rc, out, err = run_cli(capsys, "data", "split", "builtin:mni152", "--out", tmp_path / "mni")
     assert rc == 0 and "1 file(s), 1 subject(s)" in out
     assert "--val 0.1: no subject went to val" in err and "--test 0.2: no subject went to test" in err
 
@@ -191,44 +181,44 @@ def test_labels_table_gives_classes_and_reports_mismatches(tmp_path, capsys):
     assert load_dataset(DataConfig(source=str(tmp_path / "flat"), resolution=8, labels=str(labels),
                                    classes=("CN",))).class_names == ["CN"]
     assert from_dict(DataConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
-    rc, out, err = _run(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8", "--labels", labels)
+    rc, out, err = run_cli(capsys, "data", "inspect", tmp_path / "flat", "--resolution", "8", "--labels", labels)
     assert rc == 0 and "classes AD, CN" in out and "warning: adni.csv: 1 row(s) match no file" in err
 
 
 def test_bad_inputs_exit_2_with_one_line(clean_adni, tmp_path, capsys):
     src = str(clean_adni)
-    assert "exactly one capture group" in _one_line_error(capsys, "data", "inspect", src, "--subject-pattern", r"\d+_")
-    assert "not a valid regular expression" in _one_line_error(capsys, "data", "inspect", src, "--subject-pattern", "(")
-    assert "matched none of the 60 files" in _one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
+    assert "exactly one capture group" in one_line_error(capsys, "data", "inspect", src, "--subject-pattern", r"\d+_")
+    assert "not a valid regular expression" in one_line_error(capsys, "data", "inspect", src, "--subject-pattern", "(")
+    assert "matched none of the 60 files" in one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
                                                              "--subject-pattern", r"^(P\d+)")
-    assert "--split-file nope.csv: no such file" in _one_line_error(capsys, "data", "inspect", src, "--split-file",
+    assert "--split-file nope.csv: no such file" in one_line_error(capsys, "data", "inspect", src, "--split-file",
                                                                     "nope.csv")
-    assert "expected --labels" in _one_line_error(capsys, "data", "inspect", src, "--label-column", "dx")
+    assert "expected --labels" in one_line_error(capsys, "data", "inspect", src, "--label-column", "dx")
     bad_split = tmp_path / "bad.csv"
     bad_split.write_text("source,subject,class,split\nAD/300_70.png,300,AD,holdout\n")
-    assert "bad.csv:2: split 'holdout'" in _one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
+    assert "bad.csv:2: split 'holdout'" in one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
                                                           "--split-file", bad_split)
     bad_split.write_text("source,subject,class,split\nother/1_1.png,1,AD,train\n")
-    assert "none of its 1 files is in the source" in _one_line_error(capsys, "data", "inspect", src, "--resolution",
+    assert "none of its 1 files is in the source" in one_line_error(capsys, "data", "inspect", src, "--resolution",
                                                                      "8", "--split-file", bad_split)
     labels = tmp_path / "labels.csv"
     labels.write_text("subject,dx,sex\n300,AD,F\n")
-    assert "--label-column age: no such column" in _one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
+    assert "--label-column age: no such column" in one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
                                                                    "--labels", labels, "--label-column", "age")
-    assert "several label columns (dx, sex)" in _one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
+    assert "several label columns (dx, sex)" in one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
                                                                 "--labels", labels)
     labels.write_text("image,dx\na.png,AD\n")
-    assert "no 'subject' or 'file' column" in _one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o",
+    assert "no 'subject' or 'file' column" in one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o",
                                                               "--labels", labels)
     labels.write_text("subject,dx\nX9,AD\n")
-    assert "no row matches a file" in _one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
+    assert "no row matches a file" in one_line_error(capsys, "data", "inspect", src, "--resolution", "8",
                                                       "--labels", labels)
-    assert "sum below 1" in _one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--val", "0.6",
+    assert "sum below 1" in one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--val", "0.6",
                                             "--test", "0.5")
-    assert "--val 1.5" in _one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--val", "1.5")
+    assert "--val 1.5" in one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--val", "1.5")
     (tmp_path / "file").write_text("x")
-    assert "not a folder" in _one_line_error(capsys, "data", "split", src, "--out", tmp_path / "file")
-    assert "--classes MCI" in _one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--classes", "MCI")
+    assert "not a folder" in one_line_error(capsys, "data", "split", src, "--out", tmp_path / "file")
+    assert "--classes MCI" in one_line_error(capsys, "data", "split", src, "--out", tmp_path / "o", "--classes", "MCI")
     assert not (tmp_path / "o").exists()
 
 

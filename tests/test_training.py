@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_FLAGS, TINY_NET, one_line_error, run_cli
+
 import stylemri
 from stylemri import cli, io
 from stylemri.config import DataConfig, RunConfig
@@ -21,8 +23,6 @@ from stylemri.training import checkpoint as ckpt
 from stylemri.training import presets
 from stylemri.training.training_loop import Callbacks, Trainer
 
-TINY_NET = {"channel_base": 128, "channel_max": 16, "z_dim": 16, "w_dim": 16}
-TINY_FLAGS = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16", "--workers", "0"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -245,30 +245,17 @@ def test_nan_guard_skips_then_reloads_and_halves_lr(tmp_path, ds16):
     assert meta["counters"]["lr_scale"] == 0.5 and meta["counters"]["recoveries"] == 1
 
 
-def _run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        rc = cli.main(argv)
-        raise SystemExit(rc)
-    err = capsys.readouterr().err.strip().splitlines()
-    return e.value.code, err
-
-
 def test_bad_arguments_exit_2_with_one_line(tmp_path, cache_dir, capsys):
-    base = ["train", "--out", str(tmp_path / "runs"), "--cache-dir", cache_dir, "--quiet", *TINY_FLAGS]
-    code, err = _run_cli([*base, "--preset", "stylegan3-ffhq"], capsys)
-    assert code == 2 and len(err) == 1 and "--preset stylegan3-ffhq" in err[0] and "stylegan2-adni" in err[0]
-    code, err = _run_cli([*base, "--resolution", "48"], capsys)
-    assert code == 2 and len(err) == 1 and "--resolution 48: expected a power of two" in err[0]
+    base = ["train", "--outdir", str(tmp_path / "runs"), "--cache-dir", cache_dir, "--quiet", *TINY_FLAGS]
+    line = one_line_error(capsys, *base, "--preset", "stylegan3-ffhq", match="--preset stylegan3-ffhq")
+    assert "stylegan2-adni" in line
+    one_line_error(capsys, *base, "--resolution", "48", match="--resolution 48: expected a power of two")
     not_run = tmp_path / "not_a_run"
     not_run.mkdir()
-    code, err = _run_cli(["train", "--resume", str(not_run)], capsys)
-    assert code == 2 and len(err) == 1 and str(not_run) in err[0] and "run directory" in err[0]
-    code, err = _run_cli(["train", "--resume", str(tmp_path / "missing")], capsys)
-    assert code == 2 and len(err) == 1 and "no such run directory" in err[0]
-    code, err = _run_cli([*base, "--arch", "stylegan2", "--progressive", "--resolution", "16"], capsys)
-    assert code == 2 and len(err) == 1 and "--progressive" in err[0]
-    code, err = _run_cli([*base, "--aug", "fixed:7", "--resolution", "16"], capsys)
-    assert code == 2 and len(err) == 1 and "--aug fixed:7" in err[0]
+    assert "run directory" in one_line_error(capsys, "train", "--resume", not_run, match=str(not_run))
+    one_line_error(capsys, "train", "--resume", tmp_path / "missing", match="no such run directory")
+    one_line_error(capsys, *base, "--arch", "stylegan2", "--progressive", "--resolution", "16", match="--progressive")
+    one_line_error(capsys, *base, "--aug", "fixed:7", "--resolution", "16", match="--aug fixed:7")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -277,18 +264,17 @@ def test_incompatible_resume_names_the_mismatch(tmp_path, cache_dir, capsys):
                      "--out", str(tmp_path), "--cache-dir", cache_dir, "--quiet", *TINY_FLAGS]) == 0
     capsys.readouterr()
     (run,) = tmp_path.iterdir()
-    code, err = _run_cli(["train", "--resume", str(run), "--channel-base", "256", "--batch", "16"], capsys)
-    assert code == 2 and len(err) == 1
-    assert "network.channel_base is 128 in the run, 256 requested" in err[0] and "train.batch" in err[0]
-    code, err = _run_cli(["train", "--resume", str(run), "--resolution", "32"], capsys)
-    assert code == 2 and "network.resolution is 16" in err[0]
-    code, err = _run_cli(["train", "--resume", str(run)], capsys)  # nothing left to do: a clear message, exit 0
-    assert code == 0 and "already trained" in err[-1]
+    line = one_line_error(capsys, "train", "--resume", run, "--channel-base", "256", "--batch", "16",
+                          match="network.channel_base is 128 in the run, 256 requested")
+    assert "train.batch" in line
+    one_line_error(capsys, "train", "--resume", run, "--resolution", "32", match="network.resolution is 16")
+    code, _, err = run_cli(capsys, "train", "--resume", run)  # nothing left to do: a clear message, exit 0
+    assert code == 0 and "already trained" in err.strip().splitlines()[-1]
     cfg = json.loads((run / "config.json").read_text())
     cfg["fingerprint"] = "0" * 40
     (run / "config.json").write_text(json.dumps(cfg))
-    code, err = _run_cli(["train", "--resume", str(run), "--kimg", "0.016"], capsys)
-    assert code == 2 and "data changed" in err[0] and "--allow-data-change" in err[0]
+    line = one_line_error(capsys, "train", "--resume", run, "--kimg", "0.016", match="data changed")
+    assert "--allow-data-change" in line
 
 
 def test_load_accepts_run_checkpoints_and_files_and_never_unpickles(tmp_path, ds16):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_FLAGS, one_line_error, run_cli
 import stylemri
 from stylemri import cli
 from stylemri import io
@@ -39,8 +40,7 @@ def _make_data(root: Path) -> Path:
 def _train(data: Path, out: Path, cache: Path, kimg: float, *extra: str) -> Path:
     before = set(out.glob("*")) if out.exists() else set()
     rc = cli.main(["train", "--data", str(data), "--out", str(out), "--resolution", str(RES), "--kimg", str(kimg),
-                   "--batch", "8", "--z-dim", "16", "--w-dim", "16", "--channel-base", "128", "--channel-max", "16",
-                   "--device", "cpu", "--quiet", "--cache-dir", str(cache), *extra])
+                   "--batch", "8", *TINY_FLAGS, "--device", "cpu", "--quiet", "--cache-dir", str(cache), *extra])
     assert rc == 0
     (run,) = set(out.glob("*")) - before
     return run
@@ -64,21 +64,6 @@ def runs(tmp_path_factory, _one_thread):
     ad = _train(data, out, cache, 0.1, "--classes", "AD", "--seed", "1")
     nc = _train(data, out, cache, 0.1, "--classes", "NC", "--seed", "2")
     return {"cond": cond, "AD": ad, "NC": nc, "data": data, "root": root}
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def fails(capsys, *argv: str, match: str) -> str:
-    """The command exits 2 with exactly one line on stderr, containing `match`."""
-    rc, out, err = run_cli(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and match in lines[0], (rc, err)
-    return lines[0]
 
 
 def _only(folder: Path) -> Path:
@@ -144,8 +129,8 @@ def test_checkpoint_selection(runs, tmp_path, capsys):
     latest = [p for p in tmp_path.iterdir() if p.name != "kimg-0"]
     assert len(latest) == 1  # outputs of the two checkpoints are kept apart
     assert (latest[0] / "seed0005_AD.png").read_bytes() != (tmp_path / "kimg-0" / "seed0005_AD.png").read_bytes()
-    fails(capsys, "generate", runs["cond"], "--num", "1", "--checkpoint", "77", "--outdir", tmp_path, match="available: 0, ")
-    fails(capsys, "generate", runs["cond"], "--num", "1", "--checkpoint", "best", "--outdir", tmp_path, match="best")
+    one_line_error(capsys, "generate", runs["cond"], "--num", "1", "--checkpoint", "77", "--outdir", tmp_path, match="available: 0, ")
+    one_line_error(capsys, "generate", runs["cond"], "--num", "1", "--checkpoint", "best", "--outdir", tmp_path, match="best")
 
 
 # ------------------------------------------------------------------------------------------- mix, interpolate
@@ -158,7 +143,7 @@ def test_mix(runs, tmp_path, capsys):
     (path,) = tmp_path.glob("kimg-*/mix/*.png")
     assert np.asarray(Image.open(path)).shape == (4 * (RES + 2) + 2, 5 * (RES + 2) + 2)
     assert run_cli(capsys, "mix", runs["AD"], "--rows", "0", "--cols", "1", "--styles", "fine", "--outdir", tmp_path)[0] == 0
-    fails(capsys, "mix", runs["cond"], "--rows", "0", "--cols", "1", "--styles", "9", "--outdir", tmp_path, match="--styles 9")
+    one_line_error(capsys, "mix", runs["cond"], "--rows", "0", "--cols", "1", "--styles", "9", "--outdir", tmp_path, match="--styles 9")
 
 
 def test_interpolate(runs, tmp_path, capsys):
@@ -175,8 +160,8 @@ def test_interpolate(runs, tmp_path, capsys):
     assert rc == 0 and "NC -> AD" in out
     (strip,) = tmp_path.glob("kimg-*/interpolate/walk_NC_to_AD.png")
     assert np.asarray(Image.open(strip)).shape == (2 * (2 * RES + 2) + 2, 5 * (2 * RES + 2) + 2)
-    fails(capsys, "interpolate", runs["AD"], "--classes", "NC,AD", "--outdir", tmp_path, match="unconditional")
-    fails(capsys, "interpolate", runs["cond"], "--seeds", "3", "--outdir", tmp_path, match="at least two seeds")
+    one_line_error(capsys, "interpolate", runs["AD"], "--classes", "NC,AD", "--outdir", tmp_path, match="unconditional")
+    one_line_error(capsys, "interpolate", runs["cond"], "--seeds", "3", "--outdir", tmp_path, match="at least two seeds")
 
 
 # ------------------------------------------------------------------------------------------ project, edit
@@ -225,9 +210,9 @@ def test_project_then_edit(runs, tmp_path, capsys):
         expect = io.to_uint8(smp.synthesize(G, means[k].repeat(G.num_ws, 1)[None]))[0, 0].astype(int)
         assert np.abs(np.asarray(Image.open(walk / f"step_{step}.png")).astype(int) - expect).max() <= 1
 
-    fails(capsys, "edit", runs["AD"], "--latent", folder / "projected_w.npy", "--direction", "AD-NC",
+    one_line_error(capsys, "edit", runs["AD"], "--latent", folder / "projected_w.npy", "--direction", "AD-NC",
           "--outdir", tmp_path, match="unconditional")
-    fails(capsys, "edit", runs["cond"], "--latent", folder / "projected_w.npy", "--direction", "AD-MCI",
+    one_line_error(capsys, "edit", runs["cond"], "--latent", folder / "projected_w.npy", "--direction", "AD-MCI",
           "--outdir", tmp_path, match="MCI")
 
 
@@ -282,7 +267,7 @@ def test_embed_two_per_class_runs(runs, tmp_path, capsys, monkeypatch):
     assert set(s["samples_per_class"]) == {runs["AD"].name, runs["NC"].name}
     assert np.load(folder / "w_pca_2d.npy").shape == (60, 2)
     monkeypatch.setitem(__import__("sys").modules, "umap", None)
-    fails(capsys, "embed", runs["cond"], "--num", "10", "--method", "umap", "--outdir", tmp_path, match="umap-learn")
+    one_line_error(capsys, "embed", runs["cond"], "--num", "10", "--method", "umap", "--outdir", tmp_path, match="umap-learn")
 
 
 # ----------------------------------------------------------------------------------------------- compare
@@ -309,8 +294,8 @@ def test_bad_input(runs, tmp_path, capsys):
     empty = tmp_path / "empty_run"
     empty.mkdir()
     shutil.copy(cond / "config.json", empty / "config.json")
-    fails(capsys, "generate", empty, "--num", "1", "--outdir", out, match="checkpoint")
-    fails(capsys, "generate", tmp_path / "missing", "--num", "1", "--outdir", out, match="no such run")
+    one_line_error(capsys, "generate", empty, "--num", "1", "--outdir", out, match="checkpoint")
+    one_line_error(capsys, "generate", tmp_path / "missing", "--num", "1", "--outdir", out, match="no such run")
 
     old = tmp_path / "old_run"
     shutil.copytree(cond, old, ignore=shutil.ignore_patterns("outputs"))
@@ -318,7 +303,7 @@ def test_bad_input(runs, tmp_path, capsys):
         meta = json.loads(record.read_text())
         meta["format"] = "stylemri-checkpoint-0"
         record.write_text(json.dumps(meta))
-    fails(capsys, "generate", old, "--num", "1", "--outdir", out, match="stylemri-checkpoint-1")
+    one_line_error(capsys, "generate", old, "--num", "1", "--outdir", out, match="stylemri-checkpoint-1")
 
     changed = tmp_path / "changed_run"  # a config whose network no longer fits the stored weights
     shutil.copytree(cond, changed, ignore=shutil.ignore_patterns("outputs"))
@@ -326,19 +311,19 @@ def test_bad_input(runs, tmp_path, capsys):
         meta = json.loads(record.read_text())
         meta["config"]["network"]["channel_max"] = 8
         record.write_text(json.dumps(meta))
-    fails(capsys, "generate", changed, "--num", "1", "--outdir", out, match="incompatible")
+    one_line_error(capsys, "generate", changed, "--num", "1", "--outdir", out, match="incompatible")
 
-    fails(capsys, "generate", cond, "--num", "1", "--class", "MCI", "--outdir", out, match="AD, NC")
-    fails(capsys, "generate", ad, "--num", "1", "--class", "AD", "--outdir", out, match="unconditional")
-    fails(capsys, "generate", cond, "--seeds", "1-x", "--outdir", out, match="1-x")
-    fails(capsys, "generate", cond, "--seeds", "3", "--num", "2", "--outdir", out, match="--num 2")
+    one_line_error(capsys, "generate", cond, "--num", "1", "--class", "MCI", "--outdir", out, match="AD, NC")
+    one_line_error(capsys, "generate", ad, "--num", "1", "--class", "AD", "--outdir", out, match="unconditional")
+    one_line_error(capsys, "generate", cond, "--seeds", "1-x", "--outdir", out, match="1-x")
+    one_line_error(capsys, "generate", cond, "--seeds", "3", "--num", "2", "--outdir", out, match="--num 2")
     notes = tmp_path / "scan.png"
     notes.write_text("this is not an image")
-    fails(capsys, "project", cond, notes, "--steps", "2", "--outdir", out, match="not an image")
-    fails(capsys, "generate", cond, "--num", "1", "--device", "tpu", "--outdir", out, match="--device tpu")
-    fails(capsys, "generate", cond, "--num", "100000000", "--outdir", out, match="at most 1,000,000")
-    fails(capsys, "generate", cond, "--seeds", "0-4294967295", "--outdir", out, match="at most 1,000,000")
-    fails(capsys, "generate", cond, "--num", "1", match="--outdir")
+    one_line_error(capsys, "project", cond, notes, "--steps", "2", "--outdir", out, match="not an image")
+    one_line_error(capsys, "generate", cond, "--num", "1", "--device", "tpu", "--outdir", out, match="--device tpu")
+    one_line_error(capsys, "generate", cond, "--num", "100000000", "--outdir", out, match="at most 1,000,000")
+    one_line_error(capsys, "generate", cond, "--seeds", "0-4294967295", "--outdir", out, match="at most 1,000,000")
+    one_line_error(capsys, "generate", cond, "--num", "1", match="--outdir")
 
 
 def test_help_for_every_command(capsys):

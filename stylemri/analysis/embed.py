@@ -9,8 +9,6 @@ of a linear classifier (class information present even where clusters overlap).
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,14 +203,9 @@ def analyse(codes: np.ndarray, labels: np.ndarray, class_names: Sequence[str], w
 def write_embedding_csv(path: str | os.PathLike, result: EmbeddingResult) -> Path:
     """index, label, class, x, y[, z] per sample."""
     dims = result.embedding.shape[1]
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["index", "label", "class", *"xyz"[:dims]])
-    for i, (lab, row) in enumerate(zip(result.labels, result.embedding)):
-        writer.writerow([i, int(lab), result.class_names[int(lab)], *(f"{v:.6g}" for v in row)])
-    with io.atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
-    return Path(path)
+    rows = ([i, int(lab), result.class_names[int(lab)], *(f"{v:.6g}" for v in row)]
+            for i, (lab, row) in enumerate(zip(result.labels, result.embedding)))
+    return io.write_csv(path, ["index", "label", "class", *"xyz"[:dims]], rows)
 
 
 def plot_embedding(path: str | os.PathLike, embedding: np.ndarray, labels: np.ndarray, class_names: Sequence[str],

@@ -16,6 +16,7 @@ from stylemri import __version__
 from stylemri.cli.common import add_data_args, cache_progress, data_config_from_args, print_data_warnings
 from stylemri.cli.options import add_device, add_outdir
 from stylemri.config import RunConfig
+from stylemri.device import resolve_device
 from stylemri.errors import UserError
 
 EXAMPLES = """\
@@ -224,11 +225,7 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
 
 
 def _device_type(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.split(":")[0]
+    return resolve_device(device).type
 
 
 def _resume_config(args: argparse.Namespace, saved: RunConfig, run_dir: Path) -> RunConfig:

@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from stylemri.data.tables import SourceIndex, read_csv, relative_keys, write_csv
+from stylemri.data.tables import SourceIndex, read_csv, relative_keys
+from stylemri.io import write_csv
 from stylemri.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")

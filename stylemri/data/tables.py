@@ -13,10 +13,9 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from stylemri.errors import UserError
-from stylemri.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,6 @@ def read_csv(path: str | os.PathLike, *, what: str = "CSV file") -> CsvTable:
     return CsvTable(path=str(p), header=header, rows=tuple(rows), line_numbers=tuple(lines))
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:
-    """Write a CSV atomically (a reader never sees half a file)."""
-    path = Path(path)
-    with atomic_write(path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(row)
-    return path
-
-
 def relative_key(source: str, root: str | os.PathLike | None) -> str:
     """A file's key for a table: its posix path below `root` (the dataset folder) when inside it."""
     if source.startswith("builtin:") or root is None:
@@ -146,4 +134,4 @@ def _parts(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.replace("\\", "/").split("/") if p not in ("", "."))
 
 
-__all__ = ["CsvTable", "read_csv", "write_csv", "relative_key", "relative_keys", "SourceIndex"]
+__all__ = ["CsvTable", "read_csv", "relative_key", "relative_keys", "SourceIndex"]

@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from stylemri.errors import UserError
-from stylemri.io import atomic_write
+from stylemri.io import write_csv
 from stylemri.metrics import fid as fid_mod
 from stylemri.metrics import kid as kid_mod
 from stylemri.metrics import memorization as mem_mod
@@ -29,7 +28,95 @@ from stylemri.metrics.metric_utils import (
 )
 
 GenerateFn = Callable[[int, int], np.ndarray]  # (start, count) -> uint8 (count, C, R, R); image i is fixed by i
-METRICS = ("fid", "kid", "pr", "swd", "memorization")
+
+
+@dataclass
+class MetricInputs:
+    """What a metric may use: the generated images, the real (and training) images, their features."""
+
+    fake: np.ndarray
+    real: ImageSource
+    training: ImageSource
+    real_features: np.ndarray | None
+    fake_features: np.ndarray | None
+    extractor: InceptionFeatures | None
+    subject_ids: np.ndarray | None
+    device: str | torch.device
+    batch_size: int
+    cache_dir: str | os.PathLike | None
+    seed: int
+    kid_subsets: int
+    swd_config: swd_mod.SWDConfig | None
+    out_dir: Path | None
+    progress: Progress | None
+
+
+MetricFn = Callable[[MetricInputs], Any]
+_REGISTRY: dict[str, MetricFn] = {}
+
+
+def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
+    """Add a metric under `name` (as NVlabs' metric_main.register_metric): `evaluate` runs it by name."""
+    def add(fn: MetricFn) -> MetricFn:
+        _REGISTRY[name] = fn
+        return fn
+    return add
+
+
+@register_metric("fid")
+def _fid(x: MetricInputs) -> float:
+    return fid_mod.fid_from_features(x.real_features, x.fake_features)
+
+
+@register_metric("kid")
+def _kid(x: MetricInputs) -> dict[str, float]:
+    return kid_mod.kid(x.real_features, x.fake_features, num_subsets=x.kid_subsets, seed=x.seed).to_dict()
+
+
+@register_metric("pr")
+def _pr(x: MetricInputs) -> dict[str, float]:
+    return precision_recall.prdc(x.real_features, x.fake_features)
+
+
+@register_metric("swd")
+def _swd(x: MetricInputs) -> dict[str, Any]:
+    cfg = x.swd_config or swd_mod.SWDConfig(seed=x.seed)
+    return swd_mod.swd(x.real.batches(max(x.batch_size, 64)), iter([x.fake]), cfg)
+
+
+@register_metric("memorization")
+def _memorization(x: MetricInputs) -> dict[str, Any]:
+    """Nearest training image of each generated one; per subject when subjects are known; files in out_dir."""
+    train_feats = None
+    if x.extractor is not None:
+        train_feats = x.real_features if x.training is x.real else source_features(
+            x.training, x.extractor, cache_dir=x.cache_dir, batch_size=x.batch_size, progress=x.progress)[0]
+    subject_ids = x.subject_ids if x.subject_ids is not None else x.training.subjects
+    mem = mem_mod.memorization(
+        x.fake, x.training, generated_features=x.fake_features if train_feats is not None else None,
+        training_features=train_feats, subject_ids=subject_ids, seed=x.seed, device=x.device,
+    )
+    out = mem.summary()
+    tables = {}
+    if mem.subject_ids is not None:  # per patient: which subjects does the generator reproduce?
+        tables = {space: subj_mod.subject_table(mem, x.fake, x.training, space=space,
+                                                generated_features=x.fake_features, training_features=train_feats,
+                                                device=x.device)
+                  for space in mem.spaces}
+        out["subjects"] = {space: t.summary() for space, t in tables.items()}
+    if x.out_dir is not None:
+        mem_mod.closest_pairs_figure(x.out_dir / "memorization_closest.png", mem, x.fake, x.training)
+        rows = mem.rows()
+        write_csv(x.out_dir / "memorization.csv", list(rows[0]) if rows else [], rows)
+        out["files"] = ["memorization_closest.png", "memorization.csv"]
+        if tables:
+            subj_mod.write_subject_csv(x.out_dir / "memorization_subjects.csv", tables)
+            subj_mod.subjects_figure(x.out_dir / "memorization_subjects.png", tables["pixel"], x.fake, x.training)
+            out["files"] += ["memorization_subjects.csv", "memorization_subjects.png"]
+    return out
+
+
+METRICS = tuple(_REGISTRY)  # canonical order: the order of registration
 INCEPTION_METRICS = ("fid", "kid", "pr")
 
 
@@ -56,15 +143,6 @@ def generate_all(generate: GenerateFn, num: int, batch_size: int) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
-
-
 def evaluate(
     generate: GenerateFn,
     num: int,
@@ -87,7 +165,8 @@ def evaluate(
     """Compute `metrics` for `num` generated images against `real` (memorization: against `training`,
     default `real`; `subject_ids` default `training.subjects`). With `out_dir`, memorization also writes
     `memorization_closest.png` and `memorization.csv` there, and with subject IDs the per-subject
-    `memorization_subjects.csv` and `memorization_subjects.png`. Returns a JSON-able dict with the protocol and per-metric results."""
+    `memorization_subjects.csv` and `memorization_subjects.png`. Returns a JSON-able dict with the protocol and
+    per-metric results."""
     names = parse_metrics(metrics)
     training = training or real
     timings: dict[str, float] = {}
@@ -119,53 +198,13 @@ def evaluate(
         fake_feats = extract_features(iter([fake]), extractor, batch_size=batch_size, total=num, progress=progress)
         timings["features"] = time.perf_counter() - t
 
-    m: dict[str, Any] = results["metrics"]
-    if "fid" in names:
+    inputs = MetricInputs(fake, real, training, real_feats, fake_feats, extractor, subject_ids, device, batch_size,
+                          cache_dir, seed, kid_subsets, swd_config, Path(out_dir) if out_dir is not None else None,
+                          progress)
+    for name in names:
         t = time.perf_counter()
-        m["fid"] = fid_mod.fid_from_features(real_feats, fake_feats)
-        timings["fid"] = time.perf_counter() - t
-    if "kid" in names:
-        t = time.perf_counter()
-        m["kid"] = kid_mod.kid(real_feats, fake_feats, num_subsets=kid_subsets, seed=seed).to_dict()
-        timings["kid"] = time.perf_counter() - t
-    if "pr" in names:
-        t = time.perf_counter()
-        m["pr"] = precision_recall.prdc(real_feats, fake_feats)
-        timings["pr"] = time.perf_counter() - t
-    if "swd" in names:
-        t = time.perf_counter()
-        cfg = swd_config or swd_mod.SWDConfig(seed=seed)
-        m["swd"] = swd_mod.swd(real.batches(max(batch_size, 64)), iter([fake]), cfg)
-        timings["swd"] = time.perf_counter() - t
-    if "memorization" in names:
-        t = time.perf_counter()
-        train_feats = None
-        if extractor is not None:
-            train_feats = real_feats if training is real else source_features(
-                training, extractor, cache_dir=cache_dir, batch_size=batch_size, progress=progress)[0]
-        if subject_ids is None:
-            subject_ids = training.subjects  # a dataset source carries its samples' subjects
-        mem = mem_mod.memorization(
-            fake, training, generated_features=fake_feats if train_feats is not None else None,
-            training_features=train_feats, subject_ids=subject_ids, seed=seed, device=device,
-        )
-        m["memorization"] = mem.summary()
-        tables = {}
-        if mem.subject_ids is not None:  # per patient: which subjects does the generator reproduce?
-            tables = {space: subj_mod.subject_table(mem, fake, training, space=space, generated_features=fake_feats,
-                                                    training_features=train_feats, device=device)
-                      for space in mem.spaces}
-            m["memorization"]["subjects"] = {space: t.summary() for space, t in tables.items()}
-        if out_dir is not None:
-            out = Path(out_dir)
-            mem_mod.closest_pairs_figure(out / "memorization_closest.png", mem, fake, training)
-            _write_csv(out / "memorization.csv", mem.rows())
-            m["memorization"]["files"] = ["memorization_closest.png", "memorization.csv"]
-            if tables:
-                subj_mod.write_subject_csv(out / "memorization_subjects.csv", tables)
-                subj_mod.subjects_figure(out / "memorization_subjects.png", tables["pixel"], fake, training)
-                m["memorization"]["files"] += ["memorization_subjects.csv", "memorization_subjects.png"]
-        timings["memorization"] = time.perf_counter() - t
+        results["metrics"][name] = _REGISTRY[name](inputs)
+        timings[name] = time.perf_counter() - t
     if notes:
         results["notes"] = notes
     results["seconds"] = {k: round(v, 3) for k, v in timings.items()}

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from stylemri.data.tables import write_csv
+from stylemri.io import write_csv
 from stylemri.io import atomic_write
 from stylemri.metrics.memorization import MemorizationResult
 from stylemri.metrics.metric_utils import ImageSource, check_uint8_batch

@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from stylemri.errors import UserError
+from stylemri.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -35,27 +35,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`; a clear error when CUDA is asked but absent."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {preference}: CUDA is not available on this machine (torch {torch.__version__})")
-        if preference == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device(preference)
-    raise UserError(f"--device {preference}: expected auto, cpu, cuda or cuda:N")
-
-
 def init_from_env(device_preference: str = "auto") -> DistInfo:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start the process group when there is more than one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    device = pick_device(device_preference, local_rank)
+    device = resolve_device(device_preference, local_rank)
     if world_size > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
