@@ -12,7 +12,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from stylemri.errors import UserError
+
 T = TypeVar("T")
+
+
+def check_resolution(resolution: Any, flag: str = "--resolution") -> int:
+    """The one rule for an image size, wherever it is given: a power of two from 4 to 1024 pixels."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 4 <= resolution <= 1024 \
+            or resolution & (resolution - 1):
+        raise UserError(f"{flag} {resolution}: expected a power of two from 4 to 1024")
+    return resolution
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from stylemri.config import DataConfig
+from stylemri.config import DataConfig, check_resolution
 from stylemri.errors import UserError
 
 
@@ -52,9 +52,7 @@ def add_subject_args(parser: argparse.ArgumentParser) -> None:
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
-    resolution = args.resolution
-    if resolution is not None and (resolution < 4 or resolution & (resolution - 1)):
-        raise UserError(f"--resolution {resolution}: expected a power of two >= 4")
+    resolution = args.resolution if args.resolution is None else check_resolution(args.resolution)
     if not 0.0 <= args.min_content <= 1.0:
         raise UserError(f"--min-content {args.min_content}: expected a fraction between 0 and 1")
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None

@@ -212,16 +212,26 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
     from stylemri.training import presets
 
     net, train = _explicit(args)
+    net["resolution"] = data_cfg.resolution  # decided once, by `_fresh_data_config`
     net["img_channels"] = data_cfg.channels
     net["c_dim"] = ds.num_classes if args.conditional else 0
     if "epochs" in train:
         train["kimg"] = train["epochs"] * len(ds) / 1000
     train.setdefault("num_workers", 0 if _device_type(args.device) == "cpu" else 2)
     net_cfg, train_cfg = presets.resolve(args.preset or "auto", world_size=world_size, net=net, train=train)
-    cfg = RunConfig(data=replace(data_cfg, resolution=net_cfg.resolution), network=net_cfg, train=train_cfg,
+    cfg = RunConfig(data=data_cfg, network=net_cfg, train=train_cfg,
                     version=__version__, fingerprint=ds.fingerprint, class_names=tuple(ds.class_names),
                     num_images=len(ds))
     return cfg
+
+
+def _fresh_data_config(args: argparse.Namespace) -> Any:
+    """A new run's data config at the run's resolution: --resolution, else the preset's, else 64 (the preset
+    owns data and network resolution together: `presets.training_resolution` decides and checks it)."""
+    from stylemri.training import presets
+
+    resolution = presets.training_resolution(args.preset or "auto", args.resolution)
+    return replace(data_config_from_args(args), resolution=resolution)
 
 
 def _device_type(device: str) -> str:
@@ -371,8 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from stylemri.training.run_dir import create_run_dir, default_name, find_run
     from stylemri.training.training_loop import Trainer, TrainingDiverged
 
-    if args.resume is None and args.resolution is not None:
-        data_config_from_args(args)  # validates --resolution before anything slow happens
+    fresh_data = None if args.resume is not None else _fresh_data_config(args)  # checks flags before anything slow
     info = ddp.init_from_env(args.device)
     try:
         latest = None
@@ -381,12 +390,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = _resume_config(args, saved, run_dir)
             data_cfg = cfg.data
         else:
-            data_cfg = data_config_from_args(args)
-            if args.preset not in (None, "auto") or args.resolution is None:  # the preset may fix the resolution
-                from stylemri.training import presets
-
-                p_net, _ = presets.preset_values(args.preset or "auto")
-                data_cfg = replace(data_cfg, resolution=args.resolution or p_net.get("resolution", 64))
+            data_cfg = fresh_data
         ds = _load_data(load_dataset, data_cfg, info, ddp)
         if args.resume is not None:
             _check_same_data(cfg, ds, run_dir, args.allow_data_change)

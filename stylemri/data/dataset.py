@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stylemri.config import DataConfig
+from stylemri.config import DataConfig, check_resolution
 from stylemri.data.annotate import SubjectSummary, annotate_samples
 from stylemri.data.cache import SPLIT_CODES, CacheData, Progress, load_or_build
 from stylemri.data.resample import area_downsample
@@ -298,9 +298,7 @@ def _has_split_folders(scan: Any) -> bool:
 
 
 def _validate(cfg: DataConfig) -> None:
-    r = cfg.resolution
-    if not isinstance(r, int) or r < 4 or r & (r - 1):
-        raise UserError(f"resolution {r}: expected a power of two >= 4")
+    check_resolution(cfg.resolution, "resolution")
     if cfg.channels not in (1, 3):
         raise UserError(f"channels {cfg.channels}: expected 1 or 3")
     if cfg.split not in ("train", "validate", "val", "test", "all"):

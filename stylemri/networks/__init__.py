@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from stylemri.config import NetworkConfig
+from stylemri.config import NetworkConfig, check_resolution
 from stylemri.errors import UserError
 from stylemri.networks import stylegan, stylegan2
 from stylemri.networks.heads import Generator
@@ -29,9 +29,7 @@ def validate_config(cfg: NetworkConfig) -> NetworkConfig:
     """Check the values a user can get wrong; returns cfg unchanged."""
     if cfg.arch not in ARCHS:
         raise UserError(f"arch {cfg.arch!r}: expected one of {', '.join(ARCHS)}")
-    r = cfg.resolution
-    if not (4 <= r <= 1024 and r & (r - 1) == 0):
-        raise UserError(f"resolution {r}: expected a power of two from 4 to 1024")
+    check_resolution(cfg.resolution, "resolution")
     if cfg.img_channels < 1:
         raise UserError(f"img_channels {cfg.img_channels}: expected 1 (grey MRI) or 3 (RGB)")
     if cfg.c_dim < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from stylemri.config import NetworkConfig, TrainConfig
+from stylemri.config import NetworkConfig, TrainConfig, check_resolution
 from stylemri.errors import UserError
 
 PRESETS: dict[str, str] = {
@@ -28,10 +28,11 @@ ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = (
     (4, 512), (8, 256), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8))
 
 
-def check_resolution(resolution: int, flag: str = "--resolution") -> int:
-    if not isinstance(resolution, int) or resolution < 4 or resolution & (resolution - 1):
-        raise UserError(f"{flag} {resolution}: expected a power of two >= 4")
-    return resolution
+def training_resolution(preset: str = "auto", explicit: int | None = None) -> int:
+    """The image size of a training run, decided here only: --resolution, else the preset's, else 64.
+    The data is prepared at this size and the networks are built for it."""
+    p_net, _ = preset_values(preset)
+    return check_resolution(explicit if explicit is not None else p_net.get("resolution", 64))
 
 
 def auto_batch(resolution: int, world_size: int = 1) -> int:
@@ -120,7 +121,7 @@ def resolve(
     arch = net.get("arch", p_net.get("arch", "stylegan2"))
     if arch not in ARCHS:
         raise UserError(f"--arch {arch}: expected one of {', '.join(ARCHS)}")
-    resolution = check_resolution(net.get("resolution", p_net.get("resolution", 64)))
+    resolution = training_resolution(preset, net.get("resolution"))
     batch = train.get("batch", p_train.get("batch"))
     a_net, a_train = auto_values(resolution, arch, world_size, batch)
     net_values = {**a_net, **p_net, **net, "arch": arch, "resolution": resolution}
