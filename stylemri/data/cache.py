@@ -229,20 +229,57 @@ def _tasks(files: tuple[SourceFile, ...]) -> list[list[tuple[int, SourceFile]]]:
     return tasks
 
 
+@dataclass
+class _Built:
+    """What decoding every file gave: one entry per kept sample, plus what was skipped or dropped."""
+
+    file: list[int] = field(default_factory=list)
+    slice: list[int] = field(default_factory=list)
+    upsampled: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+    dropped: int = 0
+
+
 def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, settings: dict[str, Any],
                 progress: Progress | None = None) -> CacheData:
-    """Decode every file (threads: Pillow, zlib and numpy release the GIL) and stream it to the memmaps."""
+    """Decode every file into one memmap per resolution level, then commit the index (which names them)."""
     t0 = time.perf_counter()
     res = [cfg.resolution >> k for k in range(cfg.resolution.bit_length()) if cfg.resolution >> k >= 4]
     names = {r: f"images-{fingerprint}-r{r}.npy" for r in res}
     for stale in directory.glob(".images-*.tmp"):  # left by a killed build; we hold the lock
         with contextlib.suppress(OSError):
             stale.unlink()
-    streams = {r: _NpyStream(directory, names[r], (cfg.channels, r, r)) for r in res}
-    cols: dict[str, list[int]] = {"file": [], "slice": [], "upsampled": []}
-    skipped: list[tuple[int, str]] = []
-    seen: list[tuple[str, str, str]] = []
-    dropped = 0
+    decoded = _decode_into(scan, cfg, {r: _NpyStream(directory, names[r], (cfg.channels, r, r)) for r in res},
+                           progress)
+    skip_list = [(scan.files[fi].rel, why) for fi, why in decoded.skipped] + \
+        [(rel, why) for rel, why, _, _ in scan.rejected]
+    if not decoded.file:
+        for r in res:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / names[r]).unlink()
+        first = "; ".join(f"{rel}: {why}" for rel, why in skip_list[:3])
+        raise UserError(f"{scan.source}: all {len(skip_list)} files were skipped (first: {first}); expected readable "
+                        f"images or NIfTI volumes")
+    meta = _index(scan, cfg, fingerprint, settings, names, decoded, skip_list)
+    meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(directory / "index.json", meta)
+    for old in directory.glob("images-*.npy"):
+        if old.name not in names.values():
+            with contextlib.suppress(OSError):
+                old.unlink()
+    fsync_dir(directory)
+    cache = open_cache(directory, fingerprint)
+    if cache is None:  # pragma: no cover - only on a filesystem that lost our writes
+        raise UserError(f"{directory}: the cache just written cannot be read back; expected a working --cache-dir")
+    cache.built = True
+    return cache
+
+
+def _decode_into(scan: Scan, cfg: DataConfig, streams: dict[int, "_NpyStream"], progress: Progress | None
+                 ) -> _Built:
+    """Decode every file (threads: Pillow, zlib and numpy release the GIL) and stream it to the memmaps."""
+    out = _Built()
     tasks = _tasks(scan.files)
     workers = min(8, os.cpu_count() or 1, len(tasks))
     done = 0
@@ -255,14 +292,14 @@ def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, 
                     _decode_task(t, cfg) for t in chunk)
                 for task, result in zip(chunk, results):
                     for fi, k, levels, up in result.samples:
-                        for r, level in zip(res, levels):
-                            streams[r].append(level)
-                        cols["file"].append(fi)
-                        cols["slice"].append(k)
-                        cols["upsampled"].append(int(up))
-                    skipped += result.skipped
-                    seen += result.seen
-                    dropped += result.dropped
+                        for stream, level in zip(streams.values(), levels):
+                            stream.append(level)
+                        out.file.append(fi)
+                        out.slice.append(k)
+                        out.upsampled.append(int(up))
+                    out.skipped += result.skipped
+                    out.seen += result.seen
+                    out.dropped += result.dropped
                     done += len(task)
                     if progress is not None:
                         progress(done, len(scan.files))
@@ -272,12 +309,15 @@ def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, 
         for s in streams.values():
             s.abort()  # arrays already renamed stay unreferenced (no index.json names them) until the next build
         raise
+    return out
 
-    file_ids = np.asarray(cols["file"], np.int64)
-    used = sorted({scan.files[i].class_name for i in set(cols["file"])})
+
+def _index(scan: Scan, cfg: DataConfig, fingerprint: str, settings: dict[str, Any], names: dict[int, str],
+           d: _Built, skip_list: list[tuple[str, str]]) -> dict[str, Any]:
+    """index.json: what the memmaps hold (sample -> file, slice, label, split) and how the build went."""
+    used = sorted({scan.files[i].class_name for i in set(d.file)})
     class_code = {c: i for i, c in enumerate(used)}
-    skip_list = [(scan.files[fi].rel, why) for fi, why in skipped] + [(rel, why) for rel, why, _, _ in scan.rejected]
-    meta: dict[str, Any] = {
+    return {
         "format": FORMAT,
         "fingerprint": fingerprint,
         "settings": settings,
@@ -287,50 +327,31 @@ def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, 
         "description": scan.description,
         "resolution": cfg.resolution,
         "channels": cfg.channels,
-        "count": len(file_ids),
-        "levels": {str(r): names[r] for r in res},
+        "count": len(d.file),
+        "levels": {str(r): name for r, name in names.items()},
         "class_names": used,
         "splits": list(scan.splits),
         "ignored_folders": list(scan.ignored_folders),
         "files": [[f.rel, f.kind, f.axis] for f in scan.files],
         "samples": {
-            "file": cols["file"],
-            "slice": cols["slice"],
-            "label": [class_code[scan.files[i].class_name] for i in cols["file"]],
-            "split": [SPLIT_CODES.index(scan.files[i].split) for i in cols["file"]],
-            "upsampled": cols["upsampled"],
+            "file": d.file,
+            "slice": d.slice,
+            "label": [class_code[scan.files[i].class_name] for i in d.file],
+            "split": [SPLIT_CODES.index(scan.files[i].split) for i in d.file],
+            "upsampled": d.upsampled,
         },
         "stats": {
             "files": len({f.path for f in scan.files}),
             "volumes": len({f.path for f in scan.files if f.kind == "volume"}),
-            "slices_dropped": dropped,
-            "sizes": dict(Counter(s for s, _, _ in seen).most_common()),
-            "depths": dict(Counter(d for _, d, _ in seen).most_common()),
-            "kinds": dict(Counter(k for _, _, k in seen).most_common()),
-            "upsampled": int(sum(cols["upsampled"])),
+            "slices_dropped": d.dropped,
+            "sizes": dict(Counter(s for s, _, _ in d.seen).most_common()),
+            "depths": dict(Counter(x for _, x, _ in d.seen).most_common()),
+            "kinds": dict(Counter(k for _, _, k in d.seen).most_common()),
+            "upsampled": int(sum(d.upsampled)),
         },
         "skipped": {
             "count": len(skip_list),
             "reasons": dict(Counter(why.split(" (")[0] for _, why in skip_list).most_common()),
             "examples": [list(x) for x in skip_list[:MAX_EXAMPLES]],
         },
-        "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    if not file_ids.size:
-        for r in res:
-            with contextlib.suppress(FileNotFoundError):
-                (directory / names[r]).unlink()
-        first = "; ".join(f"{rel}: {why}" for rel, why in skip_list[:3])
-        raise UserError(f"{scan.source}: all {len(skip_list)} files were skipped (first: {first}); expected readable "
-                        f"images or NIfTI volumes")
-    write_json(directory / "index.json", meta)
-    for old in directory.glob("images-*.npy"):
-        if old.name not in names.values():
-            with contextlib.suppress(OSError):
-                old.unlink()
-    fsync_dir(directory)
-    cache = open_cache(directory, fingerprint)
-    if cache is None:  # pragma: no cover - only on a filesystem that lost our writes
-        raise UserError(f"{directory}: the cache just written cannot be read back; expected a working --cache-dir")
-    cache.built = True
-    return cache
