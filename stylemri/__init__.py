@@ -4,8 +4,7 @@
     images = model.generate(range(16), trunc=0.7)              # (16, C, R, R) in [-1, 1]
 """
 
-__version__ = "0.1.0"
-
-from stylemri.model import TrainedModel, load  # noqa: E402  (after __version__, which lower layers read)
+from stylemri.model import TrainedModel, load
+from stylemri.version import __version__
 
 __all__ = ["__version__", "TrainedModel", "load"]

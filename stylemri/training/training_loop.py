@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from stylemri import __version__
+from stylemri.version import __version__
 from stylemri.config import RunConfig, to_dict
 from stylemri.data import InfiniteLoader, MRIDataset
 from stylemri.io import save_grid, to_uint8
