@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -127,3 +128,14 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: object, match: str
     assert len(lines) == 1 and lines[0].startswith("stylemri") and "Traceback" not in err, err
     assert match is None or match in lines[0], (match, lines[0])
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny networks run fastest on one intra-op thread, immune to oversubscription of the shared cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import TINY_FLAGS, run_cli
@@ -14,7 +13,7 @@ from stylemri import cli
 from stylemri.metrics import inception
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, one_thread):
     """Two classes of 16x16 slices (bright disc vs dark ring), a conditional StyleGAN2 trained for 32 images."""
     root = tmp_path_factory.mktemp("evaldata")
     yy, xx = np.mgrid[:16, :16]
@@ -26,14 +25,9 @@ def tiny_run(tmp_path_factory):
             img = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / "data" / cls / f"{i:03d}_{i}.png")
     cache = str(root / "cache")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert cli.main(["train", "--data", str(root / "data"), "--conditional", "--resolution", "16", "--batch", "8",
-                         "--kimg", "0.032", "--tick-kimg", "0.016", "--out", str(root / "runs"), "--cache-dir", cache,
-                         "--quiet", *TINY_FLAGS]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert cli.main(["train", "--data", str(root / "data"), "--conditional", "--resolution", "16", "--batch", "8",
+                     "--kimg", "0.032", "--tick-kimg", "0.016", "--out", str(root / "runs"), "--cache-dir", cache,
+                     "--quiet", *TINY_FLAGS]) == 0
     (run,) = (root / "runs").iterdir()
     return run, cache
 

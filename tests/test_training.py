@@ -23,15 +23,7 @@ from stylemri.training import checkpoint as ckpt
 from stylemri.training import presets
 from stylemri.training.training_loop import Callbacks, Trainer
 
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is fastest and immune to oversubscription on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_FLAGS
 import stylemri
 from stylemri import cli
 from stylemri.training import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--resolution", "16", "--batch", "8", "--channel-base", "128", "--channel-max", "16", "--z-dim", "16",
-        "--w-dim", "16", "--workers", "0"]
+TINY = ["--resolution", "16", "--batch", "8", *TINY_FLAGS]
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks; immune to oversubscription on shared cores
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from stylemri import io
 from stylemri.networks import sampling as smp
 
 RES = 16
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _make_data(root: Path) -> Path:
@@ -46,16 +47,8 @@ def _train(data: Path, out: Path, cache: Path, kimg: float, *extra: str) -> Path
     return run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, _one_thread):
+def runs(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("use")
     data = _make_data(root / "data")
     out, cache = root / "runs", root / "cache"

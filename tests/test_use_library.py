@@ -20,14 +20,7 @@ from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
 from stylemri.config import NetworkConfig
 from stylemri.errors import UserError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest single-threaded, and the suite shares a small machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
