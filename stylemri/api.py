@@ -113,7 +113,7 @@ def load(run_or_checkpoint: str | os.PathLike, *, device: str | torch.device = "
         if path.is_file():
             raise UserError(f"{path}: expected a run directory or a checkpoint (.json or .safetensors)")
         _, cfg, json_path = find_run(path)
-    tensors, meta = ckpt.read_checkpoint(json_path, verify=False, prefixes=("G_ema",))
+    tensors, meta = ckpt.read_checkpoint(json_path, prefixes=("G_ema",))
     G = build_generator(cfg.network)
     state = ckpt.unpack_module("G_ema", tensors)
     if not state:

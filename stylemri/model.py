@@ -94,7 +94,7 @@ class UsableModel:
             from stylemri.networks import build_discriminator
             from stylemri.training import checkpoint as ckpt
 
-            tensors, _ = ckpt.read_checkpoint(self.checkpoint, verify=False, prefixes=("D",))
+            tensors, _ = ckpt.read_checkpoint(self.checkpoint, prefixes=("D",))
             state = ckpt.unpack_module("D", tensors)
             if not state:
                 raise UserError(f"{self.checkpoint}: this checkpoint holds no discriminator weights (D)")

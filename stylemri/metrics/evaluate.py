@@ -150,6 +150,7 @@ def evaluate(
             training_features=train_feats, subject_ids=subject_ids, seed=seed, device=device,
         )
         m["memorization"] = mem.summary()
+        notes += [f"memorization: {note}" for note in mem.notes]
         tables = {}
         if mem.subject_ids is not None:  # per patient: which subjects does the generator reproduce?
             tables = {space: subj_mod.subject_table(mem, fake, training, space=space, generated_features=fake_feats,
