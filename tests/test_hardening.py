@@ -55,7 +55,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         os.umask(old_umask)
         torch.set_num_threads(threads)
     (run,) = (root / "runs").iterdir()
-    return {"root": root, "run": run, "data": root / "data", "cache": root / "cache"}
+    written = [p for p in (*run.rglob("*"), *(root / "cache").rglob("*.npy")) if p.is_file()]  # before other tests
+    return {"root": root, "run": run, "data": root / "data", "cache": root / "cache", "written": written}
 
 
 @pytest.fixture
@@ -252,7 +253,7 @@ def test_full_disk_during_training_names_the_file_and_how_to_resume(base, tmp_pa
 
 # ---- item 10: files follow the umask -------------------------------------------------------------------------
 def test_run_and_cache_files_follow_the_umask(base):
-    files = [p for p in (*base["run"].rglob("*"), *base["cache"].rglob("*.npy")) if p.is_file()]
+    files = base["written"]
     assert any(p.suffix == ".safetensors" for p in files) and any(p.suffix == ".npy" for p in files)
     modes = {str(p.relative_to(base["root"])): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {"0o664"}, modes  # trained under umask 002: group-writable, world-readable
