@@ -10,11 +10,38 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
+
+from stylemri.errors import UserError
 
 from stylemri.errors import UserError
 
 T = TypeVar("T")
+
+# Command-line spellings of config fields whose flag is not `--` + the field name with dashes.
+FLAGS = {"num_workers": "--workers", "tf32": "--no-tf32", "img_channels": "--channels", "source": "--data",
+         "c_dim": "c_dim (number of classes)", "d_map_layers": "d_map_layers", "map_lr_mul": "map_lr_mul"}
+
+
+def flag(name: str) -> str:
+    """The flag a user types to set config field `name` (`num_workers` -> `--workers`)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+Rule = tuple[str, Callable[[Any], bool], str]  # (field, test of its value, what is expected)
+
+
+def _positive(v: Any) -> bool:
+    return v >= 1
+
+
+def _check(cfg: Any, rules: list[Rule]) -> None:
+    """Raise one UserError for the first value outside its range, naming the flag: configs with impossible
+    values cannot exist, so nothing downstream (run folders, networks, loaders) ever sees one."""
+    for name, ok, expected in rules:
+        value = getattr(cfg, name)
+        if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)) and not ok(value):
+            raise UserError(f"{flag(name)} {value:g}: expected {expected}")
 
 
 def check_resolution(resolution: Any, flag: str = "--resolution") -> int:
@@ -29,7 +56,7 @@ def check_resolution(resolution: Any, flag: str = "--resolution") -> int:
 class DataConfig:
     """Where images come from and how they become (C, R, R) tensors in [-1, 1]."""
 
-    source: str = "builtin:mni152"
+    source: str = "builtin:mni152"  # runs store a folder or file as an absolute path
     resolution: int = 64
     channels: int = 1
     split: str = "train"  # train | validate (val) | test | all: split folders, or the split file
@@ -42,6 +69,7 @@ class DataConfig:
     split_file: str | None = None  # CSV source,subject,class,split (`stylemri data split`): chooses --split
     labels: str | None = None  # CSV with a subject or file column and label columns: the classes
     label_column: str | None = None  # which label column of `labels` is the class
+    source_given: str | None = None  # `source` as the user typed it (runs keep it for the record)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,9 @@ class NetworkConfig:
     mbstd_features: int = 1
     conv_clamp: float | None = None
     d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
+
+    def __post_init__(self) -> None:
+        _check(self, NETWORK_RULES)
 
 
 @dataclass(frozen=True)
@@ -119,6 +150,43 @@ class TrainConfig:
     metric_num: int = 5000  # generated images per evaluation
     metrics_every: float = 0.0  # also checkpoint + evaluate every N kimg (0: at checkpoints only)
 
+    def __post_init__(self) -> None:
+        _check(self, TRAIN_RULES)
+        if not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise UserError(f"--betas {','.join(map(str, self.betas))}: expected two numbers in [0, 1) like 0,0.99")
+
+
+NETWORK_RULES: list[Rule] = [
+    ("resolution", lambda v: 4 <= v <= 1024 and int(v) & (int(v) - 1) == 0, "a power of two from 4 to 1024"),
+    ("img_channels", _positive, "1 (grey MRI) or 3 (RGB)"),
+    ("c_dim", lambda v: v >= 0, "0 (unconditional) or the number of classes"),
+    *((name, _positive, "a positive integer") for name in
+      ("z_dim", "w_dim", "map_layers", "d_map_layers", "channel_base", "channel_max", "mbstd_group")),
+    ("mbstd_features", lambda v: v >= 0, "0 (off) or more"),
+    ("map_lr_mul", lambda v: v > 0, "a positive number"),
+    ("conv_clamp", lambda v: v > 0, "a positive number (or no clamp)"),
+]
+TRAIN_RULES: list[Rule] = [
+    ("batch", _positive, "a positive number of images"),
+    ("num_workers", lambda v: v >= 0, "0 (load in the main process) or more worker processes"),
+    *((name, lambda v: v >= 0, "0 (off) or a positive weight") for name in
+      ("r1_gamma", "pl_weight", "wgan_lambda", "wgan_epsilon")),
+    ("ema_kimg", lambda v: v >= 0, "0 (no averaging) or a positive half-life in kimg"),
+    ("ema_rampup", lambda v: v > 0, "a positive ratio (0.05) or none"),
+    ("ada_target", lambda v: 0 <= v <= 1, "a target for E[sign(D(real))] in [0, 1] (0.6)"),
+    ("aug_p", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("ada_kimg", lambda v: v > 0, "a positive number of kimg"),
+    ("pl_decay", lambda v: 0 < v <= 1, "a decay in (0, 1]"),
+    ("pl_batch_shrink", _positive, "an integer >= 1"),
+    ("style_mixing", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    *((name, lambda v: v >= 0, "0 or a positive number of kimg") for name in
+      ("fade_kimg", "stable_kimg", "metrics_every")),
+    *((name, _positive, "an integer >= 1") for name in
+      ("r1_interval", "pl_interval", "ada_interval", "sample_ticks", "checkpoint_ticks", "keep_checkpoints",
+       "nan_patience", "metric_num")),
+    *((name, lambda v: v > 0, "a positive number") for name in ("kimg", "tick_kimg", "g_lr", "d_lr")),
+]
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -139,18 +207,24 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild a (nested) frozen dataclass from `to_dict` output; unknown keys are an error."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Rebuild a (nested) frozen dataclass from `to_dict` output; unknown keys and values of the wrong type
+    (`"resolution": "abc"`) are a ValueError naming the field (`network.resolution`)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
-    kwargs = {name: _coerce(hints[name], value) for name, value in data.items()}
+    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in data.items()}
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any) -> Any:
+_SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
     if value is None:
         return None
     origin = typing.get_origin(tp)
@@ -159,14 +233,22 @@ def _coerce(tp: Any, value: Any) -> Any:
         for arg in args:
             if arg is type(None):
                 continue
-            return _coerce(arg, value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return from_dict(tp, value)
+            return _coerce(arg, value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where + ".")
     if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} {value!r}: expected a list")
         inner = args[0] if args else Any
-        return tuple(_coerce(inner, v) for v in value)
+        return tuple(_coerce(inner, v, where) for v in value)
     if origin is dict:
         return dict(value)
+    if tp in _SCALARS:
+        ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ValueError(f"{where} {value!r}: expected {_SCALARS[tp]}")
     return value
 
 
@@ -174,4 +256,4 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
-__all__ = ["DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]
+__all__ = ["flag", "DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        share_like(fd, path)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -32,6 +34,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where /proc allows (no window where it is 0)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def share_like(fd: int, path: str | os.PathLike) -> None:
+    """Give a temporary file (mkstemp makes it 0600) the mode a plain `open(path, "w")` would: the existing
+    file's mode when replacing one, else 0666 minus the umask, so shared run and cache folders stay readable."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~umask()
+    os.fchmod(fd, mode)
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:

@@ -96,7 +96,7 @@ def test_error_missing_split_and_bad_values(adni_tree, tmp_path, capsys):
     assert "--resolution 48" in one_line_error(capsys, "data", "inspect", "builtin:mni152", "--resolution", "48")
     assert "--min-content 2.0" in one_line_error(capsys, "data", "inspect", "builtin:mni152", "--min-content", "2")
     write_png8(tmp_path / "one.png")
-    assert "not a NIfTI volume" in one_line_error(capsys, "data", "inspect", str(tmp_path / "one.png"))
+    assert "one image file; a data set" in one_line_error(capsys, "data", "inspect", str(tmp_path / "one.png"))
     assert "--grid x.jpg" in one_line_error(capsys, "data", "inspect", "builtin:mni152", "--grid", "x.jpg")
 
 

@@ -113,5 +113,5 @@ def test_scan_rejects_unknown_builtin_and_plain_file(tmp_path):
     with pytest.raises(UserError, match="builtin:foo: unknown built-in dataset"):
         scan_source("builtin:foo")
     write_png8(tmp_path / "a.png")
-    with pytest.raises(UserError, match="not a NIfTI volume"):
+    with pytest.raises(UserError, match="one image file; a data set"):
         scan_source(str(tmp_path / "a.png"))

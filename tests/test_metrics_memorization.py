@@ -50,8 +50,10 @@ def test_baseline_excludes_same_subject_and_self():
     # Without subject IDs the nearest other image is a slice of the same subject: a much smaller yardstick.
     assert without.spaces["pixel"].threshold < 0.5 * within.spaces["pixel"].threshold
     assert np.all(without.spaces["pixel"].baseline > 0)  # never the image itself
-    with pytest.raises(ValueError, match="another subject"):
-        mem.memorization(gen, src, subject_ids=np.array(["one"] * len(train)), num_baseline=5)
+    # One subject (builtin:mni152): the per-image result, exactly as without IDs, and a note saying why.
+    one = mem.memorization(gen, src, subject_ids=np.array(["one"] * len(train)), num_baseline=20, xflip=False)
+    assert one.subject_ids is None and "one subject (one)" in one.summary()["notes"][0]
+    assert np.array_equal(one.spaces["pixel"].baseline, without.spaces["pixel"].baseline)
     with pytest.raises(ValueError, match="one per training image"):
         mem.memorization(gen, src, subject_ids=subjects[:3])
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from stylemri.config import RunConfig, TrainConfig, from_dict, to_dict
-from stylemri.errors import UserError
+from stylemri.errors import StylemriWarning, UserError
 from stylemri.training import augment, checkpoint, logs, presets
 from stylemri.training.rng import BatchRandom
 from stylemri.training.schedule import Schedule
@@ -207,7 +207,7 @@ def test_checkpoint_roundtrip_and_pointer(tmp_path):
     torch.manual_seed(123)
     checkpoint.set_rng_state(meta["rng"])
     assert torch.equal(torch.rand(3), first)
-    only_g, _ = checkpoint.read_checkpoint(mgr.latest(), verify=False, prefixes=("G",))
+    only_g, _ = checkpoint.read_checkpoint(mgr.latest(), prefixes=("G",))
     assert set(only_g) == set(tensors)
 
 
@@ -218,14 +218,18 @@ def test_checkpoint_damage_is_detected_and_latest_falls_back(tmp_path):
     mgr.save(2, checkpoint.pack_modules({"G": net}), {})
     newest = tmp_path / "ckpt-0000000002.safetensors"
     newest.write_bytes(newest.read_bytes()[:-10])  # truncated: no longer whole
-    assert mgr.latest().stem == "ckpt-0000000001"
+    with pytest.warns(StylemriWarning, match="ckpt-0000000002.json is damaged .*using .*ckpt-0000000001.json"):
+        assert mgr.latest().stem == "ckpt-0000000001"
     (tmp_path / "latest").write_text("garbage\n")
-    assert mgr.latest().stem == "ckpt-0000000001"
+    with pytest.warns(StylemriWarning, match="latest names 'garbage'"):
+        assert mgr.latest().stem == "ckpt-0000000001"
     data = bytearray((tmp_path / "ckpt-0000000001.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (tmp_path / "ckpt-0000000001.safetensors").write_bytes(bytes(data))
     with pytest.raises(UserError, match="damaged"):
         checkpoint.read_checkpoint(tmp_path / "ckpt-0000000001.json")
+    with pytest.raises(UserError, match="no whole checkpoint; the newest, ckpt-0000000002, is damaged"):
+        mgr.latest()
 
 
 def test_checkpoint_best_is_kept(tmp_path):

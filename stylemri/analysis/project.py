@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from stylemri import io
 from stylemri.analysis.figures import PALETTE, save_figure
 from stylemri.analysis.ssim import ms_ssim
-from stylemri.errors import UserError
+from stylemri.errors import StylemriWarning, UserError
 from stylemri.networks.sampling import model_device, one_hot
 
 # --------------------------------------------------------------------------------------------- targets
@@ -92,6 +93,12 @@ def _npy_planes(p: Path, channels: int) -> np.ndarray | None:
     bad_shape = arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[0] not in (1, 3))
     if bad_shape or not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"{p}: array of shape {arr.shape}; expected a slice (H, W), (C, H, W) or (H, W, C)")
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise UserError(f"{p}: every value of the {arr.shape} array is NaN or infinite; expected a slice of intensities")
+    if not finite.all():
+        warnings.warn(f"{p}: {arr.size - int(finite.sum())} of {arr.size} values are NaN or infinite; read as 0",
+                      StylemriWarning, stacklevel=2)
     arr = np.nan_to_num(arr.astype(np.float32) if arr.dtype != np.uint8 else arr)
     if np.issubdtype(arr.dtype, np.floating) and arr.min() >= -1.0 and arr.max() <= 1.0 and arr.min() < 0:
         return None

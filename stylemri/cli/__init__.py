@@ -1,7 +1,8 @@
 """`stylemri` command line: one argparse tree, one sub-module per command group.
 
-Only this package prints; library code returns values. A `UserError` anywhere becomes one line on
-stderr and exit code 2, never a traceback.
+Only this package prints; library code returns values. A `UserError` or an `OSError` (disk full, read-only
+folder, a file where a folder belongs) anywhere becomes one line on stderr and exit code 2, never a
+traceback; a `StylemriWarning` becomes one `stylemri: warning:` line.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+import warnings
+from typing import Any, Sequence
 
 from stylemri import __version__
-from stylemri.errors import UserError
+from stylemri.errors import StylemriWarning, UserError, describe_oserror
 
 # Each module defines `register(subparsers)`, adding its command(s) with `set_defaults(func=...)`.
 COMMAND_MODULES: list[str] = [
@@ -50,11 +52,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", StylemriWarning)
+            warnings.showwarning = _show_warning
+            rc = args.func(args)
     except UserError as exc:
         print(f"stylemri: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the one place file-system failures become a line: path and reason
+        print(f"stylemri: error: {describe_oserror(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stylemri: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Our own warnings as one line; anything else (a library's DeprecationWarning) as Python shows it."""
+    if issubclass(category, StylemriWarning):
+        print(f"stylemri: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)

@@ -99,6 +99,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     path = out_dir / "metrics.json"
     write_json(path, results)
     _print_table(results)
+    for tag, res in results["per_class"].items():
+        for note in res.get("notes", ()):
+            print(f"note ({tag}): {note}")
     print(f"wrote {path}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -15,9 +16,9 @@ from typing import Any, Callable
 from stylemri import __version__
 from stylemri.cli.common import add_data_args, cache_progress, data_config_from_args, print_data_warnings
 from stylemri.cli.options import add_device, add_outdir
-from stylemri.config import RunConfig
+from stylemri.config import RunConfig, flag
 from stylemri.device import resolve_device
-from stylemri.errors import UserError
+from stylemri.errors import UserError, describe_oserror
 
 EXAMPLES = """\
 examples:
@@ -219,10 +220,20 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
         train["kimg"] = train["epochs"] * len(ds) / 1000
     train.setdefault("num_workers", 0 if _device_type(args.device) == "cpu" else 2)
     net_cfg, train_cfg = presets.resolve(args.preset or "auto", world_size=world_size, net=net, train=train)
+    data_cfg = replace(data_cfg, source=resolve_source(data_cfg.source), source_given=data_cfg.source)
     cfg = RunConfig(data=data_cfg, network=net_cfg, train=train_cfg,
                     version=__version__, fingerprint=ds.fingerprint, class_names=tuple(ds.class_names),
                     num_images=len(ds))
     return cfg
+
+
+def resolve_source(source: str) -> str:
+    """A folder or file source as an absolute path (a run resumes from any working directory); builtins as is."""
+    return source if source.startswith("builtin:") else str(Path(source).expanduser().resolve())
+
+
+def _same_source(a: str, b: str) -> bool:
+    return a == b or resolve_source(a) == resolve_source(b)
 
 
 def _fresh_data_config(args: argparse.Namespace) -> Any:
@@ -252,6 +263,8 @@ def _resume_config(args: argparse.Namespace, saved: RunConfig, run_dir: Path) ->
     defaults = data_config_from_args(argparse.Namespace(**{**vars(args), **_DATA_DEFAULTS}))
     for key in ("source", "channels", "split", "classes", "axis", "min_content", "xflip"):
         given, default = getattr(data_given, key), getattr(defaults, key)
+        if key == "source" and _same_source(given, saved.data.source):
+            continue
         if given != default and given != getattr(saved.data, key):
             mismatches.append(f"data.{key} is {getattr(saved.data, key)!r} in the run, {given!r} requested")
     if args.preset is not None and args.preset != saved.train.preset:
@@ -259,7 +272,7 @@ def _resume_config(args: argparse.Namespace, saved: RunConfig, run_dir: Path) ->
     if args.conditional and not saved.network.c_dim:
         mismatches.append("the run is unconditional, --conditional requested")
     if mismatches:
-        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE))
+        allowed = ", ".join(sorted(flag(k) for k in RESUMABLE))
         raise UserError(f"--resume {run_dir}: incompatible configuration: {'; '.join(mismatches)} "
                         f"(only {allowed} may change when resuming)")
     changes = {k: v for k, v in train.items() if k in RESUMABLE}
@@ -378,15 +391,18 @@ class StopFlag:
 def cmd_train(args: argparse.Namespace) -> int:
     from stylemri.data import load_dataset
     from stylemri.training import distributed as ddp
-    from stylemri.training.run_dir import create_run_dir, default_name, find_run
+    from stylemri.training.run_dir import create_run_dir, default_name, find_run, run_lock
     from stylemri.training.training_loop import Trainer, TrainingDiverged
 
     fresh_data = None if args.resume is not None else _fresh_data_config(args)  # checks flags before anything slow
     info = ddp.init_from_env(args.device)
+    held = contextlib.ExitStack()  # the run folder's lock, held by the main process until training ends
     try:
         latest = None
         if args.resume is not None:
             run_dir, saved, latest = find_run(args.resume)
+            if info.is_main:
+                held.enter_context(run_lock(run_dir))
             cfg = _resume_config(args, saved, run_dir)
             data_cfg = cfg.data
         else:
@@ -399,6 +415,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = replace(cfg, name=args.name or default_name(cfg))
             path = str(create_run_dir(args.outdir, cfg.name)) if info.is_main else ""
             run_dir = Path(ddp.broadcast_string(path, info))
+            if info.is_main:
+                held.enter_context(run_lock(run_dir))
         mode = "json" if args.json_log else "quiet" if args.quiet else "bar" if sys.stderr.isatty() else "lines"
         callbacks = ConsoleCallbacks(mode if info.is_main else "quiet")
         stop = StopFlag()
@@ -416,6 +434,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             callbacks.close()
             print(f"stylemri: error: training diverged: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # disk full, folder gone read-only: say where and how to continue
+            raise UserError(describe_oserror(exc) + _resume_hint(run_dir)) from None
         finally:
             stop.restore()
             callbacks.close()
@@ -423,7 +443,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             _report(result, run_dir, stop.signal, args)
         return 0
     finally:
+        held.close()
         ddp.shutdown(info)
+
+
+def _resume_hint(run_dir: Path) -> str:
+    from stylemri.training.checkpoint import CheckpointManager
+
+    if CheckpointManager(run_dir / "checkpoints").checkpoints():
+        return f"; free space or fix the folder, then resume with: stylemri train --resume {run_dir}"
+    return f"; {run_dir} holds no checkpoint yet: fix this and start the run again"
 
 
 def _load_data(load_dataset: Callable, data_cfg: Any, info: Any, ddp: Any) -> Any:

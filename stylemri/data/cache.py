@@ -30,7 +30,7 @@ from stylemri.config import DataConfig
 from stylemri.data import decode
 from stylemri.data.sources import Scan, SourceFile
 from stylemri.errors import UserError
-from stylemri.io import fsync_dir, write_json
+from stylemri.io import fsync_dir, share_like, write_json
 
 FORMAT = 1  # bump whenever decoding changes: every older cache then rebuilds
 SPLIT_CODES = ("train", "validate", "test", "")
@@ -151,6 +151,7 @@ class _NpyStream:
 
     def __init__(self, directory: Path, final_name: str, sample_shape: tuple[int, ...]):
         fd, tmp = tempfile.mkstemp(prefix=f".{final_name}.", suffix=".tmp", dir=directory)
+        share_like(fd, directory / final_name)
         self.file = os.fdopen(fd, "wb")
         self.tmp, self.final = Path(tmp), directory / final_name
         self.sample_shape, self.count = sample_shape, 0

@@ -209,7 +209,7 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     """Scan `cfg.source`, build or reuse its prepared cache, select split and classes, return the dataset."""
     _validate(cfg)
     scan = scan_source(cfg.source, cfg.axis)
-    warnings: list[str] = []
+    warnings: list[str] = list(scan.notes)
     split = cfg.split
     if split == "val" and not cfg.split_file:
         split = "validate"  # the split folders' spelling

@@ -58,6 +58,7 @@ class Scan:
     ignored_folders: tuple[str, ...] = ()
     builtin: str | None = None
     axes: tuple[str, ...] = field(default_factory=tuple)  # slicing axes used for the volumes
+    notes: tuple[str, ...] = ()  # warnings: class folders left out (empty, unreadable)
 
 
 def mni152_path() -> Path:
@@ -82,6 +83,10 @@ def scan_source(source: str, axis: str = "axial") -> Scan:
         raise UserError(f"{source}: no such file or folder; expected {EXPECTED}")
     path = path.resolve()
     if path.is_file():
+        if is_image_name(path.name):
+            raise UserError(f"{source}: one image file; a data set (training, inspect, metrics) needs many images: "
+                            f"expected a folder of images (class sub-folders optional), a NIfTI volume or folder, "
+                            f"or builtin:mni152")
         if not is_nifti_name(path.name):
             raise UserError(f"{source}: not a NIfTI volume; expected {EXPECTED}")
         st = path.stat()
@@ -139,10 +144,18 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
         roots = [(root, _own_split(root.name))]
 
     found: list[tuple[Path, str, str, str | None]] = []  # (path, rel to root, split, class or None)
+    unreadable: list[tuple[Path, str]] = []
     for class_root, split in roots:
-        for p in _walk(class_root):
+        walked, bad = _walk(class_root)
+        unreadable += bad
+        for p in walked:
             parts = p.relative_to(class_root).parts
             found.append((p, p.relative_to(root).as_posix(), split, parts[0] if len(parts) > 1 else None))
+    notes = []
+    for d, why in unreadable:  # counted as skipped, and named: a class must never vanish without a word
+        rel = d.relative_to(root).as_posix() if d != root else "."
+        rejected.append((rel + "/", f"folder not readable ({why})", -1, -1))
+        notes.append(f"{source}/{rel}: folder not readable ({why}); its images are left out")
     if not found and not rejected:
         raise UserError(f"{source}: empty folder; expected {EXPECTED}")
 
@@ -160,6 +173,8 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
         kind = "volume" if is_nifti_name(p.name) else "image"
         name = UNLABELED if (cls is None or subject_folders) else cls
         files.append(SourceFile(str(p), rel, kind, name, split, size, mtime, axis if kind == "volume" else ""))
+    if labeled and not subject_folders:
+        notes += _empty_class_notes(source, root, roots, files, {d for d, _ in unreadable})
     if not files:
         exts = sorted({Path(r).suffix.lower() or Path(r).name for r, *_ in rejected})
         raise UserError(f"{source}: no supported files (found {len(rejected)}: {', '.join(exts[:6])}); expected {EXPECTED}")
@@ -185,7 +200,25 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
     if any(f.kind == "volume" for f in files):
         desc += f" sliced {axis}"
     return Scan(source, str(root), layout, desc, tuple(files), tuple(rejected), splits, tuple(ignored),
-                axes=(axis,) if any(f.kind == "volume" for f in files) else ())
+                axes=(axis,) if any(f.kind == "volume" for f in files) else (), notes=tuple(notes))
+
+
+def _empty_class_notes(source: str, root: Path, roots: list[tuple[Path, str]], files: list[SourceFile],
+                       unreadable: set[Path]) -> list[str]:
+    """One warning per class folder that gives no image (empty, or only unsupported files)."""
+    used = {(f.split, f.class_name) for f in files}
+    notes = []
+    for class_root, split in roots:
+        try:
+            folders = sorted(p for p in class_root.iterdir() if p.is_dir() and not _hidden(p.name))
+        except OSError:
+            continue
+        for d in folders:
+            if (split, d.name) not in used and d not in unreadable and not d.name.lower().startswith(OASIS_SEG_PREFIX):
+                rel = d.relative_to(root).as_posix()
+                notes.append(f"{source}/{rel}: class folder with no supported image (empty); class {d.name} "
+                             f"left out{' of the ' + split + ' split' if split else ''}")
+    return notes
 
 
 def _supported(name: str) -> bool:
@@ -213,9 +246,11 @@ def _listdir(path: Path) -> list[Path]:
         raise UserError(f"{path}: cannot list folder ({exc.strerror}); expected a readable folder") from exc
 
 
-def _walk(top: Path) -> list[Path]:
-    """Every file below `top`, sorted, following links once; hidden folders (.git, __MACOSX) skipped."""
+def _walk(top: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every file below `top`, sorted, following links once; hidden folders (.git, __MACOSX) skipped; and the
+    folders that could not be listed, with the reason."""
     out: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
     seen: set[tuple[int, int]] = set()
     stack = [top]
     while stack:
@@ -229,7 +264,8 @@ def _walk(top: Path) -> list[Path]:
         seen.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            unreadable.append((d, exc.strerror or type(exc).__name__))
             continue
         for e in entries:
             try:
@@ -240,7 +276,7 @@ def _walk(top: Path) -> list[Path]:
                     out.append(Path(e.path))
             except OSError:
                 continue
-    return sorted(out)
+    return sorted(out), sorted(unreadable)
 
 
 def _stat(p: Path) -> tuple[int, int]:

@@ -49,6 +49,7 @@ class MetricInputs:
     swd_config: swd_mod.SWDConfig | None
     out_dir: Path | None
     progress: Progress | None
+    notes: list[str]  # what a metric could not do as asked, said in the results' "notes"
 
 
 MetricFn = Callable[[MetricInputs], Any]
@@ -97,6 +98,7 @@ def _memorization(x: MetricInputs) -> dict[str, Any]:
         training_features=train_feats, subject_ids=subject_ids, seed=x.seed, device=x.device,
     )
     out = mem.summary()
+    x.notes.extend(f"memorization: {note}" for note in mem.notes)
     tables = {}
     if mem.subject_ids is not None:  # per patient: which subjects does the generator reproduce?
         tables = {space: subj_mod.subject_table(mem, x.fake, x.training, space=space,
@@ -200,7 +202,7 @@ def evaluate(
 
     inputs = MetricInputs(fake, real, training, real_feats, fake_feats, extractor, subject_ids, device, batch_size,
                           cache_dir, seed, kid_subsets, swd_config, Path(out_dir) if out_dir is not None else None,
-                          progress)
+                          progress, notes)
     for name in names:
         t = time.perf_counter()
         results["metrics"][name] = _REGISTRY[name](inputs)

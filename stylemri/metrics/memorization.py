@@ -67,6 +67,7 @@ class MemorizationResult:
     num_generated: int
     num_training: int
     subject_ids: np.ndarray | None = field(default=None, repr=False)  # (num_training,) per training image
+    notes: tuple[str, ...] = ()  # why a figure is missing or what limits it (one subject only, ...)
 
     def nearest_subject(self, space: str = "pixel") -> np.ndarray | None:
         if self.subject_ids is None:
@@ -81,6 +82,8 @@ class MemorizationResult:
             if self.subject_ids is not None:
                 subj = self.nearest_subject(name)
                 out[name]["subjects_matched_by_flagged"] = int(np.unique(subj[res.closer]).size)
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def rows(self) -> list[dict[str, Any]]:
@@ -182,6 +185,12 @@ def memorization(
     subjects = None if subject_ids is None else np.asarray(subject_ids).astype(str)
     if subjects is not None and subjects.shape != (training.num,):
         raise ValueError(f"subject_ids: expected one per training image ({training.num}), got {subjects.shape}")
+    notes: tuple[str, ...] = ()
+    if subjects is not None and np.unique(subjects).size < 2:  # e.g. builtin:mni152, one template brain
+        notes = (f"the training images come from one subject ({subjects[0]}): per-image results only, with a "
+                 "real-to-real baseline that excludes just the image itself (neighbouring slices of one brain are "
+                 "near-copies, so it is strict); subject-level figures need several subjects",)
+        subjects = None
     rng = np.random.default_rng(seed)
     base_idx = np.sort(rng.choice(training.num, min(num_baseline, training.num), replace=False))
     base_imgs = check_uint8_batch(training.read(base_idx), training.name)
@@ -228,7 +237,8 @@ def memorization(
         fdist = np.linalg.norm(gf.astype(np.float64) - tf[fidx[:n]].astype(np.float64), axis=1)
         fbase = np.sqrt(fd2[n:][np.isfinite(fd2[n:])].astype(np.float64))
         spaces["feature"] = SpaceResult(fidx[:n], fdist, np.zeros(n, bool), fbase, quantile, "Inception pool3 Euclidean")
-    return MemorizationResult(spaces=spaces, num_generated=n, num_training=training.num, subject_ids=subjects)
+    return MemorizationResult(spaces=spaces, num_generated=n, num_training=training.num, subject_ids=subjects,
+                              notes=notes)
 
 
 def closest_pairs_figure(

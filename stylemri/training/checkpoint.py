@@ -17,13 +17,14 @@ import json
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import safetensors.torch
 import torch
 
-from stylemri.errors import UserError
+from stylemri.errors import StylemriWarning, UserError
 from stylemri.io import atomic_write, write_json
 
 NAME_RE = re.compile(r"^ckpt-(\d{10,})$")
@@ -134,6 +135,8 @@ class CheckpointManager:
                   "tensor_bytes": len(data), "tensor_sha256": hashlib.sha256(data).hexdigest(),
                   "score": score, **meta}
         del data
+        with contextlib.suppress(OSError):
+            _VERIFIED[_file_key(self.dir / f"{name}.safetensors")] = record["tensor_sha256"]
         write_json(self.dir / f"{name}.json", record)
         with atomic_write(self.dir / "latest", "w") as f:
             f.write(name + "\n")
@@ -148,7 +151,7 @@ class CheckpointManager:
     def prune(self) -> None:
         """Keep the newest K whole checkpoints plus the ones `latest` and `best` name; drop stale temp files."""
         names = self._names()
-        protect = {p.stem for p in (self.latest(), self.best()) if p is not None}
+        protect = {n for n in (self._pointer_name("latest")[0], self._pointer_name("best")[0]) if n}
         for name in names[: max(len(names) - self.keep, 0)]:
             if name in protect:
                 continue
@@ -180,24 +183,62 @@ class CheckpointManager:
         """Whole checkpoints (JSON record and tensor file of the recorded size), oldest first."""
         return [self.dir / f"{n}.json" for n in self._names() if is_whole(self.dir / f"{n}.json")]
 
-    def _pointer(self, pointer: str) -> Path | None:
+    def _pointer_name(self, pointer: str) -> tuple[str | None, str | None]:
+        """(checkpoint name the pointer file holds, why it could not be used); (None, None) when it is absent."""
+        path = self.dir / pointer
         try:
-            name = (self.dir / pointer).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        path = self.dir / f"{name}.json"
-        return path if NAME_RE.match(name) and is_whole(path) else None
+            text = path.read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
+            return None, None
+        except IsADirectoryError:
+            return None, "is a folder, expected a file naming a checkpoint"
+        except UnicodeDecodeError:
+            return None, "holds binary bytes, expected a checkpoint name"
+        except OSError as exc:
+            return None, f"cannot be read ({exc.strerror})"
+        if not NAME_RE.match(text):
+            return None, f"names {text[:40]!r}, expected ckpt-<number>"
+        if not (self.dir / f"{text}.json").is_file():
+            return None, f"names {text}, which has no record {text}.json"
+        return text, None
 
     def latest(self) -> Path | None:
-        """The checkpoint `latest` names, or the newest whole one when the pointer is missing or stale."""
-        found = self._pointer("latest")
-        if found is not None:
-            return found
-        whole = self.checkpoints()
-        return whole[-1] if whole else None
+        """The checkpoint to continue from or load: the one `latest` names when it verifies (SHA-256).
+
+        The load rule, the same for training, `stylemri.load` and every tool: when the checkpoint `latest`
+        names (or, without a usable pointer, the newest record) is damaged, the newest whole checkpoint is
+        used instead and a `StylemriWarning` names both; when none is whole, a UserError; None when the
+        folder holds no checkpoint record at all.
+        """
+        pointed, problem = self._pointer_name("latest")
+        names = self._names()
+        order = ([pointed] if pointed else []) + [n for n in reversed(names) if n != pointed]
+        if not order:
+            if problem:
+                raise UserError(f"{self.dir / 'latest'}: {problem}; and there is no checkpoint record to fall back to")
+            return None
+        first_reason: str | None = None
+        for name in order:
+            path = self.dir / f"{name}.json"
+            reason = damage(path)
+            if reason is None:
+                notes = ([f"{self.dir / 'latest'} {problem}"] if problem else []) + (
+                    [f"{self.dir / order[0]}.json is damaged ({first_reason})"] if first_reason else [])
+                if notes:
+                    _warn(f"{'; '.join(notes)}; using {path}, the newest whole checkpoint")
+                return path
+            first_reason = first_reason or reason
+        raise UserError(f"{self.dir}: no whole checkpoint; the newest, {order[0]}, is damaged ({first_reason})"
+                        + (f" and the {len(order) - 1} older one(s) too" if len(order) > 1 else ""))
 
     def best(self) -> Path | None:
-        return self._pointer("best")
+        """The checkpoint `best` names (verified when it is loaded), or None."""
+        name, _ = self._pointer_name("best")
+        return self.dir / f"{name}.json" if name and is_whole(self.dir / f"{name}.json") else None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, StylemriWarning, stacklevel=3)
 
 
 def _stall_seconds(spec: str, save_number: int) -> float:
@@ -208,49 +249,104 @@ def _stall_seconds(spec: str, save_number: int) -> float:
         return 0.0
 
 
+def tensor_path(json_path: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+    """The record's tensor file, confined to the record's own folder: a bare `*.safetensors` name, no `..`,
+    no absolute path, no link leading elsewhere (a record never makes us read another run's or any file)."""
+    json_path = Path(json_path)
+    name = meta.get("tensor_file")
+    folder = json_path.parent
+    if (not isinstance(name, str) or name != Path(name).name or "\\" in name or name.startswith(".")
+            or not name.endswith(".safetensors")):
+        raise UserError(f"{json_path}: tensor_file {name!r}: expected a .safetensors file name in {folder} itself")
+    path = folder / name
+    if path.resolve().parent != folder.resolve():
+        raise UserError(f"{json_path}: tensor_file {name!r} leads out of {folder} (a link); expected a file there")
+    return path
+
+
 def is_whole(json_path: Path) -> bool:
-    """Cheap check: the record parses and the tensor file has the recorded size."""
+    """Cheap check: the record parses and the tensor file has the recorded size (`damage` checks the hash)."""
     try:
         meta = json.loads(json_path.read_text())
-        tensor_path = json_path.parent / meta["tensor_file"]
-        return meta.get("format") == FORMAT and tensor_path.stat().st_size == int(meta["tensor_bytes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return meta.get("format") == FORMAT and tensor_path(json_path, meta).stat().st_size == int(meta["tensor_bytes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError):
         return False
+
+
+# SHA-256s already checked this process, by (file, size, mtime, inode): a checkpoint just written or verified
+# by `latest()` is not hashed again when it is loaded.
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def damage(json_path: str | os.PathLike) -> str | None:
+    """Why a checkpoint cannot be used (record unreadable, tensor file missing, truncated or altered: its
+    SHA-256 is checked), or None when it is whole."""
+    path = Path(json_path)
+    try:
+        meta = read_meta(path)
+        tpath = tensor_path(path, meta)
+    except UserError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    try:
+        key = _file_key(tpath)
+    except OSError as exc:
+        return f"{tpath.name}: {exc.strerror}"
+    if key[1] != meta["tensor_bytes"]:
+        return f"{tpath.name} is {key[1]} bytes, its record says {meta['tensor_bytes']}"
+    if _VERIFIED.get(key) == meta["tensor_sha256"]:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(tpath, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        return f"{tpath.name}: {exc.strerror}"
+    if digest.hexdigest() != meta["tensor_sha256"]:
+        return f"{tpath.name}'s SHA-256 differs from its record"
+    _VERIFIED[key] = digest.hexdigest()
+    return None
 
 
 def read_meta(json_path: str | os.PathLike) -> dict[str, Any]:
     path = Path(json_path)
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: expected a stylemri checkpoint record (JSON), could not read it ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)[:80]
+        raise UserError(f"{path}: expected a stylemri checkpoint record (JSON), could not read it ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{path}: expected a stylemri checkpoint record ({FORMAT})")
+    if not isinstance(meta.get("tensor_bytes"), int) or not isinstance(meta.get("tensor_sha256"), str):
+        raise UserError(f"{path}: expected tensor_bytes and tensor_sha256 in the checkpoint record")
     return meta
 
 
-def read_checkpoint(json_path: str | os.PathLike, *, verify: bool = True,
+def read_checkpoint(json_path: str | os.PathLike, *,
                     prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint's tensors (on CPU) and record; `verify` checks the SHA-256; no pickle anywhere."""
+    """Load a checkpoint's tensors (on CPU) and record, always verified against the record's size and SHA-256
+    (a damaged file raises UserError); `prefixes` keeps only those modules ("G_ema", ...). No pickle anywhere."""
     path = Path(json_path)
     meta = read_meta(path)
-    tensor_path = path.parent / meta["tensor_file"]
-    if not verify and prefixes is not None:
-        if not is_whole(path):
-            raise UserError(f"{tensor_path}: expected {meta['tensor_bytes']} bytes of tensors; the file is incomplete")
-        out: dict[str, torch.Tensor] = {}
-        with safetensors.safe_open(str(tensor_path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                if key.split(".", 1)[0] in prefixes:
-                    out[key] = f.get_tensor(key)
-        return out, meta
+    tpath = tensor_path(path, meta)
     try:
-        data = tensor_path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{tensor_path}: expected the checkpoint's tensor file ({exc.strerror})") from None
-    if len(data) != int(meta["tensor_bytes"]) or (verify and hashlib.sha256(data).hexdigest() != meta["tensor_sha256"]):
-        raise UserError(f"{tensor_path}: contents do not match the checkpoint record (size or SHA-256); file damaged")
-    tensors = safetensors.torch.load(data)
-    if prefixes is not None:
-        tensors = {k: v for k, v in tensors.items() if k.split(".", 1)[0] in prefixes}
-    return tensors, meta
+        if prefixes is not None:  # hash streaming (or remembered), then read only the wanted tensors
+            reason = damage(path)
+            if reason is not None:
+                raise UserError(f"{path}: checkpoint damaged ({reason})")
+            with safetensors.safe_open(str(tpath), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys() if k.split(".", 1)[0] in prefixes}, meta
+        try:
+            data = tpath.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{tpath}: expected the checkpoint's tensor file ({exc.strerror})") from None
+        if len(data) != meta["tensor_bytes"] or hashlib.sha256(data).hexdigest() != meta["tensor_sha256"]:
+            raise UserError(f"{tpath}: contents do not match the checkpoint record (size or SHA-256); file damaged")
+        return safetensors.torch.load(data), meta
+    except (safetensors.SafetensorError, ValueError) as exc:  # a record whose hash matches bad bytes
+        raise UserError(f"{tpath}: expected safetensors data ({str(exc)[:120]})") from None

@@ -123,6 +123,8 @@ def resolve(
         raise UserError(f"--arch {arch}: expected one of {', '.join(ARCHS)}")
     resolution = training_resolution(preset, net.get("resolution"))
     batch = train.get("batch", p_train.get("batch"))
+    if batch is not None:
+        _check_batch(batch, world_size)  # before the auto rules divide by it
     a_net, a_train = auto_values(resolution, arch, world_size, batch)
     net_values = {**a_net, **p_net, **net, "arch": arch, "resolution": resolution}
     train_values = {**a_train, **p_train, **train, "preset": preset}
@@ -147,6 +149,11 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _check_batch(batch: int, world_size: int) -> None:
+    if batch < 1 or batch % world_size:
+        raise UserError(f"--batch {batch}: expected a positive multiple of the number of processes ({world_size})")
+
+
 def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> None:
     if train["loss"] not in LOSSES:
         raise UserError(f"--loss {train['loss']}: expected one of {', '.join(LOSSES)}")
@@ -161,8 +168,7 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
             raise UserError(f"--start-res {start}: expected at most --resolution {net['resolution']}")
     batches = [train["batch"]] + [b for _, b in train.get("batch_per_res", ())]
     for b in batches:
-        if b < 1 or b % world_size:
-            raise UserError(f"--batch {b}: expected a positive multiple of the number of processes ({world_size})")
+        _check_batch(b, world_size)
     for key in ("kimg", "tick_kimg"):
         if key in train and not train[key] > 0:
             raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected a positive number")

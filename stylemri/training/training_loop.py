@@ -320,7 +320,7 @@ class Trainer:
         else:
             self._event({"event": "resume", "kimg": self.nimg / 1000, "path": str(self.resumed_from)})
         interrupted = False
-        last_ckpt: Path | None = self.ckpt.latest() if self.dist.is_main else None
+        last_ckpt: Path | None = (self.resumed_from or self.ckpt.latest()) if self.dist.is_main else None
         self._tick_timer = time.perf_counter()
         while self.nimg < self.total_nimg:
             self._train_step()
