@@ -323,3 +323,35 @@ def test_real_xflips_are_off_by_default(tmp_path, cache_dir, flags, expected):
     assert cli.main(argv) == 0
     (run,) = tmp_path.iterdir()
     assert json.loads((run / "config.json").read_text())["data"]["xflip"] is expected
+
+
+def test_training_metrics_load_the_extractor_once_and_cache_real_features(tmp_path, ds16, monkeypatch):
+    from stylemri.metrics import inception
+
+    loads, rows = [], []
+
+    class Trunk(torch.nn.Module):  # a stand-in feature extractor: 2048 fixed random projections of pooled pixels
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3 * 16 * 16, 2048)
+
+        def forward(self, x):
+            rows.append(len(x))
+            return self.proj(torch.nn.functional.adaptive_avg_pool2d(x, 16).flatten(1))
+
+    def fake_load(path=None, device="cpu"):
+        loads.append(device)
+        torch.manual_seed(0)
+        return inception.InceptionFeatures(Trunk(), inception.WeightsInfo("stub.pt", "0" * 40, "stub", None))
+
+    monkeypatch.setattr(inception, "find_weights", lambda path=None: tmp_path / "stub.pt")
+    monkeypatch.setattr(inception, "load_inception", fake_load)
+    cfg = tiny_config(ds16, metrics=("kid",), metric_num=16, kimg=0.048, checkpoint_ticks=1)
+    events = []
+    trainer = Trainer(cfg, tmp_path / "run", ds16)
+    trainer.cb.event = events.append
+    trainer.run()
+    evaluated = [e for e in events if e["event"] == "metrics"]
+    assert len(evaluated) == 3 and len(loads) == 1  # the extractor is loaded once and kept
+    assert [e["real_features_from_cache"] for e in evaluated] == [False, True, True]
+    assert sum(rows) == len(ds16) + 3 * 16  # the real images went through the extractor once per run
