@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from stylemri import cli
-from stylemri.config import DataConfig, NetworkConfig, RunConfig, TrainConfig
-from stylemri.data import load_dataset
+from stylemri.config import NetworkConfig, TrainConfig
 from stylemri.errors import UserError
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.networks.precision import set_precision
@@ -24,34 +23,8 @@ from stylemri.training.rng import BatchRandom
 from stylemri.training.schedule import Phase, fade_reals, resets_optimizer
 from stylemri.training.training_loop import Trainer
 
-TINY_NET = {"channel_base": 128, "channel_max": 16, "z_dim": 16, "w_dim": 16}
-TINY_FLAGS = ["--channel-base", "128", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16", "--workers", "0"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(scope="module")
-def ds16(cache_dir):
-    return load_dataset(DataConfig(resolution=16, cache_dir=cache_dir))
-
-
-def tiny_config(ds, *, net=None, **train) -> RunConfig:
-    net = {"resolution": ds.resolution, **TINY_NET, **(net or {})}
-    train = {"batch": 8, "kimg": 0.032, "tick_kimg": 0.016, "num_workers": 0, **train}
-    net_cfg, train_cfg = presets.resolve("auto", net=net, train=train)
-    return RunConfig(data=ds.config, network=net_cfg, train=train_cfg, class_names=tuple(ds.class_names),
-                     fingerprint=ds.fingerprint, num_images=len(ds), name="t")
+# The tiny configs and fixtures of the training tests (one intra-op thread, a private data cache, 16 px data).
+from test_training import TINY_FLAGS, cache_dir, ds16, one_thread, tiny_config  # noqa: E402,F401
 
 
 # ---- 1. progressive StyleGAN: faded reals, Adam resets, WGAN-GP labels ---------------------------------
