@@ -141,8 +141,10 @@ class TrainConfig:
     checkpoint_ticks: int = 50  # checkpoint every N ticks (and at the end, on signals)
     keep_checkpoints: int = 5  # keep the last K checkpoints (plus the best, when a metric is tracked)
     nan_patience: int = 4  # consecutive non-finite steps before reloading the last good checkpoint
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    tf32: bool = True
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with a loss scaler)
+    fp16_res: int = 4  # reduced precision only in the top N resolutions of G and D (NVlabs num_fp16_res)
+    batch_gpu: int | None = None  # images per process and round (gradient accumulation); None: whole batch
+    tf32: bool = False  # TF32 matmuls/convs on CUDA (off as in NVlabs: it changes fp32 results)
     channels_last: bool = False
     compile: bool = False  # torch.compile the main G/D passes (regularization passes stay eager)
     num_workers: int = 2  # data-loader worker processes (per rank)

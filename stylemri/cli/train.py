@@ -75,13 +75,18 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
                                                 "(default 0: at the checkpoints only)"),
     ("--nan-patience", "nan_patience", int, "non-finite steps in a row before reloading the last checkpoint "
                                             "with halved learning rates (default 4)"),
-    ("--precision", "precision", str, "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16"),
+    ("--precision", "precision", str, "fp32, bf16 or fp16 (with a loss scaler) in the top --fp16-res resolutions; "
+                                      "mapping, R1 and path length stay fp32 (default auto: bf16 on CUDA, fp32 on CPU)"),
+    ("--fp16-res", "fp16_res", int, "reduced precision only in the top N resolutions of G and D, conv outputs "
+                                    "clamped to +-256 (default 4, as NVlabs; 0 = all fp32)"),
+    ("--batch-gpu", "batch_gpu", int, "images per process and round: the batch is accumulated over "
+                                      "batch / (batch-gpu * processes) rounds, same gradient (default: all at once)"),
     ("--workers", "num_workers", int, "data-loader processes per GPU (default: 2 on CUDA, 0 on CPU)"),
 ]
 # Fields that may change when resuming (they do not change what the weights are trained towards).
 RESUMABLE = {"kimg", "epochs", "tick_kimg", "sample_ticks", "checkpoint_ticks", "keep_checkpoints", "nan_patience",
              "precision", "tf32", "channels_last", "compile", "num_workers", "metrics", "metric_num",
-             "metrics_every"}
+             "metrics_every", "fp16_res", "batch_gpu"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     for action in p._actions:
         if action.dest == "resolution":
             action.help = "image size in pixels, a power of two (default: 64, or the preset's: 256)"
+        if "--no-xflip" in action.option_strings:  # kept as a hidden alias: flips are off by default now
+            action.help, action.default = argparse.SUPPRESS, None
+    p.add_argument("--xflip", dest="xflip", action="store_true", default=None,
+                   help="randomly mirror real images left-right (default off: a mirrored sagittal slice faces the "
+                        "other way and axial asymmetry is real; the stylegan-adni preset keeps the seeds' flips; "
+                        "ADA's own xflip is separate)")
     g = p.add_argument_group("run")
     add_outdir(g, "parent folder of run directories (default: runs)", default="runs")
     g.add_argument("--name", default=None, metavar="NAME",
@@ -126,7 +137,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--betas", default=None, metavar="B1,B2", help="Adam betas (default 0,0.99)")
     t.add_argument("--ema-rampup", default=None, metavar="R|none", help="EMA ramp-up ratio (auto 0.05) or none")
     t.add_argument("--aug", default=None, metavar="MODE",
-                   help="ada (default), fixed:P, diffaugment or none (augmentation of everything D sees)")
+                   help="ada, fixed:P, diffaugment or none (augmentation of everything D sees); default ada with "
+                        "--loss ns, none with --loss wgangp (ADA needs a logistic D: ada + wgangp is refused)")
     t.add_argument("--aug-p", type=float, default=None, metavar="P", help="initial ADA probability (default 0)")
     t.add_argument("--progressive", action=argparse.BooleanOptionalAction, default=None,
                    help="progressive growing (StyleGAN only; on by default for --arch stylegan)")
@@ -138,7 +150,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--metric-num", type=int, default=None, metavar="N", help="generated images per evaluation (5000)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the main G and D passes")
     t.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
-    t.add_argument("--no-tf32", dest="tf32", action="store_false", default=None, help="disable TF32 matmuls on CUDA")
+    t.add_argument("--tf32", dest="tf32", action="store_true", default=None,
+                   help="allow TF32 matmuls and convolutions on CUDA (default off, as NVlabs: TF32 changes fp32 "
+                        "results)")
+    t.add_argument("--no-tf32", dest="tf32", action="store_false", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
 
@@ -219,7 +234,8 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
     if "epochs" in train:
         train["kimg"] = train["epochs"] * len(ds) / 1000
     train.setdefault("num_workers", 0 if _device_type(args.device) == "cpu" else 2)
-    net_cfg, train_cfg = presets.resolve(args.preset or "auto", world_size=world_size, net=net, train=train)
+    net_cfg, train_cfg = presets.resolve(args.preset or "auto", world_size=world_size, net=net, train=train,
+                                         device_type=_device_type(args.device))
     data_cfg = replace(data_cfg, source=resolve_source(data_cfg.source), source_given=data_cfg.source)
     cfg = RunConfig(data=data_cfg, network=net_cfg, train=train_cfg,
                     version=__version__, fingerprint=ds.fingerprint, class_names=tuple(ds.class_names),
@@ -242,6 +258,8 @@ def _fresh_data_config(args: argparse.Namespace) -> Any:
     from stylemri.training import presets
 
     resolution = presets.training_resolution(args.preset or "auto", args.resolution)
+    if args.xflip is None:  # not given: the preset's default (off, but for the seeds' StyleGAN preset)
+        args.xflip = presets.default_xflip(args.preset or "auto")
     return replace(data_config_from_args(args), resolution=resolution)
 
 
@@ -261,12 +279,14 @@ def _resume_config(args: argparse.Namespace, saved: RunConfig, run_dir: Path) ->
         if key not in RESUMABLE and getattr(saved.train, key) != value:
             mismatches.append(f"train.{key} is {getattr(saved.train, key)!r} in the run, {value!r} requested")
     defaults = data_config_from_args(argparse.Namespace(**{**vars(args), **_DATA_DEFAULTS}))
-    for key in ("source", "channels", "split", "classes", "axis", "min_content", "xflip"):
+    for key in ("source", "channels", "split", "classes", "axis", "min_content"):
         given, default = getattr(data_given, key), getattr(defaults, key)
         if key == "source" and _same_source(given, saved.data.source):
             continue
         if given != default and given != getattr(saved.data, key):
             mismatches.append(f"data.{key} is {getattr(saved.data, key)!r} in the run, {given!r} requested")
+    if args.xflip is not None and args.xflip != saved.data.xflip:
+        mismatches.append(f"data.xflip is {saved.data.xflip!r} in the run, {args.xflip!r} requested")
     if args.preset is not None and args.preset != saved.train.preset:
         mismatches.append(f"preset is {saved.train.preset!r} in the run, {args.preset!r} requested")
     if args.conditional and not saved.network.c_dim:
@@ -283,7 +303,7 @@ def _resume_config(args: argparse.Namespace, saved: RunConfig, run_dir: Path) ->
 
 
 _DATA_DEFAULTS = {"source": "builtin:mni152", "resolution": None, "channels": 1, "split": "train", "classes": None,
-                  "axis": "axial", "min_content": 0.1, "xflip": True, "cache_dir": None}
+                  "axis": "axial", "min_content": 0.1, "xflip": None, "cache_dir": None}
 
 
 # ---- output ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from stylemri.networks.layers import (
     setup_filter,
 )
 from stylemri.networks.mapping import MappingNetwork
+from stylemri.networks.precision import block_precision
 from stylemri.networks.stylegan2 import channels_at, check_noise_mode
 
 
@@ -120,22 +121,33 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 2 * len(self.block_resolutions)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", stage: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
-        """Image (N, C, 4*2**stage, 4*2**stage); ws of layers above the stage are unused."""
+                alpha: float = 1.0, force_fp32: bool = False) -> torch.Tensor:
+        """Image (N, C, 4*2**stage, 4*2**stage); ws of layers above the stage are unused.
+        force_fp32: ignore the blocks' reduced precision (`networks.precision`), for regularization passes."""
         check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"synthesis: expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         stage, alpha = resolve_stage(stage, self.num_stages, alpha)
         fading = stage > 0 and alpha < 1.0
         x = None
+        device = ws.device.type
         for k, res in enumerate(self.block_resolutions[: stage + 1]):
             if k == stage and fading:
-                prev = F.interpolate(self.torgb[str(res // 2)](x).float(), scale_factor=2, mode="nearest")
+                prev = F.interpolate(self._torgb(res // 2, x, device, force_fp32), scale_factor=2, mode="nearest")
                 if alpha == 0.0:
                     return prev
-            x = getattr(self, f"b{res}")(x, ws[:, 2 * k: 2 * k + 2], noise_mode)
-        img = self.torgb[str(self.block_resolutions[stage])](x).float()
+            block = getattr(self, f"b{res}")
+            ctx, x = block_precision(block, x, device, force_fp32)
+            with ctx:
+                x = block(x, ws[:, 2 * k: 2 * k + 2], noise_mode)
+        img = self._torgb(self.block_resolutions[stage], x, device, force_fp32)
         return prev + (img - prev) * alpha if fading else img
+
+    def _torgb(self, res: int, x: torch.Tensor, device: str, force_fp32: bool) -> torch.Tensor:
+        """toRGB of resolution `res`, in that resolution's precision; the image is float32."""
+        ctx, x = block_precision(getattr(self, f"b{res}"), x, device, force_fp32)
+        with ctx:
+            return self.torgb[str(res)](x).float()
 
 
 class DiscriminatorBlock(nn.Module):
@@ -175,8 +187,9 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
-        """Logits (N, 1). Images larger than the stage resolution are average-pooled down to it."""
+                alpha: float = 1.0, force_fp32: bool = False) -> torch.Tensor:
+        """Logits (N, 1). Images larger than the stage resolution are average-pooled down to it.
+        force_fp32: ignore the blocks' reduced precision, for regularization passes."""
         stage, alpha = resolve_stage(stage, self.num_stages, alpha)
         res = self.block_resolutions[stage]
         if img.ndim != 4 or img.shape[1] != self.img_channels or img.shape[2] != img.shape[3] \
@@ -187,18 +200,30 @@ class Discriminator(nn.Module):
             img = F.avg_pool2d(img, img.shape[2] // res)
         cmap = labels_for(self, c, img.shape[0])
         fading = stage > 0 and alpha < 1.0
+        device = img.device.type
         if fading and alpha == 0.0:
-            x = self.fromrgb[str(res // 2)](F.avg_pool2d(img, 2))
+            x = self._fromrgb(res // 2, F.avg_pool2d(img, 2), device, force_fp32)
         else:
-            x = self.fromrgb[str(res)](img)
-            if stage > 0:
-                x = getattr(self, f"b{res}")(x)
+            ctx, _ = block_precision(getattr(self, f"b{res}", self.b4), None, device, force_fp32)
+            with ctx:
+                x = self.fromrgb[str(res)](img)
+                if stage > 0:
+                    x = getattr(self, f"b{res}")(x)
             if fading:
-                y = self.fromrgb[str(res // 2)](F.avg_pool2d(img, 2))
-                x = y + (x - y) * alpha
+                y = self._fromrgb(res // 2, F.avg_pool2d(img, 2), device, force_fp32)
+                x = y.float() + (x.float() - y.float()) * alpha
         for r in reversed(self.block_resolutions[1:stage]):
-            x = getattr(self, f"b{r}")(x)
-        return self.b4(x, cmap)
+            block = getattr(self, f"b{r}")
+            ctx, x = block_precision(block, x, device, force_fp32)
+            with ctx:
+                x = block(x)
+        return self.b4(x.float(), cmap)
+
+    def _fromrgb(self, res: int, img: torch.Tensor, device: str, force_fp32: bool) -> torch.Tensor:
+        """fromRGB of resolution `res`, in that resolution's precision."""
+        ctx, _ = block_precision(getattr(self, f"b{res}", self.b4), None, device, force_fp32)
+        with ctx:
+            return self.fromrgb[str(res)](img)
 
 
 __all__ = ["Discriminator", "DiscriminatorBlock", "StyleLayer", "SynthesisBlock", "SynthesisNetwork",

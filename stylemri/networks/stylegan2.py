@@ -24,6 +24,7 @@ from stylemri.networks.layers import (
     upsample2d,
 )
 from stylemri.networks.mapping import MappingNetwork
+from stylemri.networks.precision import block_precision
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -182,11 +183,12 @@ class SynthesisNetwork(nn.Module):
         self.num_ws += 1  # the last toRGB; each other toRGB shares the w of the next block's first conv
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", stage: int | None = None, alpha: float = 1.0,
-                fused_modconv: bool | None = None) -> torch.Tensor:
+                fused_modconv: bool | None = None, force_fp32: bool = False) -> torch.Tensor:
         """`stage`/`alpha` are accepted for interface parity with progressive StyleGAN and ignored.
 
         fused_modconv: True = one grouped conv, False = activation scaling (same result). None = grouped
         only for CUDA inference; training (cheaper backward) and CPU (measured faster) use scaling.
+        force_fp32: ignore the blocks' reduced precision (`networks.precision`), for regularization passes.
         """
         check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -196,7 +198,9 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, fused)
+            ctx, x = block_precision(block, x, ws.device.type, force_fp32)
+            with ctx:
+                x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, fused)
             w_idx += block.num_conv
         return img
 
@@ -246,18 +250,22 @@ class Discriminator(nn.Module):
         self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features, conv_clamp=conv_clamp)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
-        """Logits (N, 1); `stage`/`alpha` are accepted for parity with progressive StyleGAN and ignored."""
+                alpha: float = 1.0, force_fp32: bool = False) -> torch.Tensor:
+        """Logits (N, 1); `stage`/`alpha` are accepted for parity with progressive StyleGAN and ignored.
+        force_fp32: ignore the blocks' reduced precision, for regularization passes."""
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.resolution, self.resolution):
             raise ValueError(f"discriminator: expected images of shape (N, {self.img_channels}, {self.resolution}, "
                              f"{self.resolution}), got {tuple(img.shape)}")
         cmap = labels_for(self, c, img.shape[0])
         x = None
         for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
+            block = getattr(self, f"b{res}")
+            ctx, x = block_precision(block, x, img.device.type, force_fp32)
+            with ctx:
+                x = block(x, img)
         if x is None:
             x = self.fromrgb4(img)
-        return self.b4(x, cmap)
+        return self.b4(x.float(), cmap)
 
 
 __all__ = [

@@ -1,14 +1,18 @@
 """What people look at during and after a run: losses.csv, stats.jsonl, TensorBoard, PNG loss plots.
 
-Only rank 0 creates a `RunLog`. The CSV and JSON-lines files are rewritten atomically at every tick (they
-are small), so a crash never leaves a half row; on resume, rows past the checkpoint being resumed are
-dropped, so the files read as one uninterrupted run. TensorBoard event files are written by TensorBoard
-itself (append-only), with events past the resume point purged.
+Only rank 0 creates a `RunLog`. The CSV and JSON-lines files are appended one flushed line at a time
+(rewriting them every tick made a 25k-kimg run write ~15-20 GB); on resume they are rewritten once,
+atomically, keeping only the rows up to the checkpoint being resumed (and dropping a line a crash may
+have cut short), so the files read as one uninterrupted run. TensorBoard event files are written by
+TensorBoard itself (append-only), with events past the resume point purged; its sample grids are bounded
+(at most `TB_MAX_IMAGES` images of at most `TB_MAX_SIDE` pixels each) so the event file stays small.
+Figures are drawn on `matplotlib.figure.Figure` (no pyplot, no global backend switch).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -17,11 +21,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stylemri.io import atomic_write, make_grid, save_figure, to_uint8
 
 CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "path_length",
               "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
+TB_MAX_IMAGES = 32  # images per TensorBoard sample grid
+TB_MAX_SIDE = 128  # pixels per image side in TensorBoard (average-pooled down when larger)
 
 
 class RunLog:
@@ -33,14 +40,22 @@ class RunLog:
         self.csv_path = self.dir / "losses.csv"
         self.jsonl_path = self.dir / "stats.jsonl"
         self.metrics_path = self.dir / "metrics.jsonl"
-        self.rows: list[dict[str, Any]] = []
-        self.events: list[str] = []
-        self.metric_lines: list[str] = []
+        self.rows: list[dict[str, Any]] = []  # kept in memory for the loss plot (a few hundred bytes each)
+        self.metric_records: list[dict[str, Any]] = []
         if resume_kimg is not None:
-            self.rows = [r for r in _read_csv(self.csv_path) if float(r["kimg"]) <= resume_kimg + 1e-9]
-            self.events = [line for line in _read_lines(self.jsonl_path) if _kimg_of(line) <= resume_kimg + 1e-9]
-            self.metric_lines = [line for line in _read_lines(self.metrics_path)
-                                 if _kimg_of(line) <= resume_kimg + 1e-9]
+            self.rows = [r for r in _read_csv(self.csv_path)  # a row a crash cut short has missing fields
+                         if None not in r.values() and _num(r.get("kimg")) <= resume_kimg + 1e-9]
+            events = [line for line in _read_lines(self.jsonl_path) if _kimg_of(line) <= resume_kimg + 1e-9]
+            metric_lines = [line for line in _read_lines(self.metrics_path) if _kimg_of(line) <= resume_kimg + 1e-9]
+            self.metric_records = [json.loads(line) for line in metric_lines]
+            self._rewrite_csv()
+            _rewrite_lines(self.jsonl_path, events)
+            _rewrite_lines(self.metrics_path, metric_lines)
+        else:  # a fresh run: no lines from an earlier run in the same folder
+            self._rewrite_csv()
+            for path in (self.jsonl_path, self.metrics_path):
+                if path.exists():
+                    _rewrite_lines(path, [])
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
@@ -53,10 +68,9 @@ class RunLog:
         row = {k: _fmt(stats.get(k)) for k in CSV_FIELDS}
         self.rows.append(row)
         self.log_event({"event": "tick", **{k: stats.get(k) for k in CSV_FIELDS}})
-        with atomic_write(self.csv_path, "w") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=CSV_FIELDS).writerow(row)
+        _append(self.csv_path, buf.getvalue())
         if self._tb is not None:
             step = int(round(float(stats["kimg"]) * 1000))
             for key in ("G_loss", "D_loss", "R1", "path_length", "D_real_sign", "ada_p", "img_per_s", "alpha",
@@ -68,16 +82,14 @@ class RunLog:
 
     def log_event(self, event: Mapping[str, Any]) -> None:
         """Append a JSON line to stats.jsonl (ticks, resolution switches, NaN recoveries, checkpoints)."""
-        self.events.append(json.dumps(_jsonable(event), allow_nan=False))
-        with atomic_write(self.jsonl_path, "w") as f:
-            f.write("\n".join(self.events) + "\n")
+        _append(self.jsonl_path, json.dumps(_jsonable(event), allow_nan=False) + "\n")
 
     def metrics(self, record: Mapping[str, Any]) -> Path:
         """Append one evaluation to metrics.jsonl and redraw plots/metrics.png (one panel per metric)."""
-        self.metric_lines.append(json.dumps(_jsonable(record), allow_nan=False))
-        with atomic_write(self.metrics_path, "w") as f:
-            f.write("\n".join(self.metric_lines) + "\n")
-        return plot_metrics([json.loads(line) for line in self.metric_lines], self.dir / "plots" / "metrics.png")
+        line = json.dumps(_jsonable(record), allow_nan=False)
+        _append(self.metrics_path, line + "\n")
+        self.metric_records.append(json.loads(line))
+        return plot_metrics(self.metric_records, self.dir / "plots" / "metrics.png")
 
     def scalars(self, group: str, values: Mapping[str, float], kimg: float) -> None:
         """Extra TensorBoard scalars (e.g. training-time metrics) under `group/`."""
@@ -89,10 +101,10 @@ class RunLog:
         self._tb.flush()
 
     def images(self, tag: str, images: torch.Tensor, kimg: float, ncols: int | None = None) -> None:
-        """A sample grid in TensorBoard (the PNG is written by the caller)."""
+        """A sample grid in TensorBoard (the PNG is written by the caller), bounded in images and pixels."""
         if self._tb is None:
             return
-        grid = make_grid(to_uint8(images), ncols=ncols)
+        grid = make_grid(to_uint8(tensorboard_images(images)), ncols=ncols)
         self._tb.add_image(tag, grid, int(round(kimg * 1000)), dataformats="HWC")
         self._tb.flush()
 
@@ -107,19 +119,45 @@ class RunLog:
             self._tb.close()
             self._tb = None
 
+    def _rewrite_csv(self) -> None:
+        """The header and the kept rows, atomically (a new run, or once on resume)."""
+        with atomic_write(self.csv_path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def tensorboard_images(images: torch.Tensor) -> torch.Tensor:
+    """At most TB_MAX_IMAGES images, average-pooled to at most TB_MAX_SIDE pixels a side."""
+    images = images[:TB_MAX_IMAGES].float()
+    side = images.shape[-1]
+    if side > TB_MAX_SIDE:
+        images = F.avg_pool2d(images, side // TB_MAX_SIDE)
+    return images
+
+
+def _append(path: Path, text: str) -> None:
+    """One or more whole lines at the end of a log file, flushed (one write call per record)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+
+
+def _rewrite_lines(path: Path, lines: Sequence[str]) -> None:
+    with atomic_write(path, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+
 
 def plot_losses(rows: Sequence[Mapping[str, Any]], path: Path, switches: Iterable[tuple[float, int]] = ()) -> Path:
     """Three panels (adversarial losses, regularizers, ADA p and r_t) against kimg; dashed lines at switches."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     def col(key: str) -> np.ndarray:
         return np.array([_num(r.get(key)) for r in rows], dtype=np.float64)
 
     kimg = col("kimg")
-    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    fig = Figure(figsize=(8, 8))
+    axes = fig.subplots(3, 1, sharex=True)
     panels = ((axes[0], ("G_loss", "D_loss"), "loss"), (axes[1], ("R1", "path_length"), "regularization"),
               (axes[2], ("ada_p", "D_real_sign"), "augmentation"))
     for ax, keys, ylabel in panels:
@@ -141,7 +179,6 @@ def plot_losses(rows: Sequence[Mapping[str, Any]], path: Path, switches: Iterabl
     axes[-1].set_xlabel("kimg (thousands of real images shown)")
     fig.tight_layout()
     save_figure(fig, path, dpi=100, tight=False)
-    plt.close(fig)
     return path
 
 
@@ -172,13 +209,11 @@ def _jsonable(obj: Any) -> Any:
 
 def plot_metrics(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Training-time metric curves against kimg, the best value of each marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = [k for k in ("fid", "kid", "swd", "precision", "recall") if any(k in r for r in records)]
-    fig, axes = plt.subplots(len(names) or 1, 1, figsize=(8, 2.4 * max(len(names), 1)), sharex=True, squeeze=False)
+    fig = Figure(figsize=(8, 2.4 * max(len(names), 1)))
+    axes = fig.subplots(len(names) or 1, 1, sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         pts = [(float(r["kimg"]), float(r[name])) for r in records if name in r]
         x, y = zip(*pts)
@@ -193,7 +228,6 @@ def plot_metrics(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
     axes[-1, 0].set_xlabel("kimg (thousands of real images shown)")
     fig.tight_layout()
     save_figure(fig, path, dpi=100, tight=False)
-    plt.close(fig)
     return path
 
 

@@ -11,13 +11,20 @@ Either objective works with either architecture:
 Path length (StyleGAN2): a = |J_w^T y| for y ~ N(0, I)/sqrt(HW); penalty (a - mean a)^2 with the mean
 tracked at decay 0.01, on a batch shrunk by 2, every `pl_interval` G steps. Style mixing: with
 probability p two latents are mixed at a random crossover layer. Everything D sees is augmented.
+
+Precision (NVlabs): the networks run their top resolutions in reduced precision when the trainer marked
+them (`networks.precision.set_precision`); the mapping is always float32 and every regularization pass
+(R1, path length, the WGAN-GP penalty) runs with `force_fp32`. A phase may be split into rounds (gradient
+accumulation, `--batch-gpu`): the loop calls `accumulate_gradients` once per round with `gain / rounds`,
+and the path-length mean is updated once per phase, from all rounds, only after the loop found the step
+finite (`commit`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +44,6 @@ class StyleGANLoss:
 
     def __init__(self, G: torch.nn.Module, D: torch.nn.Module, train: TrainConfig, *,
                  augment: AugmentPipe | None = None, ada: AdaController | None = None,
-                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                  G_main: torch.nn.Module | None = None, D_main: torch.nn.Module | None = None,
                  reduce_mean: Reducer | None = None, world_size: int = 1) -> None:
         self.G, self.D = G, D
@@ -47,18 +53,18 @@ class StyleGANLoss:
         self.cfg = train
         self.augment = augment
         self.ada = ada
-        self.autocast = autocast
         self.reduce_mean = reduce_mean or (lambda t: t)
         self.world_size = world_size
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
+        self._pl_batch_means: list[torch.Tensor] = []  # this phase's rounds; committed after the finite check
         self.last_real_logits: torch.Tensor | None = None
         self.last_w_mean: torch.Tensor | None = None
         self.gmain_w_mean: torch.Tensor | None = None  # mean w of the Gmain batch, for G's w_avg
 
     # ---- networks -----------------------------------------------------------------------------------
     def run_G(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase, rand: BatchRandom, *,
-              main: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              main: bool = True, force_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Mapping (with style mixing) + synthesis; returns images and the ws they came from.
 
         The mean of the unmixed w is kept in `last_w_mean`: the loop moves G's `w_avg` toward it only
@@ -66,27 +72,25 @@ class StyleGANLoss:
         """
         G = self.G_main if main else self.G
         mapping, synthesis = G.mapping, G.synthesis
-        with self.autocast():
-            ws = mapping(z, c)
-            self.last_w_mean = ws[:, 0].detach().float().mean(0)
-            z2 = rand.randn(z.shape[1])[: z.shape[0]]
-            mix = rand.scalar_rand() < self.cfg.style_mixing
-            active = self.G.num_ws if phase.stage is None else min(self.G.num_ws, 2 * (phase.stage + 1))
-            cutoff = rand.scalar_randint(1, active) if active > 1 else active
-            if mix and active > 1:
-                ws2 = mapping(z2, c)
-                ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
-            img = synthesis(ws, stage=phase.stage, alpha=phase.alpha)
+        ws = mapping(z, c)  # float32 always (NVlabs): the mapping's lr multiplier needs the precision
+        self.last_w_mean = ws[:, 0].detach().float().mean(0)
+        z2 = rand.randn(z.shape[1])[: z.shape[0]]
+        mix = rand.scalar_rand() < self.cfg.style_mixing
+        active = self.G.num_ws if phase.stage is None else min(self.G.num_ws, 2 * (phase.stage + 1))
+        cutoff = rand.scalar_randint(1, active) if active > 1 else active
+        if mix and active > 1:
+            ws2 = mapping(z2, c)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        img = synthesis(ws, stage=phase.stage, alpha=phase.alpha, **_fp32(self.G.synthesis, force_fp32))
         return img, ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor | None, phase: Phase, rand: BatchRandom, *,
-              main: bool = True) -> torch.Tensor:
+              main: bool = True, force_fp32: bool = False) -> torch.Tensor:
         """Augment (when on) and score; logits are float32 (N, 1)."""
         if self.augment is not None and self.ada is not None and self.ada.p > 0:
             img = self.augment(img, self.ada.p, rand)
         D = self.D_main if main else self.D
-        with self.autocast():
-            logits = D(img, c, stage=phase.stage, alpha=phase.alpha)
+        logits = D(img, c, stage=phase.stage, alpha=phase.alpha, **_fp32(self.D, force_fp32))
         return logits.float()
 
     # ---- phases -------------------------------------------------------------------------------------
@@ -110,11 +114,15 @@ class StyleGANLoss:
         if name == "Greg":
             return self._path_length(sample_c, phase, rng, total, gain)
         if name == "Dmain":
-            return self._d_main(real, real_c, sample_c("Dmain/c", total), phase, rng, total, gain)
+            # WGAN-GP interpolates between a real and a fake: they must carry the same label, so conditional
+            # fakes are generated with the reals' labels (the seeds' StyleGAN); the logistic loss draws them
+            # from the data's distribution (NVlabs).
+            gen_c = real_c if self.cfg.loss == "wgangp" else sample_c("Dmain/c", total)
+            return self._d_main(real, real_c, gen_c, phase, rng, total, gain)
         if name == "Dreg":
             r = rng("Dreg/aug", total)
             real_tmp = real.detach().requires_grad_(True)
-            logits = self.run_D(real_tmp, real_c, phase, r, main=False)
+            logits = self.run_D(real_tmp, real_c, phase, r, main=False, force_fp32=True)
             (grads,) = torch.autograd.grad(logits.sum(), real_tmp, create_graph=True)
             penalty = grads.float().square().sum(dim=[1, 2, 3])
             (logits * 0 + penalty[:, None] * (self.cfg.r1_gamma / 2)).mean().mul(gain).backward()
@@ -139,7 +147,7 @@ class StyleGANLoss:
         rg = rng("Dmain/gp", total)
         t = rg.rand(1, 1, 1).to(real.dtype)
         mixed = torch.lerp(real.detach(), fake.detach().to(real.dtype), t).requires_grad_(True)
-        mixed_logits = self.run_D(mixed, real_c, phase, rg, main=False)
+        mixed_logits = self.run_D(mixed, real_c, phase, rg, main=False, force_fp32=True)
         (grads,) = torch.autograd.grad(mixed_logits.sum(), mixed, create_graph=True)
         norms = grads.float().square().sum(dim=[1, 2, 3]).add(1e-12).sqrt()
         gp = (norms - self.cfg.wgan_target).square() * (self.cfg.wgan_lambda / self.cfg.wgan_target**2)
@@ -150,20 +158,46 @@ class StyleGANLoss:
         stats["GP"] = gp.detach().mean()
         return stats
 
-    def _path_length(self, sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
-                     gain: float) -> dict[str, torch.Tensor]:
-        # The shrunk batch is a global batch of its own (split across ranks like the full one), so the
-        # regularizer sees the same samples whatever the number of processes.
+    def pl_rows(self, total: int) -> int:
+        """Global rows of the path-length batch: a global batch of its own (split across ranks like the
+        full one), so the regularizer sees the same samples whatever the number of processes."""
         world = self.world_size
-        pl_total = max(total // max(self.cfg.pl_batch_shrink, 1) // world, 1) * world
+        return max(total // max(self.cfg.pl_batch_shrink, 1) // world, 1) * world
+
+    def path_lengths(self, sample_c: LabelSampler, phase: Phase, rng: RandomFactory,
+                     total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """|J_w^T y| per sample (float32 throughout) and the image it came from (for the graph)."""
+        pl_total = self.pl_rows(total)
         r = rng("Greg", pl_total)
-        img, ws = self.run_G(r.randn(self.G.z_dim), sample_c("Greg/c", pl_total), phase, r, main=False)
+        img, ws = self.run_G(r.randn(self.G.z_dim), sample_c("Greg/c", pl_total), phase, r, main=False,
+                             force_fp32=True)
         noise = r.randn(*img.shape[1:]).to(img.dtype) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
-        lengths = grads.float().square().sum(2).mean(1).sqrt()
+        return grads.float().square().sum(2).mean(1).sqrt(), img
+
+    def _path_length(self, sample_c: LabelSampler, phase: Phase, rng: RandomFactory, total: int,
+                     gain: float) -> dict[str, torch.Tensor]:
+        lengths, img = self.path_lengths(sample_c, phase, rng, total)
         batch_mean = self.reduce_mean(lengths.detach().mean())
-        pl_mean = self.pl_mean.lerp(batch_mean, self.cfg.pl_decay)
-        self.pl_mean.copy_(pl_mean.detach())
+        self._pl_batch_means.append(batch_mean)
+        pl_mean = self.pl_mean.lerp(batch_mean, self.cfg.pl_decay)  # the tracked mean itself moves in commit()
         penalty = (lengths - pl_mean).square()
         (img[:, 0, 0, 0].float() * 0 + penalty * self.cfg.pl_weight).mean().mul(gain).backward()
-        return {"path_length": penalty.detach().mean(), "pl_mean": self.pl_mean.detach().clone()}
+        return {"path_length": penalty.detach().mean(), "pl_mean": pl_mean.detach().clone()}
+
+    def discard(self) -> None:
+        """Forget this phase's pending path-length statistics (the loop found the step non-finite)."""
+        self._pl_batch_means.clear()
+
+    def commit(self) -> None:
+        """The step was finite on every rank: move the path-length mean toward this phase's batch mean."""
+        if self._pl_batch_means:
+            batch_mean = torch.stack(self._pl_batch_means).mean()
+            self.pl_mean.copy_(self.pl_mean.lerp(batch_mean, self.cfg.pl_decay).detach())
+        self._pl_batch_means.clear()
+
+
+def _fp32(module: torch.nn.Module, force: bool) -> dict[str, Any]:
+    """`force_fp32=True` when asked and the network has mixed precision (a plain module, e.g. a test
+    double, runs in float32 anyway)."""
+    return {"force_fp32": True} if force and "force_fp32" in inspect.signature(module.forward).parameters else {}

@@ -16,12 +16,34 @@ from stylemri.errors import UserError
 
 PRESETS: dict[str, str] = {
     "auto": "StyleGAN2-ADA 'auto': batch, channels, lr, R1 gamma and EMA from resolution and process count",
-    "stylegan-adni": "StyleGAN, progressive 4->256 px, batch per resolution 512..8, WGAN-GP, lr 1e-3, 8 mapping layers",
+    "stylegan-adni": "StyleGAN, progressive 4->256 px, batch per resolution 512..8, WGAN-GP, lr 1e-3, 8 mapping layers, "
+                     "no augmentation, real x-flips on (as the seeds)",
     "stylegan2-adni": "StyleGAN2 256 px (NVlabs paper256): batch 64, non-saturating + R1 (gamma 1) + path length, ADA",
 }
 ARCHS = ("stylegan", "stylegan2")
 TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
 LOSSES = ("ns", "wgangp")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FP16_CONV_CLAMP = 256.0  # NVlabs: conv outputs clamped to +-256 whenever reduced precision is on
+# Real x-flips per preset (data side, separate from ADA's own xflip). Off by default: mirroring a sagittal
+# slice turns the head around and an axial one erases real left-right asymmetry. The seeds' StyleGAN
+# recipe trained with flips, so its preset keeps them.
+PRESET_XFLIP: dict[str, bool] = {"stylegan-adni": True}
+
+
+def default_xflip(preset: str) -> bool:
+    """Whether real images are randomly mirrored when --xflip / --no-xflip is not given."""
+    return PRESET_XFLIP.get(preset, False)
+
+
+def default_aug(loss: str) -> str:
+    """ADA's r_t = E[sign(D(real))] only means something for a logistic D: WGAN-GP critics train unaugmented."""
+    return "ada" if loss == "ns" else "none"
+
+
+def reduced_precision(precision: str, device_type: str) -> bool:
+    """True when `precision` (auto resolved for the device) trains the top resolutions in bf16/fp16."""
+    return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
 
 # The seeds' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary, extended to 256 px).
 ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = (
@@ -63,7 +85,7 @@ def auto_values(resolution: int, arch: str, world_size: int = 1,
     else:  # StyleGAN (2019): progressive growing, WGAN-GP, lr 1e-3, the same auto batch rule per resolution
         res_list = [4 * 2**k for k in range(resolution.bit_length() - 2)]
         train.update(
-            loss="wgangp", g_lr=0.001, d_lr=0.001, pl_weight=0.0, aug="ada", progressive=True,
+            loss="wgangp", g_lr=0.001, d_lr=0.001, pl_weight=0.0, aug="ada", progressive=True,  # ada -> none: WGAN-GP
             batch_per_res=tuple((r, auto_batch(r, world_size)) for r in res_list),
         )
     return net, train
@@ -113,8 +135,14 @@ def resolve(
     world_size: int = 1,
     net: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
+    device_type: str = "cpu",
 ) -> tuple[NetworkConfig, TrainConfig]:
-    """Build the network and training configs: preset, then auto heuristics, then explicit overrides."""
+    """Build the network and training configs: preset, then auto heuristics, then explicit overrides.
+
+    `device_type` resolves `precision=auto`: with reduced precision the networks get NVlabs' conv_clamp
+    256 unless --conv-clamp is given. Without an explicit --aug, a WGAN-GP loss trains unaugmented
+    (ADA's heuristic needs a logistic D); an explicit `--aug ada` with WGAN-GP is an error.
+    """
     net = dict(net or {})
     train = dict(train or {})
     p_net, p_train = preset_values(preset)
@@ -128,6 +156,11 @@ def resolve(
     a_net, a_train = auto_values(resolution, arch, world_size, batch)
     net_values = {**a_net, **p_net, **net, "arch": arch, "resolution": resolution}
     train_values = {**a_train, **p_train, **train, "preset": preset}
+    if "aug" not in train and train_values.get("aug") == "ada":
+        train_values["aug"] = default_aug(train_values["loss"])
+    if "conv_clamp" not in net and arch == "stylegan2" and reduced_precision(train_values.get("precision", "auto"), device_type) \
+            and train_values.get("fp16_res", 4) > 0:
+        net_values["conv_clamp"] = FP16_CONV_CLAMP
     if "progressive" not in train and "progressive" not in p_train and arch == "stylegan2":
         train_values["progressive"] = False
     if train_values.get("progressive"):
@@ -159,6 +192,9 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
         raise UserError(f"--loss {train['loss']}: expected one of {', '.join(LOSSES)}")
     if train["aug"] not in ("ada", "fixed", "diffaugment", "none"):
         raise UserError(f"--aug {train['aug']}: expected ada, fixed:P, diffaugment or none")
+    if train["aug"] == "ada" and train["loss"] == "wgangp":
+        raise UserError("--aug ada: ADA needs the logistic loss (--loss ns); its overfitting signal "
+                        "E[sign(D(real))] means nothing for a WGAN-GP critic: use --aug fixed:P or none")
     if train["progressive"] and net["arch"] != "stylegan":
         raise UserError("--progressive: progressive growing needs --arch stylegan "
                         "(StyleGAN2 trains at full resolution)")
@@ -188,5 +224,23 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
                         f"{','.join(TRAINING_METRICS)}")
     if train.get("metric_num", 5000) < 2:
         raise UserError(f"--metric-num {train['metric_num']}: expected at least 2 generated images")
-    if train.get("precision", "auto") not in ("auto", "fp32", "bf16"):
-        raise UserError(f"--precision {train['precision']}: expected auto, fp32 or bf16")
+    if train.get("precision", "auto") not in PRECISIONS:
+        raise UserError(f"--precision {train['precision']}: expected {', '.join(PRECISIONS)}")
+    if int(train.get("fp16_res", 4)) < 0:
+        raise UserError(f"--fp16-res {train['fp16_res']}: expected 0 (all fp32) or more resolutions")
+    _validate_batch_gpu(train, world_size)
+
+
+def _validate_batch_gpu(train: dict[str, Any], world_size: int) -> None:
+    """--batch-gpu must split every per-process batch it is smaller than into equal rounds."""
+    batch_gpu = train.get("batch_gpu")
+    if batch_gpu is None:
+        return
+    if int(batch_gpu) < 1:
+        raise UserError(f"--batch-gpu {batch_gpu}: expected a positive number of images per process and round")
+    batches = [train["batch"]] + [b for _, b in train.get("batch_per_res", ())]
+    for b in batches:
+        local = b // world_size
+        if local > batch_gpu and local % batch_gpu:
+            raise UserError(f"--batch-gpu {batch_gpu}: expected a divisor of the per-process batch {local} "
+                            f"(--batch {b} over {world_size} process(es))")

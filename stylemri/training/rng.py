@@ -19,10 +19,11 @@ def derive_seed(*parts: int | str) -> int:
 
 
 class BatchRandom:
-    """Draws shaped (global_batch, ...) from one generator and returns rows [offset, offset + count)."""
+    """Draws shaped (global_batch, ...) from one generator and returns rows [offset, offset + count);
+    with `round_of=(r, R)` only every R-th of those rows from r (gradient-accumulation round r of R)."""
 
     def __init__(self, seed: int, total: int, offset: int = 0, count: int | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", round_of: tuple[int, int] = (0, 1)) -> None:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
@@ -31,9 +32,10 @@ class BatchRandom:
         self.total = total
         self.offset = offset
         self.count = total - offset if count is None else count
+        self.round, self.rounds = round_of
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return x[self.offset : self.offset + self.count]
+        return x[self.offset + self.round : self.offset + self.count : self.rounds]
 
     def rand(self, *shape: int) -> torch.Tensor:
         return self._rows(torch.rand((self.total, *shape), generator=self.generator, device=self.device))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+
 from stylemri.config import TrainConfig
 
 
@@ -27,6 +30,23 @@ class Phase:
         if self.stage is None:
             return f"{self.resolution}px"
         return f"{self.resolution}px fade {self.alpha:.2f}" if self.fading else f"{self.resolution}px stable"
+
+
+def fade_reals(real: torch.Tensor, phase: Phase) -> torch.Tensor:
+    """During a fade-in D sees reals blended the way G's output is: lerp(nearest-up(avg-pool(x)), x, alpha),
+    as TF StyleGAN's `process_reals`; otherwise D could tell reals from fakes by their missing blur."""
+    if not phase.fading or phase.alpha >= 1.0:
+        return real
+    low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")
+    return torch.lerp(low, real, phase.alpha)
+
+
+def resets_optimizer(previous: Phase | None, current: Phase) -> bool:
+    """TF StyleGAN resets Adam whenever the level of detail crosses an integer: at the start of a fade-in
+    (a new resolution) and at its end (the new block alone)."""
+    if previous is None:
+        return False
+    return previous.resolution != current.resolution or (previous.fading and not current.fading)
 
 
 class Schedule:

@@ -9,7 +9,6 @@ N ticks straight and N/2 + resume + N/2 give identical weights on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -26,18 +25,20 @@ from stylemri.config import RunConfig, to_dict
 from stylemri.data import InfiniteLoader, MRIDataset
 from stylemri.io import save_grid, to_uint8
 from stylemri.networks import build_discriminator, build_generator
+from stylemri.networks.precision import set_precision
 from stylemri.training import checkpoint as ckpt
 from stylemri.training import distributed as ddp
 from stylemri.training.augment import AdaController, build_augment
 from stylemri.training.ema import ema_beta, update_ema
 from stylemri.training.logs import RunLog
 from stylemri.training.loss import StyleGANLoss
+from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
 from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
 from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
-from stylemri.training.schedule import Phase, Schedule
+from stylemri.training.schedule import Phase, Schedule, fade_reals, resets_optimizer
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
 
@@ -79,13 +80,6 @@ def one_hot(labels: torch.Tensor, c_dim: int) -> torch.Tensor | None:
     return torch.nn.functional.one_hot(labels.long(), c_dim).float()
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """`auto`: bf16 autocast on CUDA, fp32 on CPU. Returns the autocast dtype, None for fp32."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
-
-
 class Trainer:
     """Owns the networks, optimizers and counters of one process of one run."""
 
@@ -99,24 +93,39 @@ class Trainer:
         self.device = self.dist.device
         self.cb = callbacks or Callbacks()
         self.c_dim = cfg.network.c_dim
+        self._setup_backends()
+        self._build_networks()
+        self._build_optimizers()
+        self._build_loss()
+        self._init_counters()
+        self._check_metric_weights()
+        self._start_or_resume(resume_from)
+        self._reset_tick_stats()
+
+    # ---- setup --------------------------------------------------------------------------------------
+    def _setup_backends(self) -> None:
+        """TF32 (off unless asked, as NVlabs), cuDNN autotuning, and the precision of the top resolutions."""
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.t.tf32
             torch.backends.cudnn.allow_tf32 = self.t.tf32
             torch.backends.cudnn.benchmark = True
-        amp = resolve_precision(self.t.precision, self.device)
-        self.autocast: Callable[[], contextlib.AbstractContextManager] = (
-            (lambda: torch.autocast(self.device.type, dtype=amp)) if amp is not None else contextlib.nullcontext)
-        self.precision = "bf16" if amp is not None else "fp32"
+        self.precision = resolve_precision(self.t.precision, self.device)
+        self.scaler = LossScaler(self.precision == "fp16")
 
-        torch.manual_seed(derive_seed(self.t.seed, "init"))  # identical initial weights on every rank
-        self.G = build_generator(cfg.network).to(self.device).train()
-        self.D = build_discriminator(cfg.network).to(self.device).train()
+    def _build_networks(self) -> None:
+        """G, D and G_ema with identical initial weights on every rank; top resolutions marked reduced."""
+        torch.manual_seed(derive_seed(self.t.seed, "init"))
+        self.G = build_generator(self.cfg.network).to(self.device).train()
+        self.D = build_discriminator(self.cfg.network).to(self.device).train()
         if self.t.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
+        self.reduced_resolutions = set_precision(self.G, DTYPES[self.precision], self.t.fp16_res)
+        set_precision(self.D, DTYPES[self.precision], self.t.fp16_res)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         torch.manual_seed(derive_seed(self.t.seed, "train", self.dist.rank))
 
+    def _build_optimizers(self) -> None:
         self.g_reg = self.t.pl_weight > 0
         self.d_reg_lazy = self.t.loss == "ns" and self.t.r1_gamma > 0
         self.mb_ratio_G = self.t.pl_interval / (self.t.pl_interval + 1) if self.g_reg else 1.0
@@ -124,6 +133,8 @@ class Trainer:
         self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
         self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
 
+    def _build_loss(self) -> None:
+        """Augmentation, ADA controller, (optionally compiled) main passes and the loss."""
         self.augment = build_augment(self.t.aug)
         if self.augment is not None:
             self.augment.to(self.device)
@@ -134,15 +145,16 @@ class Trainer:
         if self.t.compile:
             G_main = SimpleNamespace(mapping=torch.compile(self.G.mapping), synthesis=torch.compile(self.G.synthesis))
             D_main = torch.compile(self.D)
-        self.loss = StyleGANLoss(self.G, self.D, self.t, augment=self.augment, ada=self.ada, autocast=self.autocast,
+        self.loss = StyleGANLoss(self.G, self.D, self.t, augment=self.augment, ada=self.ada,
                                  G_main=G_main, D_main=D_main,
                                  reduce_mean=lambda x: ddp.all_reduce_mean(x, self.dist),
                                  world_size=self.dist.world_size)
-        self.schedule = Schedule(self.t, cfg.network.resolution)
+
+    def _init_counters(self) -> None:
+        """Counters (saved in every checkpoint), the schedule, the fixed sample grid and the metric state."""
+        self.schedule = Schedule(self.t, self.cfg.network.resolution)
         self.total_nimg = int(round(self.t.kimg * 1000))
         self.tick_nimg = max(int(round(self.t.tick_kimg * 1000)), 1)
-
-        # Counters (saved in every checkpoint).
         self.nimg = 0
         self.step_idx = 0
         self.tick = 0
@@ -154,27 +166,32 @@ class Trainer:
         self.resolution: int | None = None  # resolution of the current phase (progressive switches)
         self._last_phase: Phase | None = None
         self.loader: InfiniteLoader | None = None
-        self.labels_np = np.asarray(dataset.labels, dtype=np.int64)
-        self.grid_seeds, self.grid_classes, self.grid_cols = grid_seeds(self.c_dim, cfg.network.resolution)
+        self.labels_np = np.asarray(self.ds.labels, dtype=np.int64)
+        self.grid_seeds, self.grid_classes, self.grid_cols = grid_seeds(self.c_dim, self.cfg.network.resolution)
         self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
         self.log: RunLog | None = None
         self.resumed_from: Path | None = None
+        self._extractor: Any = None  # Inception, loaded at the first evaluation and kept
+        self._metric_source: Any = None  # the real images' ImageSource (its features are cached on disk)
+        self._metric_cache: Path | None = None
+
+    def _check_metric_weights(self) -> None:
         if self.dist.is_main and any(m in ("fid", "kid", "pr") for m in self.t.metrics):
             from stylemri.metrics.inception import find_weights
 
             find_weights()  # no Inception weights: a clear error now, not at the first checkpoint
+
+    def _start_or_resume(self, resume_from: str | Path | None) -> None:
         if resume_from is not None:
             self.resumed_from = Path(resume_from)
             self._load_state(self.resumed_from, keep_guard_counters=False)
         else:
             ddp.broadcast_modules([self.G, self.D, self.G_ema], self.dist)
         if self.dist.is_main:
-            write_run_config(self.run_dir, cfg)  # every resolved value, as trained (updated on resume)
+            write_run_config(self.run_dir, self.cfg)  # every resolved value, as trained (updated on resume)
             self.ckpt.clean_temporaries()
             self.log = RunLog(self.run_dir, resume_kimg=self.nimg / 1000 if resume_from is not None else None)
-        self._reset_tick_stats()
 
-    # ---- setup helpers ------------------------------------------------------------------------------
     def _adam(self, module: torch.nn.Module, lr: float, mb_ratio: float) -> torch.optim.Adam:
         """Adam with NVlabs' lazy-regularization correction of lr and betas."""
         betas = tuple(b**mb_ratio for b in self.t.betas)
@@ -186,20 +203,35 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr * ratio * self.lr_scale
 
-    def _rng(self, purpose: str, total: int) -> BatchRandom:
+    def _rng(self, purpose: str, total: int, round_of: tuple[int, int] = (0, 1)) -> BatchRandom:
         local = total // self.dist.world_size
         return BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
-                           count=local, device=self.device)
+                           count=local, device=self.device, round_of=round_of)
 
-    def _sample_c(self, purpose: str, total: int) -> torch.Tensor | None:
+    def _sample_c(self, purpose: str, total: int, round_of: tuple[int, int] = (0, 1)) -> torch.Tensor | None:
         """Labels for generated images, drawn from the data's label distribution (this rank's rows)."""
         if not self.c_dim:
             return None
         local = total // self.dist.world_size
         rand = BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
-                           count=local)  # on the CPU: indices into a NumPy array, no device round trip
+                           count=local, round_of=round_of)  # on the CPU: indices into a NumPy array
         idx = rand.randint(0, len(self.labels_np)).numpy()
         return one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
+
+    def rounds(self, phase: Phase) -> int:
+        """Gradient-accumulation rounds per phase: per-process batch / --batch-gpu (1 without it)."""
+        local = phase.batch // self.dist.world_size
+        batch_gpu = self.t.batch_gpu
+        return 1 if not batch_gpu or batch_gpu >= local else local // batch_gpu
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next real batch. Starting worker processes draws a seed from the global RNG (which also
+        drives the networks' noise): isolated here, so a resumed run continues the same noise stream."""
+        assert self.loader is not None
+        if self.t.num_workers > 0:
+            with torch.random.fork_rng(devices=[]):
+                return next(self.loader)
+        return next(self.loader)
 
     def _ensure_loader(self, phase: Phase) -> None:
         if self.loader is not None and self.loader.resolution == phase.resolution \
@@ -230,6 +262,7 @@ class Trainer:
             "phase": {"resolution": phase.resolution, "stage": phase.stage, "alpha": phase.alpha},
             "loader_position": self.loader.position if self.loader is not None else self.nimg,
             "ada": self.ada.state_dict() if self.ada is not None else None,
+            "loss_scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
             "opt_G": g_meta,
             "opt_D": d_meta,
@@ -256,15 +289,11 @@ class Trainer:
         if not self.t.metrics or phase is None or phase.fading or phase.resolution != self.cfg.network.resolution:
             return None
         from stylemri.metrics.evaluate import evaluate
-        from stylemri.metrics.metric_utils import source_from_dataset
 
-        def generate(start: int, count: int) -> np.ndarray:
-            seeds = range(start, start + count)
-            classes = [s % self.c_dim for s in seeds] if self.c_dim else None
-            return to_uint8(generate_images(at_stage(self.G_ema, phase.stage, phase.alpha), seeds, classes, batch=16))
-
-        results = evaluate(generate, self.t.metric_num, source_from_dataset(self.ds), self.t.metrics,
-                           device=self.device, seed=self.t.seed)
+        self._prepare_metrics()
+        results = evaluate(self._metric_images(phase), self.t.metric_num, self._metric_source, self.t.metrics,
+                           device=self.device, seed=self.t.seed, extractor=self._extractor,
+                           cache_dir=self._metric_cache)
         found = results["metrics"]
         flat = {"fid": found.get("fid"), "kid": (found.get("kid") or {}).get("mean"),
                 "swd": (found.get("swd") or {}).get("mean"),
@@ -274,11 +303,44 @@ class Trainer:
             self.log.scalars("metrics", flat, self.nimg / 1000)
             self.log.metrics({"kimg": self.nimg / 1000, "num": self.t.metric_num, **flat, "details": found})
         self._event({"event": "metrics", "kimg": self.nimg / 1000, "num": self.t.metric_num, **flat,
-                     "details": found})
+                     "real_features_from_cache": results.get("real_features_from_cache"), "details": found})
         for name in self.t.metrics:
             if name in ("fid", "kid", "swd") and name in flat:
                 return flat[name]
         return None
+
+    def _prepare_metrics(self) -> None:
+        """Once per run: the real images' source and the Inception extractor (kept loaded). The real
+        features go to the metrics cache at the first evaluation and are read back at every later one."""
+        if self._metric_source is not None:
+            return
+        from stylemri.metrics.metric_utils import default_cache_dir, source_from_dataset
+
+        self._metric_source = source_from_dataset(self.ds)
+        self._metric_cache = default_cache_dir()
+        if any(m in ("fid", "kid", "pr") for m in self.t.metrics):
+            from stylemri.metrics.inception import load_inception
+
+            self._extractor = load_inception(device=self.device)
+
+    def _metric_images(self, phase: Phase) -> Callable[[int, int], np.ndarray]:
+        """Images for the metrics as NVlabs makes them: random z and noise, labels drawn from the data's
+        label distribution, through the one generation path (`networks.sampling.generate_images`); image i
+        depends only on (seed, i), and the training RNG is left untouched."""
+        G = at_stage(self.G_ema, phase.stage, phase.alpha)
+        base = derive_seed(self.t.seed, "metrics")
+
+        def generate(start: int, count: int) -> np.ndarray:
+            seeds = [(base + i) % 2**32 for i in range(start, start + count)]
+            classes = None
+            if self.c_dim:  # image i's label: a draw from the data's labels by its own seed
+                classes = [int(self.labels_np[np.random.RandomState(s ^ 0x5BD1E995).randint(len(self.labels_np))])
+                           for s in seeds]
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):  # per-image noise seeds must not move training's RNG
+                return to_uint8(generate_images(G, seeds, classes, noise="random", batch=16))
+
+        return generate
 
     def _load_state(self, path: Path, *, keep_guard_counters: bool) -> None:
         tensors, meta = ckpt.read_checkpoint(path)
@@ -298,6 +360,7 @@ class Trainer:
         self._apply_lr()
         if self.ada is not None and meta.get("ada"):
             self.ada.load_state_dict(meta["ada"], device=self.device)
+        self.scaler.load_state_dict(meta.get("loss_scaler"))
         if self.dist.is_main:
             ckpt.set_rng_state(meta["rng"])
         else:  # other ranks' noise streams: derived, not saved
@@ -353,41 +416,93 @@ class Trainer:
 
     def _train_step(self) -> None:
         phase = self.schedule.at(self.nimg)
-        self._last_phase = phase
         if phase.resolution != self.resolution:
             self._switch_resolution(phase)
+        if self.t.reset_opt_on_grow and resets_optimizer(self._last_phase, phase):
+            self.opt_G.state.clear()  # fresh Adam moments at the start and the end of each fade (TF StyleGAN)
+            self.opt_D.state.clear()
+        self._last_phase = phase
         self._ensure_loader(phase)
-        assert self.loader is not None
-        real, labels = next(self.loader)
+        real, labels = self._next_batch()
+        real = fade_reals(real, phase)
         if self.t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         real_c = one_hot(labels.to(self.device), self.c_dim)
         step_stats: dict[str, float] = {}
         skipped = False
         for name, module, opt, gain in self._phases():
-            other = self.D if module is self.G else self.G
-            module.requires_grad_(True)
-            other.requires_grad_(False)
-            opt.zero_grad(set_to_none=True)
-            stats = self.loss.accumulate_gradients(name, real=real, real_c=real_c, sample_c=self._sample_c, phase=phase,
-                                                   rng=self._rng, total=phase.batch, gain=gain)
-            values = torch.stack([v.float().reshape([]) for v in stats.values()])
-            n = len(values)
-            if name == "Gmain":  # the batch's mean w travels with the losses: one all-reduce
-                values = torch.cat([values, self.loss.gmain_w_mean.to(values.device)])
-            ok, reduced = ddp.reduce_gradients(module.parameters(), self.dist, extra=values)
-            if not ok:
+            outcome = self._run_phase(name, module, opt, gain, real, real_c, phase)
+            if outcome is None:
                 skipped = True
-                opt.zero_grad(set_to_none=True)
                 break
-            opt.step()
-            if name == "Gmain":
-                self._update_w_avg(reduced[n:])
-            step_stats.update(zip(stats, reduced[:n].tolist()))
-            if name == "Dmain" and self.ada is not None:
-                self.ada.accumulate(self.loss.last_real_logits)
+            step_stats.update(outcome)
         self.G.requires_grad_(True)
         self.D.requires_grad_(True)
+        self._finish_step(phase, step_stats, skipped)
+
+    def _run_phase(self, name: str, module: torch.nn.Module, opt: torch.optim.Optimizer, gain: int,
+                   real: torch.Tensor, real_c: torch.Tensor | None, phase: Phase) -> dict[str, float] | None:
+        """Gradients of one phase (over its rounds), one all-reduce, the optimizer step when every value is
+        finite. Returns the phase's statistics, or None when the step must be skipped as non-finite."""
+        other = self.D if module is self.G else self.G
+        module.requires_grad_(True)
+        other.requires_grad_(False)
+        opt.zero_grad(set_to_none=True)
+        stats, w_mean, real_logits = self.accumulate_phase(name, real, real_c, phase, gain)
+        values = torch.stack([v.float().reshape([]) for v in stats.values()])
+        n = len(values)
+        if w_mean is not None:  # the batch's mean w travels with the losses: one all-reduce
+            values = torch.cat([values, w_mean.to(values.device)])
+        params = [p for p in module.parameters() if p.grad is not None]
+        self.scaler.unscale(params)
+        ok, reduced = ddp.reduce_gradients(params, self.dist, extra=values)
+        assert reduced is not None
+        if not ok:
+            opt.zero_grad(set_to_none=True)
+            self.loss.discard()
+            if self.scaler.enabled and bool(torch.isfinite(reduced).all()):
+                self.scaler.update(False)  # fp16 gradient overflow: lower the scale, skip only this update
+                self._tick_sums["overflow"] = self._tick_sums.get("overflow", 0.0) + 1
+                return {}
+            return None
+        opt.step()
+        self.scaler.update(True)
+        self.loss.commit()
+        if w_mean is not None:
+            self._update_w_avg(reduced[n:])
+        if real_logits is not None and self.ada is not None:
+            self.ada.accumulate(real_logits)
+        return dict(zip(stats, reduced[:n].tolist()))
+
+    def accumulate_phase(self, name: str, real: torch.Tensor, real_c: torch.Tensor | None, phase: Phase,
+                         gain: int) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """Backward passes of phase `name` over its rounds (--batch-gpu): round r takes every R-th row of
+        this process's batch and of every random draw, so the minibatch-stddev groups and the summed
+        gradient equal one pass over the whole batch. Returns (mean stats, Gmain's mean w, D's real logits)."""
+        rounds = self.rounds(phase)
+        if name == "Greg" and (self.loss.pl_rows(phase.batch) // self.dist.world_size) % rounds:
+            rounds = 1  # a path-length batch too small to split: one round (it is the smaller pass)
+        sums: dict[str, torch.Tensor] = {}
+        w_means, logits = [], []
+        scale = self.scaler.scale / rounds
+        for r in range(rounds):
+            rows = slice(r, None, rounds)
+            stats = self.loss.accumulate_gradients(
+                name, real=real[rows], real_c=None if real_c is None else real_c[rows],
+                sample_c=lambda purpose, total, r=r: self._sample_c(purpose, total, (r, rounds)), phase=phase,
+                rng=lambda purpose, total, r=r: self._rng(purpose, total, (r, rounds)), total=phase.batch,
+                gain=gain * scale)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0) + value.detach().float().reshape([]) / rounds
+            if name == "Gmain" and self.loss.gmain_w_mean is not None:
+                w_means.append(self.loss.gmain_w_mean)
+            if name == "Dmain" and self.loss.last_real_logits is not None:
+                logits.append(self.loss.last_real_logits)
+        w_mean = torch.stack(w_means).mean(0) if w_means else None
+        return sums, w_mean, (torch.cat(logits) if logits else None)
+
+    def _finish_step(self, phase: Phase, step_stats: dict[str, float], skipped: bool) -> None:
+        """EMA, tick statistics, ADA, counters; after `nan_patience` bad steps in a row, recovery."""
         if skipped:
             self.nonfinite_total += 1
             self.nonfinite_streak += 1
@@ -439,9 +554,6 @@ class Trainer:
         previous = self.resolution
         if previous is not None and self.dist.is_main:
             self._write_progress_strip(previous)
-        if previous is not None and self.t.reset_opt_on_grow:
-            self.opt_G.state.clear()
-            self.opt_D.state.clear()
         self.resolution = phase.resolution
         if previous is not None:
             self._event({"event": "resolution", "kimg": self.nimg / 1000, "resolution": phase.resolution,
