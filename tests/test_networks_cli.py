@@ -49,7 +49,7 @@ def test_custom_config(capsys):
 def test_bad_resolution_is_one_line_exit_2(capsys):
     rc, out, err = run(capsys, "--resolution", "100")
     assert rc == 2 and out == ""
-    assert err.strip() == "stylemri: error: resolution 100: expected a power of two from 4 to 1024"
+    assert err.strip() == "stylemri: error: --resolution 100: expected a power of two from 4 to 1024"
 
 
 def test_help_is_complete(capsys):

@@ -189,7 +189,8 @@ def memorization(
     if subjects is not None and np.unique(subjects).size < 2:  # e.g. builtin:mni152, one template brain
         notes = (f"the training images come from one subject ({subjects[0]}): per-image results only, with a "
                  "real-to-real baseline that excludes just the image itself (neighbouring slices of one brain are "
-                 "near-copies, so it is strict); subject-level figures need several subjects",)
+                 "near-copies: a small yardstick, so the flagged fraction is a lower bound); subject-level figures "
+                 "need several subjects",)
         subjects = None
     rng = np.random.default_rng(seed)
     base_idx = np.sort(rng.choice(training.num, min(num_baseline, training.num), replace=False))
