@@ -24,7 +24,8 @@ from stylemri.training.schedule import Phase, fade_reals, resets_optimizer
 from stylemri.training.training_loop import Trainer
 
 # The tiny configs and fixtures of the training tests (one intra-op thread, a private data cache, 16 px data).
-from test_training import TINY_FLAGS, cache_dir, ds16, one_thread, tiny_config  # noqa: E402,F401
+from conftest import TINY_FLAGS  # noqa: E402
+from test_training import cache_dir, ds16, tiny_config  # noqa: E402,F401
 
 
 # ---- 1. progressive StyleGAN: faded reals, Adam resets, WGAN-GP labels ---------------------------------
