@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import run_cli
 from stylemri import cli
 from stylemri.config import NetworkConfig
 from stylemri.networks import PRESETS, parameter_counts
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = cli.main(["info", "networks", *argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return run_cli(capsys, "info", "networks", *argv)
 
 
 def test_lists_every_preset_and_the_default(capsys):

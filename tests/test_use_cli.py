@@ -114,6 +114,21 @@ def test_generate_formats(runs, tmp_path, capsys):
     assert not list(_only(tmp_path / "nifti").glob("seed*"))  # one volume instead of per-image files
 
 
+def test_generate_keeps_look_alike_class_names_apart(runs, tmp_path, capsys):
+    """Issue 12.5: classes ÄD and ÖD once both became seed0000__D.png ("wrote 4 images", 2 files)."""
+    data = tmp_path / "data"
+    for cls, src in (("ÄD", "AD"), ("ÖD", "NC")):
+        shutil.copytree(runs["data"] / src, data / cls)
+    run = _train(data, tmp_path / "runs", runs["root"] / "cache", 0.008, "--conditional", "--tick-kimg", "0.008")
+    rc, out, _ = run_cli(capsys, "generate", run, "--seeds", "0,1", "--outdir", tmp_path / "g")
+    assert rc == 0 and "wrote 4 png images" in out
+    folder = _only(tmp_path / "g")
+    assert sorted(p.name for p in folder.glob("seed*.png")) == sorted(
+        f"seed000{s}_{c}.png" for s in (0, 1) for c in ("ÄD", "ÖD"))
+    rows = list(csv.DictReader(open(folder / "index.csv", encoding="utf-8")))
+    assert len({r["file"] for r in rows}) == 4 and {r["class"] for r in rows} == {"ÄD", "ÖD"}
+
+
 def test_checkpoint_selection(runs, tmp_path, capsys):
     rc, out, _ = run_cli(capsys, "generate", runs["cond"], "--seeds", "5", "--class", "AD", "--checkpoint", "0",
                          "--outdir", tmp_path)
