@@ -116,6 +116,10 @@ def stability_run(device: torch.device, args: argparse.Namespace) -> dict[str, A
             "peak_gib": peak}
 
 
+def _gib(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"  # no peak-memory counter on a CPU
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny: check the code paths)")
@@ -152,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'res':>5} {'mode':<13} {'batch':>5} {'reduced px':<12} {'s/kimg':>9} {'peak GiB':>9} {'nonfinite':>9}")
     for r in rows:
         print(f"{r['res']:>5} {r['mode']:<13} {r['batch']:>5} {r['reduced']:<12} {r['s_per_kimg']:>9.2f} "
-              f"{r['peak_gib']:>9.2f} {r['nonfinite']:>9}")
+              f"{_gib(r['peak_gib']):>9} {r['nonfinite']:>9}")
     print(f"stylegan2-adni {stab['res']} px, batch {stab['batch']} as --batch-gpu {stab['batch_gpu']}: "
           f"{stab['kimg']:.3f} kimg in {stab['seconds']:.1f} s, {stab['losses']} loss values, "
           f"{'all finite' if stab['finite'] else 'NON-FINITE'} ({stab['nonfinite_steps']} skipped steps), "
-          f"peak {stab['peak_gib']:.2f} GiB; total {time.perf_counter() - t_start:.0f} s")
+          f"peak {_gib(stab['peak_gib'])} GiB; total {time.perf_counter() - t_start:.0f} s")
     return 0 if stab["finite"] and not any(r["nonfinite"] for r in rows) else 1
 
 

@@ -85,7 +85,7 @@ def auto_values(resolution: int, arch: str, world_size: int = 1,
     else:  # StyleGAN (2019): progressive growing, WGAN-GP, lr 1e-3, the same auto batch rule per resolution
         res_list = [4 * 2**k for k in range(resolution.bit_length() - 2)]
         train.update(
-            loss="wgangp", g_lr=0.001, d_lr=0.001, pl_weight=0.0, aug="ada", progressive=True,  # ada -> none: WGAN-GP
+            loss="wgangp", g_lr=0.001, d_lr=0.001, pl_weight=0.0, aug="ada", progressive=True,  # none with WGAN-GP
             batch_per_res=tuple((r, auto_batch(r, world_size)) for r in res_list),
         )
     return net, train
@@ -158,8 +158,8 @@ def resolve(
     train_values = {**a_train, **p_train, **train, "preset": preset}
     if "aug" not in train and train_values.get("aug") == "ada":
         train_values["aug"] = default_aug(train_values["loss"])
-    if "conv_clamp" not in net and arch == "stylegan2" and reduced_precision(train_values.get("precision", "auto"), device_type) \
-            and train_values.get("fp16_res", 4) > 0:
+    reduced = reduced_precision(train_values.get("precision", "auto"), device_type)
+    if "conv_clamp" not in net and arch == "stylegan2" and reduced and train_values.get("fp16_res", 4) > 0:
         net_values["conv_clamp"] = FP16_CONV_CLAMP
     if "progressive" not in train and "progressive" not in p_train and arch == "stylegan2":
         train_values["progressive"] = False
