@@ -118,7 +118,7 @@ def test_augment_xflip_and_integer_translation_are_exact():
     y = augment.AugmentPipe(("xflip",))(x, 1.0, BatchRandom(1, 6))
     for i in range(6):
         assert torch.allclose(y[i], x[i], atol=1e-5) or torch.allclose(y[i], x[i].flip(-1), atol=1e-5)
-    y = augment.AugmentPipe(("translate",))(x, 1.0, BatchRandom(3, 6))
+    y = augment.AugmentPipe(("xint",))(x, 1.0, BatchRandom(3, 6))
     for i in range(6):
         hits = []
         for dy in range(-2, 3):

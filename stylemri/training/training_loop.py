@@ -399,6 +399,8 @@ class Trainer:
                 self._tick_counts[key] = self._tick_counts.get(key, 0) + 1
         if self.ada is not None:
             self.ada.step(phase.batch, all_reduce=lambda x: ddp.all_reduce_sum(x, self.dist))
+            for event in self.ada.pop_events():  # p passed 0.8: logged as a warning
+                self._event({**event, "kimg": self.nimg / 1000})
         self.nimg += phase.batch
         self.step_idx += 1
         self._tick_images += phase.batch
