@@ -193,6 +193,23 @@ def _general(s: AugmentSpec, d: _Draw, g: torch.Tensor, width: int, height: int)
     return g
 
 
+def _geometry(s: AugmentSpec, d: _Draw, width: int, height: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    eye = torch.eye(3, device=d.rand.device).repeat(d.rand.count, 1, 1)
+    blit_g = _blit(s, d, eye, width, height) if any(getattr(s, op) > 0 for op in BLIT) else None
+    general_g = _general(s, d, eye, width, height) if any(getattr(s, op) > 0 for op in GEOM) else None
+    return blit_g, general_g
+
+
+def geometry(spec: AugmentSpec, rand: BatchRandom, p: float, width: int,
+             height: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (whole-pixel, general) G_inv matrices (N, 3, 3) the pipe would draw first from `rand`.
+
+    G_inv maps an output pixel to the input pixel it samples, in pixel units centred on the image;
+    composing them (blit @ general) gives NVlabs' single matrix. None where a group is off.
+    """
+    return _geometry(spec, _Draw(rand, float(p)), width, height)
+
+
 # ---- anti-aliased resampling --------------------------------------------------------------------------
 def pad_margins(g_inv: torch.Tensor, width: int, height: int, filter_pad: int) -> list[int]:
     """[x0, x1, y0, y1] padding that holds the warped output's footprint plus the filter's support."""
@@ -372,14 +389,23 @@ def band_gains(s: AugmentSpec, d: _Draw) -> torch.Tensor | None:
 
 
 def _apply_filter(x: torch.Tensor, gains: torch.Tensor, bank: torch.Tensor, pad: str) -> torch.Tensor:
+    """Each image convolved (separably) with its own symmetric filter gains @ bank, padded as the warp."""
     n, c, h, w = x.shape
-    taps = (gains.to(bank) @ bank).to(x.dtype).repeat_interleave(c, dim=0)  # (N * C, taps)
+    taps = (gains.to(bank) @ bank).to(x.dtype)  # (N, K), symmetric: convolution = correlation
     p = bank.shape[1] // 2
-    y = (x - BLACK if pad == "black" else x).reshape(1, n * c, h, w)
+    y = x - BLACK if pad == "black" else x
     y = F.pad(y, [p, p, p, p], mode="constant" if pad == "black" else "reflect")
-    y = F.conv2d(y, taps[:, None, None, :], groups=n * c)
-    y = F.conv2d(y, taps[:, None, :, None], groups=n * c).reshape(n, c, h, w)
+    y = _fir_rows(y, taps)  # along x (rows), then along y (the transposed rows)
+    y = _fir_rows(y.transpose(2, 3), taps).transpose(2, 3)
     return y + BLACK if pad == "black" else y
+
+
+def _fir_rows(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of every row of image i with taps[i]: windows times a per-image column."""
+    n = x.shape[0]
+    windows = x.unfold(-1, taps.shape[1], 1)  # (N, C, H, W', K)
+    y = torch.bmm(windows.reshape(n, -1, taps.shape[1]), taps[:, :, None])
+    return y.reshape(windows.shape[:-1])
 
 
 def noise(s: AugmentSpec, d: _Draw, shape: Sequence[int]) -> torch.Tensor | None:
@@ -401,6 +427,28 @@ def cutout(s: AugmentSpec, d: _Draw, h: int, w: int) -> torch.Tensor | None:
     out_y = (ys[None, :] - centre[:, 1:2]).abs() >= size / 2
     out_x = (xs[None, :] - centre[:, 0:1]).abs() >= size / 2
     return (out_y[:, :, None] | out_x[:, None, :])[:, None].float()
+
+
+# ---- measuring what resampling keeps -------------------------------------------------------------------
+def radial_band_power(images: torch.Tensor, bands: int = 4) -> torch.Tensor:
+    """(N, bands) power of the 2-D DFT in equal-width radial bands of [0, 0.5] cycles/pixel.
+
+    Band i holds frequencies with i/bands * 0.5 <= sqrt(fx^2 + fy^2) < (i+1)/bands * 0.5 (the last band
+    includes 0.5); the corners beyond the axis Nyquist are left out. Power is summed over channels.
+    """
+    h, w = images.shape[-2:]
+    fy, fx = torch.fft.fftfreq(h, device=images.device), torch.fft.fftfreq(w, device=images.device)
+    r = (fy[:, None].square() + fx[None, :].square()).sqrt()
+    power = torch.fft.fft2(images.detach().double()).abs().square().sum(dim=1)
+    edges = [0.5 * i / bands for i in range(bands + 1)]
+    masks = [(r >= lo) & ((r < hi) if i < bands - 1 else (r <= hi)) for i, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+    return torch.stack([power[:, m].sum(dim=1) for m in masks], dim=1)
+
+
+def band_power_kept(original: torch.Tensor, augmented: torch.Tensor, bands: int = 4) -> list[float]:
+    """Median over images of augmented / original power per radial band (1.0 = nothing lost)."""
+    ratio = radial_band_power(augmented, bands) / radial_band_power(original, bands)
+    return ratio.median(dim=0).values.tolist()
 
 
 # ---- the pipe -----------------------------------------------------------------------------------------
@@ -432,13 +480,12 @@ class AugmentPipe(torch.nn.Module):
             rand = BatchRandom(int(torch.randint(0, 2**62, ())), n, device=images.device)
         s, d = self.spec, _Draw(_global_view(rand), float(p))
         rows = slice(rand.offset, rand.offset + rand.count)
-        eye = torch.eye(3, device=rand.device).repeat(rand.total, 1, 1)
         x = images
-        if any(getattr(s, op) > 0 for op in BLIT):
-            x = blit(x, _blit(s, d, eye, w, h)[rows].to(x.device))
-        if any(getattr(s, op) > 0 for op in GEOM):
-            g = _general(s, d, eye, w, h)
-            x = self._warp_changed(x, g, g[rows].to(x.device))
+        blit_g, general_g = _geometry(s, d, w, h)
+        if blit_g is not None:
+            x = blit(x, blit_g[rows].to(x.device))
+        if general_g is not None:
+            x = self._warp_changed(x, general_g, general_g[rows].to(x.device))
         col = color(s, d)
         if col is not None:
             x = _apply_color(x, col[0][rows].to(x.device), col[1][rows].to(x.device))
