@@ -322,6 +322,9 @@ class ConsoleCallbacks:
     def event(self, e: dict[str, Any]) -> None:
         if self.mode == "json":
             self._json(e)
+        elif e.get("warning") and self.mode != "quiet":  # e.g. ada_warning: ADA's p passed 0.8
+            (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(
+                f"stylemri: warning: {e['warning']} (kimg {e['kimg']:.3f})")
         elif e["event"] in ("nan_recovery", "resolution") and self.mode != "quiet":
             if e["event"] == "nan_recovery":
                 msg = (f"non-finite losses: reloaded {e['path']} (kimg {e['kimg']:.3f}), learning rates halved to "

@@ -8,14 +8,18 @@ Groups (NVlabs' names, each operation applied per image with probability p times
   keeps [-1, 1]; hue and saturation have no meaning for grey MRI and are not implemented);
 - filter: random gains of four frequency bands; noise: additive Gaussian noise; cutout: a grey square.
 
-All blit and geom operations are composed into one 3x3 matrix per image and executed with one
-anti-aliased resampling, as NVlabs does: pad, upsample 2x with the orthogonal sym6 wavelet low-pass
-(`networks.layers.upfirdn2d`), bilinear `grid_sample`, and the matching sym6 downsample. The sym6 pair
-reconstructs exactly, so an identity transform, x-flips and whole-pixel shifts return the input to float
-precision, while rotations and scales keep far more of the top frequencies than one bilinear
-resampling at 1x. Padding is black (-1), not NVlabs' reflection: MRI slices have a black background
-(every border pixel of builtin:mni152 is -1), and mirroring the field of view would paste partial mirror
-brains into zoomed-out or shifted images.
+Blit and geom operations are composed into 3x3 matrices per image (NVlabs' order). The general
+(geom) matrix is executed with one anti-aliased resampling as NVlabs does: pad, upsample 2x with the
+orthogonal sym6 wavelet low-pass (the `networks.layers.upfirdn2d` formulation, run as polyphase matrix
+products), `grid_sample`, and the matching sym6 downsample. Two measured departures from NVlabs:
+- the whole-pixel (blit) matrix is executed exactly by nearest sampling before the warp: the sym6 filter
+  is asymmetric, so through NVlabs' single resampling an x-flip is off by up to 0.12 on [-1, 1];
+- the warp at 2x is bicubic, not bilinear: at 64 px with p = 1 for scale and rotate the two highest of
+  four radial bands keep 1.01 / 0.79 of their power, NVlabs' recipe 0.87 / 0.60, one bilinear
+  resampling at 1x 0.55 / 0.35 (`benchmarks/bench_augment.py`).
+Padding is black (-1), not NVlabs' reflection: MRI slices have a black background (every border pixel
+of builtin:mni152 is -1), and with reflection 76% of 'bg' images at p = 1 show mirrored brain tissue
+pasted into the field of view.
 
 Every random number comes from the step's `BatchRandom`, drawn for the global batch whatever p is, so
 augmentation is deterministic, resumable and independent of the process count. Everything is
