@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -258,3 +259,30 @@ def test_ada_warns_once_when_p_passes_0_8():
         low.accumulate(torch.ones(4, 1))
         low.step(batch=1)
     assert low.pop_events() == [] and math.isclose(low.p, 0.15)
+
+
+def test_training_run_logs_the_ada_warning(tmp_path):
+    from stylemri.config import RunConfig
+    from stylemri.training import presets
+    from stylemri.training.training_loop import Callbacks, Trainer
+
+    ds = load_dataset(DataConfig(resolution=16))
+    net = {"resolution": 16, "channel_base": 128, "channel_max": 16, "z_dim": 16, "w_dim": 16}
+    train = {"batch": 8, "kimg": 0.032, "tick_kimg": 0.016, "num_workers": 0, "aug": "ada", "aug_p": 0.75,
+             "ada_interval": 1, "ada_kimg": 0.08}  # p moves 0.1 per step
+    net_cfg, train_cfg = presets.resolve("auto", net=net, train=train)
+    cfg = RunConfig(data=ds.config, network=net_cfg, train=train_cfg, class_names=tuple(ds.class_names),
+                    fingerprint=ds.fingerprint, num_images=len(ds), name="t")
+    events: list[dict] = []
+
+    class Rec(Callbacks):
+        def event(self, event):
+            events.append(event)
+
+    trainer = Trainer(cfg, tmp_path, ds, callbacks=Rec())
+    trainer.ada.target = -1.0  # any r_t > -1 raises p: it crosses 0.8 at the first update
+    trainer.run()
+    warnings = [e for e in events if e["event"] == "ada_warning"]
+    assert len(warnings) == 1 and warnings[0]["kimg"] == 0.0 and warnings[0]["p"] == pytest.approx(0.85)
+    logged = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [e["p"] for e in logged if e["event"] == "ada_warning"] == [warnings[0]["p"]]
