@@ -269,7 +269,7 @@ def test_training_run_logs_the_ada_warning(tmp_path):
     ds = load_dataset(DataConfig(resolution=16))
     net = {"resolution": 16, "channel_base": 128, "channel_max": 16, "z_dim": 16, "w_dim": 16}
     train = {"batch": 8, "kimg": 0.032, "tick_kimg": 0.016, "num_workers": 0, "aug": "ada", "aug_p": 0.75,
-             "ada_interval": 1, "ada_kimg": 0.08}  # p moves 0.1 per step
+             "ada_interval": 1, "ada_kimg": 0.08, "augpipe": "bgcfn"}  # p moves 0.1 per step
     net_cfg, train_cfg = presets.resolve("auto", net=net, train=train)
     cfg = RunConfig(data=ds.config, network=net_cfg, train=train_cfg, class_names=tuple(ds.class_names),
                     fingerprint=ds.fingerprint, num_images=len(ds), name="t")
@@ -280,9 +280,21 @@ def test_training_run_logs_the_ada_warning(tmp_path):
             events.append(event)
 
     trainer = Trainer(cfg, tmp_path, ds, callbacks=Rec())
+    assert trainer.augment.spec == A.augment_spec("bgcfn")
     trainer.ada.target = -1.0  # any r_t > -1 raises p: it crosses 0.8 at the first update
     trainer.run()
     warnings = [e for e in events if e["event"] == "ada_warning"]
     assert len(warnings) == 1 and warnings[0]["kimg"] == 0.0 and warnings[0]["p"] == pytest.approx(0.85)
     logged = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [e["p"] for e in logged if e["event"] == "ada_warning"] == [warnings[0]["p"]]
+
+
+def test_cli_rejects_an_unknown_augpipe(tmp_path, capsys):
+    from stylemri import cli
+
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(cli.main(["train", "--out", str(tmp_path / "runs"), "--quiet", "--resolution", "16",
+                                   "--augpipe", "bgcx"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--augpipe bgcx" in err[0] and "bgcfn" in err[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

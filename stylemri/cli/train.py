@@ -61,6 +61,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--ada-target", "ada_target", float, "ADA target for E[sign(D(real))] (default 0.6)"),
     ("--ada-interval", "ada_interval", int, "adjust ADA p every N steps (default 4)"),
     ("--ada-kimg", "ada_kimg", float, "ADA p can go from 0 to 1 in this many kimg (default 500)"),
+    ("--augpipe", "augpipe", str, "ADA pipe: bgc (default), bg, bgcf, bgcfn (+ filter, noise), bgcfnc (+ cutout)"),
     ("--start-res", "start_res", int, "progressive: first resolution (default 4)"),
     ("--fade-kimg", "fade_kimg", float, "progressive: fade-in kimg per resolution (default 600)"),
     ("--stable-kimg", "stable_kimg", float, "progressive: stabilization kimg per resolution (default 600)"),

@@ -151,6 +151,10 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
         raise UserError(f"--loss {train['loss']}: expected one of {', '.join(LOSSES)}")
     if train["aug"] not in ("ada", "fixed", "diffaugment", "none"):
         raise UserError(f"--aug {train['aug']}: expected ada, fixed:P, diffaugment or none")
+    from stylemri.training.augment import PIPE_SPECS
+
+    if train.get("augpipe", "bgc") not in PIPE_SPECS:
+        raise UserError(f"--augpipe {train['augpipe']}: expected one of {', '.join(PIPE_SPECS)}")
     if train["progressive"] and net["arch"] != "stylegan":
         raise UserError("--progressive: progressive growing needs --arch stylegan "
                         "(StyleGAN2 trains at full resolution)")

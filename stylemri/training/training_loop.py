@@ -122,7 +122,7 @@ class Trainer:
         self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
         self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
 
-        self.augment = build_augment(self.t.aug)
+        self.augment = build_augment(self.t.aug, self.t.augpipe)
         if self.augment is not None:
             self.augment.to(self.device)
         p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
