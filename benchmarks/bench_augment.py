@@ -79,8 +79,9 @@ def exactness_and_padding(x: torch.Tensor) -> None:
     flip = A._scale(-torch.ones(n), 1.0, torch.zeros(n))
     through_warp = A.warp(x, flip, A.pad_margins(flip, x.shape[3], x.shape[2], 3), "reflect", mode="bilinear")
     blit = A.blit(x, flip)
-    print(f"\nx-flip, max |error| on [-1, 1]: one sym6 resampling (NVlabs) {(through_warp - x.flip(-1)).abs().max():.4f}"
-          f", exact blit (stylemri) {(blit - x.flip(-1)).abs().max():.2e}")
+    err_warp, err_blit = (through_warp - x.flip(-1)).abs().max(), (blit - x.flip(-1)).abs().max()
+    print(f"\nx-flip, max |error| on [-1, 1]: one sym6 resampling (NVlabs) {err_warp:.4f}, "
+          f"exact blit (stylemri) {err_blit:.2e}")
     black = A.AugmentPipe("bg")(x, 1.0, BatchRandom(1, n))
     reflect = A.AugmentPipe("bg", pad="reflect")(x, 1.0, BatchRandom(1, n))
     border = torch.cat([x[:, :, [0, -1], :].flatten(1), x[:, :, :, [0, -1]].flatten(1)], 1)

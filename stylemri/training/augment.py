@@ -360,7 +360,7 @@ def _apply_color(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor) -> t
 
 
 def filter_bank() -> torch.Tensor:
-    """(4, 19) band-pass filters from the sym2 wavelet: low band, then octave bands up to Nyquist.
+    """(4, 43) band-pass filters from the sym2 wavelet: low band, then octave bands up to Nyquist.
 
     Built as NVlabs' ADA: each step upsamples the bank by 2, smooths it with H(z)H(1/z)/2 and adds the
     next high-pass H(-z)H(-1/z)/2 as a new band; the four bands sum to a unit impulse.
