@@ -128,6 +128,7 @@ class TrainConfig:
     ema_rampup: float | None = 0.05  # half-life <= rampup * images shown so far; None = no ramp-up
     aug: str = "ada"  # ada | fixed | diffaugment | none
     aug_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
+    augpipe: str = "bgc"  # ada / fixed: a named pipe of training/augment.py PIPE_SPECS (NVlabs' --augpipe)
     ada_target: float = 0.6
     ada_interval: int = 4  # adjust p every N steps
     ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg

@@ -125,7 +125,7 @@ def test_augment_xflip_and_integer_translation_are_exact():
         assert same or mirrored
         flipped.append(mirrored)
     assert 0 < sum(flipped) < n  # about half the images mirrored, not none and not all
-    y = augment.AugmentPipe(("translate",))(x, 1.0, BatchRandom(3, n))
+    y = augment.AugmentPipe(("xint",))(x, 1.0, BatchRandom(3, n))
     shifts = []
     for i in range(n):
         hits = []

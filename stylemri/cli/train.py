@@ -64,6 +64,7 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--ada-target", "ada_target", float, "ADA target for E[sign(D(real))] (default 0.6)"),
     ("--ada-interval", "ada_interval", int, "adjust ADA p every N steps (default 4)"),
     ("--ada-kimg", "ada_kimg", float, "ADA p can go from 0 to 1 in this many kimg (default 500)"),
+    ("--augpipe", "augpipe", str, "ADA pipe: bgc (default), bg, bgcf, bgcfn (+ filter, noise), bgcfnc (+ cutout)"),
     ("--start-res", "start_res", int, "progressive: first resolution (default 4)"),
     ("--fade-kimg", "fade_kimg", float, "progressive: fade-in kimg per resolution (default 600)"),
     ("--stable-kimg", "stable_kimg", float, "progressive: stabilization kimg per resolution (default 600)"),
@@ -363,6 +364,9 @@ class ConsoleCallbacks:
     def event(self, e: dict[str, Any]) -> None:
         if self.mode == "json":
             self._json(e)
+        elif e.get("warning") and self.mode != "quiet":  # e.g. ada_warning: ADA's p passed 0.8
+            (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(
+                f"stylemri: warning: {e['warning']} (kimg {e['kimg']:.3f})")
         elif e["event"] in ("nan_recovery", "resolution") and self.mode != "quiet":
             if e["event"] == "nan_recovery":
                 msg = (f"non-finite losses: reloaded {e['path']} (kimg {e['kimg']:.3f}), learning rates halved to "

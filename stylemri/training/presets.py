@@ -195,6 +195,10 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
     if train["aug"] == "ada" and train["loss"] == "wgangp":
         raise UserError("--aug ada: ADA needs the logistic loss (--loss ns); its overfitting signal "
                         "E[sign(D(real))] means nothing for a WGAN-GP critic: use --aug fixed:P or none")
+    from stylemri.training.augment import PIPE_SPECS
+
+    if train.get("augpipe", "bgc") not in PIPE_SPECS:
+        raise UserError(f"--augpipe {train['augpipe']}: expected one of {', '.join(PIPE_SPECS)}")
     if train["progressive"] and net["arch"] != "stylegan":
         raise UserError("--progressive: progressive growing needs --arch stylegan "
                         "(StyleGAN2 trains at full resolution)")

@@ -135,7 +135,7 @@ class Trainer:
 
     def _build_loss(self) -> None:
         """Augmentation, ADA controller, (optionally compiled) main passes and the loss."""
-        self.augment = build_augment(self.t.aug)
+        self.augment = build_augment(self.t.aug, self.t.augpipe)
         if self.augment is not None:
             self.augment.to(self.device)
         p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
@@ -515,6 +515,8 @@ class Trainer:
                 self._tick_counts[key] = self._tick_counts.get(key, 0) + 1
         if self.ada is not None:
             self.ada.step(phase.batch, all_reduce=lambda x: ddp.all_reduce_sum(x, self.dist))
+            for event in self.ada.pop_events():  # p passed 0.8: logged as a warning
+                self._event({**event, "kimg": self.nimg / 1000})
         self.nimg += phase.batch
         self.step_idx += 1
         self._tick_images += phase.batch
