@@ -69,7 +69,8 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
                    "--checkpoint-ticks", "1", "--quiet", *TINY], STYLEMRI_CHECKPOINT_STALL="60:2")
 
     def partial_write():
-        found = list(runs.glob("*/checkpoints/.ckpt-*.safetensors.*.tmp"))
+        # Only the stalled 2nd write: the 1st checkpoint's own temporary file exists briefly while it syncs.
+        found = [p for p in runs.glob("*/checkpoints/.ckpt-*.safetensors.*.tmp") if "ckpt-0000000000" not in p.name]
         return found[0] if found and found[0].stat().st_size > 0 else None
 
     tmp_file = _wait_for(partial_write, 120, proc)
