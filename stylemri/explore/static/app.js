@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const state = { model: null, seed: 0, cls: null, current: null, projection: null };
 const sequence = new WeakMap(); // img -> number of the latest request, so a slow old answer never wins
 let nearestTimer = null;
+let gridTimer = null;
 
 function apiUrl(view, params) {
   const q = new URLSearchParams();
@@ -261,7 +262,8 @@ async function init() {
 
   $("trunc").addEventListener("input", () => {
     $("trunc-value").textContent = trunc().toFixed(2);
-    renderGrid();
+    clearTimeout(gridTimer); // a dragged slider redraws the grid once it rests, not at every step
+    gridTimer = setTimeout(renderGrid, 120);
     updateWalk(false);
     updateInterp(false);
     updateMix(false);
