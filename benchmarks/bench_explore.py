@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stylemri.config import NetworkConfig, RunConfig  # noqa: E402
 from stylemri.explore import ModelService, bind, create_app  # noqa: E402
 from stylemri.explore.server import url_of  # noqa: E402
-from stylemri.model import UsableModel  # noqa: E402
+from stylemri.model import TrainedModel  # noqa: E402
 from stylemri.networks import build_generator  # noqa: E402
 
 
@@ -37,8 +37,8 @@ def make_service(resolution: int, channel_max: int, z_dim: int) -> ModelService:
     torch.manual_seed(0)
     G = build_generator(net).eval().requires_grad_(False)
     cfg = RunConfig(network=net, class_names=("AD", "NC"))
-    model = UsableModel(G=G, config=cfg, class_names=["AD", "NC"], checkpoint=Path("bench/ckpt-0.json"), kimg=0.0,
-                        device=torch.device("cpu"))
+    model = TrainedModel(G=G, config=cfg, class_names=("AD", "NC"), checkpoint=Path("bench/ckpt-0.json"), kimg=0.0,
+                         device=torch.device("cpu"))
     return ModelService(model)
 
 

@@ -63,20 +63,28 @@ def make_client(app, **kw):
     return TestClient(app, **kw)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def trained(root: Path, unconditional: bool = False) -> dict[str, Path]:
+    """Disc data and a tiny conditional run (and an unconditional one on AD), trained on one thread."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("explore")
-    data = make_discs(root / "data")
-    cache = root / "cache"
-    cond = train_tiny(data, root / "runs", cache, "--conditional", "--lr", "0.005")
-    uncond = train_tiny(data, root / "runs", cache, "--classes", "AD", "--seed", "1")
-    service = ModelService.open(cond, device="cpu")
-    neighbours = load_training(str(data), service.model.config, service.resolution, str(cache))
-    yield {"root": root, "data": data, "cache": cache, "cond": cond, "uncond": uncond, "service": service,
-           "neighbours": neighbours, "client": make_client(create_app(service, neighbours, max_upload_bytes=200_000))}
-    torch.set_num_threads(n)
+    try:
+        out = {"root": root, "data": make_discs(root / "data"), "cache": root / "cache"}
+        out["cond"] = train_tiny(out["data"], root / "runs", out["cache"], "--conditional", "--lr", "0.005")
+        if unconditional:
+            out["uncond"] = train_tiny(out["data"], root / "runs", out["cache"], "--classes", "AD", "--seed", "1")
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    found: dict = trained(tmp_path_factory.mktemp("explore"), unconditional=True)
+    service = ModelService.open(found["cond"], device="cpu")
+    neighbours = load_training(str(found["data"]), service.model.config, service.resolution, str(found["cache"]))
+    found.update(service=service, neighbours=neighbours,
+                 client=make_client(create_app(service, neighbours, max_upload_bytes=200_000)))
+    return found
 
 
 @pytest.fixture(scope="module")

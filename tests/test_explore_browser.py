@@ -13,9 +13,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import torch
 
-from test_explore_api import make_discs, start_server, stop, train_tiny
+from test_explore_api import start_server, stop, trained
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = ("chromedriver", "chromium-driver")
@@ -63,15 +62,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("explore-browser")
-    data = make_discs(root / "data")
-    run = train_tiny(data, root / "runs", root / "cache", "--conditional", "--lr", "0.005")
-    torch.set_num_threads(n)
-    proc, url = start_server(str(run), "--port", "0", "--device", "cpu", "--data", str(data),
-                             "--cache-dir", str(root / "cache"))
-    yield {"url": url, "data": data}
+    found = trained(tmp_path_factory.mktemp("explore-browser"))
+    proc, url = start_server(str(found["cond"]), "--port", "0", "--device", "cpu", "--data", str(found["data"]),
+                             "--cache-dir", str(found["cache"]))
+    yield {"url": url, "data": found["data"]}
     rc, out, err = stop(proc)
     assert rc == 0 and "Traceback" not in err, err
 

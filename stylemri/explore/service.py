@@ -4,7 +4,8 @@ Every request that needs the generator goes through `ModelService`, which holds 
 and one lock: the generator's constant-noise buffers are swapped while a projection is rendered, and
 torch modules are not documented as safe for concurrent forward passes, so image requests run one at a
 time (each takes milliseconds at demo sizes). Projections run on a private copy of the generator, so a
-long projection does not hold the lock. Switching to another model API means changing this file only.
+long projection does not hold the lock. Only this file knows the model API (`stylemri.load` ->
+`TrainedModel`, `stylemri.networks.sampling`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylemri import generate as gen
+import stylemri
 from stylemri.analysis import edit, interpolate, mixing
 from stylemri.analysis import project as proj
 from stylemri.errors import UserError
-from stylemri.model import UsableModel, open_model
+from stylemri.model import TrainedModel
+from stylemri.networks import sampling
 
 MAX_PROJECTIONS = 8  # projections kept for editing; older ones are forgotten
 
@@ -49,7 +51,7 @@ class Projection:
 class ModelService:
     """One trained generator shared by all requests; methods return images (C, R, R) float32 in [-1, 1]."""
 
-    def __init__(self, model: UsableModel, *, class_samples: int = 2000) -> None:
+    def __init__(self, model: TrainedModel, *, class_samples: int = 2000) -> None:
         self.model = model
         self.G = model.G
         self.class_samples = class_samples
@@ -63,7 +65,7 @@ class ModelService:
     @classmethod
     def open(cls, run: str | Path, checkpoint: str = "latest", device: str = "auto") -> "ModelService":
         """Load the EMA generator of `run` at `checkpoint` (latest | best | KIMG)."""
-        return cls(open_model(run, checkpoint, device))
+        return cls(stylemri.load(run, checkpoint=checkpoint, device=device))
 
     # ------------------------------------------------------------------------------------------ facts
 
@@ -110,19 +112,18 @@ class ModelService:
 
     def generate(self, seed: int, class_index: int | None, psi: float) -> torch.Tensor:
         """Exactly what `stylemri generate RUN --seeds SEED --class C --trunc PSI` writes (noise const, batch 1)."""
-        samples = gen.plan_samples([seed], class_index, self.model.class_names, self.G.c_dim)
         with self._lock:
-            return gen.generate_images(self.G, samples, psi=psi, noise_mode="const", batch_size=1)[0]
+            return self.model.generate([seed], class_name=class_index, trunc=psi, noise="const", batch=1)[0]
 
     def _ws(self, seeds: list[int], classes: list[int | None], psi: float) -> torch.Tensor:
-        z = gen.seed_latents(seeds, self.G.z_dim)
-        c = gen.class_labels(classes if self.G.c_dim else [None] * len(seeds), self.G.c_dim)
-        return gen.map_latents(self.G, z, c, psi=psi).cpu()
+        z = sampling.seed_latents(seeds, self.G.z_dim)
+        c = sampling.one_hot(classes if self.G.c_dim else [None] * len(seeds), self.G.c_dim)
+        return sampling.map_latents(self.G, z, c, psi=psi).cpu()
 
     def _direction(self, to_class: int, from_class: int) -> torch.Tensor:
         """mean w(to) - mean w(from); the class means are computed once (caller holds the lock)."""
         if self._means is None:
-            self._means = gen.class_mean_ws(self.G, num_samples=self.class_samples).cpu()
+            self._means = sampling.class_mean_ws(self.G, num_samples=self.class_samples).cpu()
         return self._means[to_class] - self._means[from_class]
 
     def walk(self, seed: int | None, from_class: int, to_class: int, t: float,
@@ -146,14 +147,14 @@ class ModelService:
             if space == "z":
                 if class_a != class_b:
                     raise UserError("space z: interpolates between seeds of one class; use space w between classes")
-                za, zb = gen.seed_latents([seed_a, seed_b], self.G.z_dim)
+                za, zb = sampling.seed_latents([seed_a, seed_b], self.G.z_dim)
                 z = interpolate.slerp(za, zb, t).view(1, -1)
-                c = gen.class_labels([class_a] if self.G.c_dim else [None], self.G.c_dim)
-                ws = gen.map_latents(self.G, z, c, psi=psi).cpu()
+                c = sampling.one_hot([class_a] if self.G.c_dim else [None], self.G.c_dim)
+                ws = sampling.map_latents(self.G, z, c, psi=psi).cpu()
             else:
                 wa, wb = self._ws([seed_a, seed_b], [class_a, class_b], psi)
                 ws = interpolate.lerp(wa, wb, t).unsqueeze(0)
-            return gen.synthesize(self.G, ws, "const")[0]
+            return sampling.synthesize(self.G, ws, noise="const")[0]
 
     def mix(self, seed: int, seed2: int, class_index: int | None, layers: list[int], psi: float) -> torch.Tensor:
         """`seed` with the `layers` styles taken from `seed2` (stylemri mix, one cell)."""
