@@ -284,6 +284,8 @@ def test_project_nifti_slice_and_jpeg(setup, client, tmp_path):
     expect = io.to_uint8(setup["service"].load_target(vol, 4, "axial"))[0]
     assert np.array_equal(png(client.get(r.json()["target"])), expect)
     is_error(upload(client, "brain.nii.gz", vol.read_bytes(), steps=3, slice=99), 400, "expected 0-9")
+    is_error(upload(client, "brain.nii.gz", vol.read_bytes(), steps=3, slice="mid"), 400, "slice 'mid': not an integer")
+    is_error(upload(client, "brain.nii.gz", vol.read_bytes(), steps=3, axis="oblique"), 400, "axis 'oblique'")
     buf = _io.BytesIO()
     Image.fromarray(np.full((20, 24, 3), 120, np.uint8)).save(buf, format="JPEG")
     assert upload(client, "photo.JPG", buf.getvalue(), steps=2).status_code == 200
@@ -344,7 +346,8 @@ def test_bad_uploads(setup, client):
     is_error(upload(client, "fake.nii.gz", b"garbage"), 415, "fake.nii.gz: not a readable NIfTI")
     is_error(upload(client, "big.png", b"\0" * 300_000), 413, "too large; the limit is 200,000 bytes")
     is_error(upload(client, "scan.png", good, steps=0), 400, "steps 0: out of range")
-    is_error(upload(client, "scan.png", good, steps="many"), 400, "steps 'many': not a number")
+    is_error(upload(client, "scan.png", good, steps="many"), 400, "steps 'many': not an integer")
+    is_error(upload(client, "scan.png", good, steps="2.5"), 400, "steps '2.5': not an integer")
     is_error(upload(client, "scan.png", good, steps=3, slice=2), 400, "slice: only for NIfTI volumes")
     is_error(upload(client, "scan.png", good, steps=3, **{"class": "XX"}), 400, "class 'XX': unknown class")
     is_error(upload(client, "scan.png", good, steps=3, color="red"), 400, "parameter 'color'")

@@ -212,13 +212,13 @@ def _project(service: ModelService, form: Any) -> dict[str, Any]:
         raise ApiError(f"file {name!r}: not an image; expected PNG/JPEG/BMP/TIFF or NIfTI (.nii, .nii.gz)", 415)
     params = {k: str(v) for k, v in form.items() if k != "file"}
     q = Query(params, service)
-    steps = int(q.number("steps", DEFAULT_STEPS, 1, MAX_STEPS, "projection steps"))
+    steps = q.integer("steps", DEFAULT_STEPS, 1, MAX_STEPS, "projection steps")
     class_index = q.class_index(default=0) if service.class_names else q.class_index()
     slice_index = None
     if q.raw("slice") is not None:
         if suffix not in NIFTI_EXTENSIONS:
             raise ApiError(f"slice: only for NIfTI volumes; {name!r} is one image")
-        slice_index = int(q.number("slice", 0, 0, 100_000, "a slice index"))
+        slice_index = q.integer("slice", 0, 0, 100_000, "a slice index")
     axis = q.choice("axis", ("axial", "coronal", "sagittal"), service.default_axis)
     with tempfile.TemporaryDirectory(prefix="stylemri-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"

@@ -68,6 +68,16 @@ class Query:
             raise ApiError(f"{name} {raw}: out of range; expected {what} from {lo:g} to {hi:g}")
         return value
 
+    def integer(self, name: str, default: int, lo: int, hi: int, what: str) -> int:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"[+-]?\d{1,12}", raw):
+            raise ApiError(f"{name} {raw!r}: not an integer; expected {what} from {lo} to {hi}")
+        if not lo <= int(raw) <= hi:
+            raise ApiError(f"{name} {raw}: out of range; expected {what} from {lo} to {hi}")
+        return int(raw)
+
     def trunc(self) -> float:
         return self.number("trunc", 1.0, -MAX_ABS_PSI, MAX_ABS_PSI, "a truncation psi (1 = none, 0.7 typical)")
 
