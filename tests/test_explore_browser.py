@@ -139,7 +139,7 @@ def test_page_in_chromium(browser, server, tmp_path):
     d.find_element("id", "upload-steps").send_keys("5")
     d.find_element("id", "upload-file").send_keys(str(server["data"] / "AD" / "100_2.png"))
     d.find_element("id", "project-btn").click()
-    wait(d, lambda d: "5 steps" in d.find_element("id", "project-status").text, what="projection did not finish")
+    wait(d, lambda d: "MS-SSIM" in d.find_element("id", "project-status").text, what="projection did not finish")
     target = loaded_with(d, "proj-target", "show=target")
     recon = loaded_with(d, "proj-recon", "id=")
     assert target and recon and len(set(recon.split(","))) > 2  # a drawn image, not a blank
