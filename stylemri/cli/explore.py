@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from stylemri.cli.options import add_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="explore a trained model in the browser (a local web server)",
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data cache folder for --data")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
                    help="which checkpoint of the run (default: latest)")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="where to run (default: auto)")
+    add_device(p)
     p.add_argument("--max-upload-mb", type=float, default=64.0, metavar="MB",
                    help="largest upload accepted for projection, in MiB (default: %(default)g)")
     p.set_defaults(func=cmd_explore)
