@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.info",
     "stylemri.cli.use",
     "stylemri.cli.analyse",
+    "stylemri.cli.audit",
 ]
 
 
