@@ -138,6 +138,8 @@ def test_audit_json_contract_and_report(real_sets, tmp_path):
     fid = data["fidelity"]["per_class"]["AD"]
     for m in ("fid", "kid", "precision", "recall", "density", "coverage", "alpha_precision", "beta_recall"):
         assert "ci95" in fid["synthetic"][m] and "ci95" in fid["floor"][m]
+    lo, hi = fid["synthetic"]["fid"]["ci95"]
+    assert lo <= fid["synthetic"]["fid"]["value"] <= hi  # re-centred: duplicates in resamples inflate FID
     mia = data["privacy"]["per_class"]["AD"]["membership"]
     assert {"nearest_synthetic", "control_no_model"} <= set(mia)
     assert data["privacy"]["per_class"]["AD"]["patients"]["rows"]
@@ -183,6 +185,16 @@ def test_usefulness_perfect_generator_vs_swapped_classes():
     assert swapped["classifiers"]["tstr"]["auc"]["value"] < 0.3
     diffs = swapped["morphometry"]["class_differences"]["AD vs NC"]["csf_fraction"]
     assert diffs["real"]["value"] > 0 and not diffs["keeps_sign"]  # AD's larger ventricles flip sign
+
+
+def test_unclassed_synthetic_images_audit_pooled_and_warn_on_usefulness(real_sets):
+    train, holdout = real_sets
+    other = patients(20, 3, 2, "x")
+    res = _run(train, holdout, from_arrays("synthetic", other.images, np.zeros(len(other), int), ["all"]),
+               num=20, classifiers=True).data
+    assert res["classes"] == ["all"] and res["n"]["synthetic"] == {"all": 20}
+    assert res["utility"]["verdict"] == "warn" and "carry no class" in res["utility"]["reason"]
+    assert "classifiers" not in res["utility"] and res["utility"]["morphometry"]["per_class"]["all"]
 
 
 # ----------------------------------------------------------------------------- fast paths vs references

@@ -108,7 +108,7 @@ def compare(reference: np.ndarray, other: np.ndarray, reps: int, seed: int) -> d
     out: dict[str, Any] = {}
     out["fid"] = stats.estimate(
         fid_mod.fid_from_features(x, y),
-        stats.bootstrap_sets(GramFID(x, y), (len(x), len(y)), reps, seed))
+        stats.bootstrap_sets(GramFID(x, y), (len(x), len(y)), reps, seed), recenter=True)
     kxx, kyy, kxy = (kid_mod.polynomial_kernel(a, b) for a, b in ((x, x), (y, y), (x, y)))
     out["kid"] = stats.estimate(
         kid_mod.mmd2_unbiased(x, y) if len(x) == len(y) else _kid_resampled(kxx, kyy, kxy, np.arange(len(x)),
