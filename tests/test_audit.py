@@ -158,6 +158,25 @@ def test_overlap_check(real_sets):
         check_overlap(train, from_arrays("holdout", train.images, train.labels, CLASSES))
 
 
+def test_holdout_sources(tmp_path):
+    from stylemri.audit import holdout_config
+    from stylemri.config import DataConfig
+
+    data = DataConfig(source=str(tmp_path), split="train", classes=("AD",))
+    split_only = holdout_config(data, None, "test")
+    assert split_only.source == str(tmp_path) and split_only.split == "test" and split_only.classes is None
+    (tmp_path / "hold").mkdir()
+    folder = holdout_config(data, str(tmp_path / "hold"), None)
+    assert folder.source == str(tmp_path / "hold") and folder.split == "all" and folder.split_file is None
+    (tmp_path / "split.csv").write_text("source,subject,class,split\n")
+    table = holdout_config(data, str(tmp_path / "split.csv"), None)
+    assert table.split_file == str((tmp_path / "split.csv").resolve()) and table.split == "test"
+    with pytest.raises(UserError, match="no holdout"):
+        holdout_config(data, None, None)
+    with pytest.raises(UserError, match="no such split file"):
+        holdout_config(data, str(tmp_path / "missing.csv"), None)
+
+
 def test_missing_class_is_a_warning_and_no_common_class_an_error(real_sets):
     train, holdout = real_sets
     other = patients(20, 3, 2, "x")

@@ -23,12 +23,7 @@ import numpy as np
 
 from stylemri.audit import stats
 from stylemri.audit.verdicts import THRESHOLDS, Finding, enough
-from stylemri.metrics.memorization import _nearest
-
-
-def _pixels(images: np.ndarray, flip: bool = False) -> np.ndarray:
-    x = images[..., ::-1] if flip else images
-    return x.reshape(len(x), -1).astype(np.float32) / 255.0
+from stylemri.metrics.memorization import _nearest, _pixels  # one nearest-neighbour search for both tools
 
 
 def _reference(vectors_of, num: int, flips: bool, batch: int = 512):

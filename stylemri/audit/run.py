@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from stylemri.audit import fidelity, morphometry, privacy, utility
+from stylemri.audit import fidelity, privacy, utility
 from stylemri.audit.features import FeatureNet
 from stylemri.audit.model import Generator
 from stylemri.audit.sets import ImageSet, check_overlap
