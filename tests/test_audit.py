@@ -133,7 +133,7 @@ def test_audit_json_contract_and_report(real_sets, tmp_path):
         assert data[key]["figures"]
     assert data["n"]["synthetic"] == {"NC": 12, "AD": 12} and data["n"]["holdout"] == {"NC": 12, "AD": 12}
     proto = data["protocol"]
-    assert proto["feature_network"] == "pixels16" and proto["seeds"] and proto["resizing"]
+    assert proto["feature_network"] == "pixels16" and proto["seeds"] and proto["resizing"] and proto["feature_hash"]
     assert set(proto["timing_seconds"]) >= {"features", "fidelity", "privacy"}
     fid = data["fidelity"]["per_class"]["AD"]
     for m in ("fid", "kid", "precision", "recall", "density", "coverage", "alpha_precision", "beta_recall"):

@@ -20,7 +20,7 @@ color:#222;line-height:1.4;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 h3{font-size:1.05em;margin-bottom:.3em}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.85em} td,th{border:1px solid #ccc;padding:3px 7px;
-text-align:right} th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+text-align:left;vertical-align:top} th{background:#f3f3f3} td.n{text-align:right;white-space:nowrap}
 .badge{display:inline-block;padding:2px 12px;border-radius:10px;color:#fff;font-weight:600;text-transform:uppercase;
 font-size:.85em} .pass{background:#2e8b57} .warn{background:#d68910} .fail{background:#c0392b}
 .summary td{vertical-align:top;text-align:left} .muted{color:#666;font-size:.85em}
@@ -57,7 +57,11 @@ def _fmt(v: Any) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    def cell(c: Any) -> str:
+        numeric = isinstance(c, (int, float)) or (isinstance(c, dict) and "value" in c)
+        return f"<td class=n>{_fmt(c)}</td>" if numeric else f"<td>{_fmt(c)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

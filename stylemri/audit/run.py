@@ -117,7 +117,9 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     data["overlap"] = overlap.to_dict()
     data["warnings"] = warnings
     data["protocol"] = {
-        "feature_network": features.name, "features": features.info,
+        "feature_network": features.name,
+        "feature_hash": (features.info.get("weights") or {}).get("sha1", "none (no weights)"),
+        "features": features.info,
         "feature_images": features.images, "feature_images_from_cache": features.from_cache,
         "resolution": int(train.images.shape[-1]), "channels": int(train.images.shape[1]),
         "resizing": "every set at the training resolution (data layer: area downsampling of the source images); "
