@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,7 +21,7 @@ from stylemri.io import to_uint8
 class Generator:
     """A trained run seen by the audit."""
 
-    model: Any  # stylemri.TrainedModel
+    model: Any  # stylemri.model.UsableModel
     trunc: float = 1.0
 
     @property
@@ -32,46 +31,51 @@ class Generator:
 
     @property
     def resolution(self) -> int:
-        return int(self.model.resolution)
+        return int(self.model.G.resolution)
 
     @property
     def data_config(self) -> Any:
         return self.model.config.data
 
-    @property
-    def default_outdir(self) -> Path:
-        """RUN/audit/kimg-K: outputs of different checkpoints never mix."""
-        return Path(self.model.run_dir) / "audit" / self.model.tag
-
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": str(self.model.checkpoint), "kimg": self.model.kimg, "truncation_psi": self.trunc,
                 "noise_mode": "const"}
 
+    @torch.no_grad()
     def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32) -> np.ndarray:
         """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only."""
-        name = class_name if self.model.conditional else None
-        return to_uint8(self.model.generate(list(seeds), class_name=name, trunc=self.trunc, noise="const",
-                                            batch=batch_size))
+        from stylemri.training.samples import seed_latents
+
+        G, dev = self.model.G, self.model.device
+        out = []
+        for s in range(0, len(seeds), batch_size):
+            z = seed_latents(list(seeds[s:s + batch_size]), G.z_dim).to(dev)
+            c = None
+            if self.model.conditional and class_name is not None:
+                idx = torch.full((len(z),), list(self.model.class_names).index(class_name), dtype=torch.long)
+                c = torch.nn.functional.one_hot(idx, G.c_dim).float().to(dev)
+            ws = G.mapping(z, c, psi=self.trunc)
+            out.append(to_uint8(G.synthesis(ws, noise_mode="const").float().cpu()))
+        return np.concatenate(out) if out else np.zeros((0, G.img_channels, self.resolution, self.resolution), np.uint8)
 
     @torch.no_grad()
     def discriminator_scores(self, images: np.ndarray, class_name: str | None, batch_size: int = 64) -> np.ndarray:
         """D's logit for uint8 real images (higher = 'looks like training data')."""
         D, dev = self.model.discriminator(), self.model.device
-        index = self.model.class_index(class_name) if self.model.conditional else None
         out = []
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(images[s:s + batch_size]).float().div(127.5).sub(1.0).to(dev)
             c = None
-            if index is not None:
-                c = torch.nn.functional.one_hot(torch.full((len(x),), index, dtype=torch.long),
-                                                self.model.G.c_dim).float().to(dev)
+            if self.model.conditional and class_name is not None:
+                idx = torch.full((len(x),), list(self.model.class_names).index(class_name), dtype=torch.long)
+                c = torch.nn.functional.one_hot(idx, D.c_dim).float().to(dev)
             out.append(D(x, c).float().cpu().numpy().reshape(-1))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "auto",
+def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "cpu",
                    trunc: float = 1.0) -> Generator:
     """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
-    import stylemri
+    from stylemri.model import open_model
 
-    return Generator(stylemri.load(run, checkpoint=checkpoint, device=device), trunc=trunc)
+    return Generator(open_model(run, checkpoint, device), trunc=trunc)
