@@ -1,11 +1,10 @@
-"""stylemri: StyleGAN-family generative models for brain-MRI slices.
-
-    model = stylemri.load("runs/00000-stylegan2-mni152-64")   # a TrainedModel
-    images = model.generate(range(16), trunc=0.7)              # (16, C, R, R) in [-1, 1]
-"""
+"""stylemri: StyleGAN-family generative models for brain-MRI slices."""
 
 __version__ = "0.1.0"
 
-from stylemri.model import TrainedModel, load  # noqa: E402  (after __version__, which lower layers read)
 
-__all__ = ["__version__", "TrainedModel", "load"]
+def load(run_or_checkpoint, *, device="cpu"):  # type: ignore[no-untyped-def]
+    """The EMA generator of a training run or checkpoint: see `stylemri.api.load` (imported lazily)."""
+    from stylemri.api import load as _load
+
+    return _load(run_or_checkpoint, device=device)

@@ -1,19 +1,18 @@
-"""`stylemri generate`: which (seed, class) images to draw, their file names, and the writers that stream
-them to disk (one file per image, or one NIfTI volume, plus a grid and index.csv).
+"""Images from a trained generator: seeds, classes, truncation, noise, and the writers for each format.
 
-Images come from `TrainedModel.generate` (one seed-to-image path for every tool). Writing streams: images
-are generated and written a chunk at a time, so memory stays flat however many are asked for.
+Latents follow NVlabs: seed s gives z = np.random.RandomState(s).randn(z_dim), so a seed names the same
+image across runs, machines and tools (and `--noise const` makes it bit-reproducible on one machine).
 """
 
 from __future__ import annotations
 
+import csv
 import io as _io
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +21,7 @@ from stylemri import io
 from stylemri.errors import UserError
 
 FORMATS = ("png", "png16", "npy", "nifti")
-MAX_IMAGES = 1_000_000  # the most seeds (or --num) one command accepts
-GRID_MAX = 256  # grid.png shows at most this many images (the first seeds of each class)
-CHUNK = 256  # images generated and written per step: bounds memory whatever the count
+NOISE_MODES = ("const", "random", "none")
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-|\.\.)\s*(-?\d+)\s*$")
 
@@ -49,53 +46,120 @@ def parse_seeds(text: str) -> list[int]:
                 values = range(int(part), int(part) + 1)
         except ValueError:
             raise UserError(f"seeds {text!r}: cannot parse {part!r}; expected a list like '0-9,42'") from None
-        if values and not (0 <= values[0] and values[-1] < 2**32):
-            bad = values[0] if values[0] < 0 else values[-1]
-            raise UserError(f"seeds {text!r}: seed {bad} out of range; expected integers in [0, 2^32)")
-        if len(seeds) + len(values) > MAX_IMAGES:
-            raise UserError(f"seeds {text!r}: more than {MAX_IMAGES:,} seeds; expected at most {MAX_IMAGES:,}")
-        seeds.extend(values)
+        for v in values:
+            if not 0 <= v < 2**32:
+                raise UserError(f"seeds {text!r}: seed {v} out of range; expected integers in [0, 2^32)")
+            seeds.append(v)
     if not seeds:
         raise UserError(f"seeds {text!r}: expected a list like '0-9,42'")
+    if len(seeds) > 1_000_000:
+        raise UserError(f"seeds {text!r}: {len(seeds)} seeds; expected at most 1,000,000")
     return list(dict.fromkeys(seeds))
 
 
-def seeds_from_num(num: int) -> list[int]:
-    """--num N -> seeds 0..N-1, capped like --seeds."""
-    if num < 1:
-        raise UserError(f"--num {num}: expected at least one image")
-    if num > MAX_IMAGES:
-        raise UserError(f"--num {num}: expected at most {MAX_IMAGES:,} images (use --seeds for a range)")
-    return list(range(num))
+def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    """One z per seed, drawn as NVlabs does: RandomState(seed).randn(z_dim) (float32, (N, z_dim))."""
+    z = np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in seeds]) if seeds else np.zeros((0, z_dim))
+    return torch.from_numpy(z.astype(np.float32))
 
 
-def safe_name(name: str) -> str:
-    """A class name as a file-name part: letters (any script), digits and . _ - kept, the rest '_'."""
-    text = unicodedata.normalize("NFC", str(name))
-    return re.sub(r"[^\w.-]+", "_", text).strip(".") or "class"
+def resolve_class(cls: str | int | None, class_names: Sequence[str], c_dim: int) -> int | None:
+    """A class given by name (or index) -> its index; errors name the model's classes."""
+    if cls is None:
+        return None
+    if c_dim == 0:
+        raise UserError(f"--class {cls}: this model is unconditional (trained on one class); drop --class")
+    names = list(class_names)
+    if str(cls) in names:
+        return names.index(str(cls))
+    lowered = [n.lower() for n in names]
+    if str(cls).lower() in lowered and lowered.count(str(cls).lower()) == 1:
+        return lowered.index(str(cls).lower())
+    raise UserError(f"--class {cls}: the model has no such class; expected one of {', '.join(names) or '(none)'}")
 
 
-def class_stems(class_names: Sequence[str]) -> list[str]:
-    """One distinct file-name part per class: its safe name, plus `-c<index>` where two would look the
-    same (after sanitising, or differing only in case, which some file systems ignore)."""
-    stems = [safe_name(n) for n in class_names]
-    keys = [s.casefold() for s in stems]
-    return [s if keys.count(k) == 1 else f"{s}-c{i}" for i, (s, k) in enumerate(zip(stems, keys))]
+def class_labels(indices: Sequence[int | None] | torch.Tensor, c_dim: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Class indices -> one-hot (N, c_dim); an unconditional model gets (N, 0)."""
+    n = len(indices)
+    c = torch.zeros(n, c_dim, device=device)
+    if c_dim:
+        for i, k in enumerate(indices):
+            if k is None:
+                raise ValueError("a conditional model needs a class for every latent")
+            c[i, int(k)] = 1.0
+    return c
+
+
+def model_device(G: torch.nn.Module) -> torch.device:
+    for p in G.parameters():
+        return p.device
+    for b in G.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def map_latents(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, psi: float = 1.0,
+                batch_size: int = 64) -> torch.Tensor:
+    """z (N, z_dim), c (N, c_dim) -> ws (N, num_ws, w_dim) with truncation psi, in batches."""
+    dev = model_device(G)
+    out = [G.mapping(z[i:i + batch_size].to(dev), c[i:i + batch_size].to(dev), psi=psi)
+           for i in range(0, len(z), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, G.num_ws, G.w_dim, device=dev)
+
+
+@torch.no_grad()
+def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", batch_size: int = 32) -> torch.Tensor:
+    """ws (N, num_ws, w_dim) -> images (N, C, R, R) float32 on the CPU, raw generator output."""
+    if noise_mode not in NOISE_MODES:
+        raise UserError(f"--noise {noise_mode}: expected one of {', '.join(NOISE_MODES)}")
+    dev = model_device(G)
+    ws = ws.to(dev)
+    if ws.ndim == 2:
+        ws = ws.unsqueeze(1).repeat(1, G.num_ws, 1)
+    out = [G.synthesis(ws[i:i + batch_size], noise_mode=noise_mode).float().cpu()
+           for i in range(0, len(ws), batch_size)]
+    if not out:
+        return torch.zeros(0, G.img_channels, G.resolution, G.resolution)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """Mean w of each class (num_classes, w_dim) over `num_samples` random z per class (untruncated).
+
+    For an unconditional model this is one row: the model's mean w."""
+    if num_samples < 1:
+        raise UserError(f"number of samples {num_samples}: expected at least 1")
+    gen = torch.Generator().manual_seed(seed)
+    means = []
+    for k in range(max(G.c_dim, 1)):
+        total = torch.zeros(G.w_dim, dtype=torch.float64)
+        for i in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - i)
+            z = torch.randn(n, G.z_dim, generator=gen)
+            c = class_labels([k] * n if G.c_dim else [None] * n, G.c_dim)
+            total += map_latents(G, z, c)[:, 0].double().sum(0).cpu()
+        means.append((total / num_samples).float())
+    return torch.stack(means)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """What one generated image is: its seed and class (index, name and file-name part; None unconditional)."""
+    """What one generated image is: its seed and class (index and name; None for unconditional)."""
 
     seed: int
     class_index: int | None
     class_name: str | None
-    class_stem: str | None = None
 
     @property
     def stem(self) -> str:
-        stem = self.class_stem if self.class_stem is not None else self.class_name
-        return f"seed{self.seed:04d}" + (f"_{stem}" if stem is not None else "")
+        return f"seed{self.seed:04d}" + (f"_{_safe(self.class_name)}" if self.class_name is not None else "")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "class"
 
 
 def plan_samples(seeds: Sequence[int], class_index: int | None, class_names: Sequence[str], c_dim: int) -> list[Sample]:
@@ -103,9 +167,36 @@ def plan_samples(seeds: Sequence[int], class_index: int | None, class_names: Seq
     if c_dim == 0:
         return [Sample(s, None, None) for s in seeds]
     names = list(class_names) if len(class_names) == c_dim else [str(k) for k in range(c_dim)]
-    stems = class_stems(names)
     classes = [class_index] if class_index is not None else list(range(c_dim))
-    return [Sample(s, k, names[k], stems[k]) for k in classes for s in seeds]
+    return [Sample(s, k, names[k]) for k in classes for s in seeds]
+
+
+@torch.no_grad()
+def generate_images(G: torch.nn.Module, samples: Sequence[Sample], psi: float = 1.0, noise_mode: str = "const",
+                    batch_size: int = 32) -> torch.Tensor:
+    """The images (N, C, R, R) for `samples`, each from its own seed's z (independent of batching)."""
+    if noise_mode not in NOISE_MODES:
+        raise UserError(f"--noise {noise_mode}: expected one of {', '.join(NOISE_MODES)}")
+    z = seed_latents([s.seed for s in samples], G.z_dim)
+    c = class_labels([s.class_index for s in samples], G.c_dim)
+    out = []
+    dev = model_device(G)
+    for i in range(0, len(samples), batch_size):
+        if noise_mode == "random":
+            # per-sample noise from the seed, so an image does not depend on what else is in its batch
+            imgs = []
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                for j in range(i, min(i + batch_size, len(samples))):
+                    torch.manual_seed(samples[j].seed)
+                    ws = G.mapping(z[j:j + 1].to(dev), c[j:j + 1].to(dev), psi=psi)
+                    imgs.append(G.synthesis(ws, noise_mode="random").float().cpu())
+            out.append(torch.cat(imgs))
+        else:
+            ws = G.mapping(z[i:i + batch_size].to(dev), c[i:i + batch_size].to(dev), psi=psi)
+            out.append(G.synthesis(ws, noise_mode=noise_mode).float().cpu())
+    if not out:
+        return torch.zeros(0, G.img_channels, G.resolution, G.resolution)
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -113,7 +204,8 @@ def plan_samples(seeds: Sequence[int], class_index: int | None, class_names: Seq
 
 def write_png(path: str | os.PathLike, image: torch.Tensor | np.ndarray, bits: int = 8) -> Path:
     """One (C, H, W) image in [-1, 1] -> 8-bit (exact rint((x+1)*127.5), clipped) or 16-bit PNG."""
-    arr = np.asarray(io.to_uint8(image) if bits == 8 else io.to_uint16(image))
+    arr = io.to_uint8(image) if bits == 8 else io.to_uint16(image)
+    arr = np.asarray(arr)
     if arr.ndim == 3:
         arr = arr.transpose(1, 2, 0)
     return io.save_image(path, arr)
@@ -140,126 +232,75 @@ def images_to_volume(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return vol[..., 0] if vol.shape[3] == 1 else vol
 
 
-class NiftiWriter:
-    """Slices (C, H, W) in, one float32 NIfTI volume out (the layout of `images_to_volume`), memory flat:
-    slices go to a temporary file beside the output, then stream into the (gzipped) volume in voxel order."""
-
-    def __init__(self, path: str | os.PathLike, num: int, shape: tuple[int, int, int], voxel_mm: float = 1.0) -> None:
-        self.path, self.num, (self.c, self.h, self.w) = Path(path), int(num), shape
-        self.voxel_mm = voxel_mm
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.slices.tmp")
-        self._slices = np.lib.format.open_memmap(self._tmp, "w+", np.float32, (self.num, self.c, self.h, self.w))
-        self._count = 0
-
-    def add(self, image: torch.Tensor | np.ndarray) -> None:
-        arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        self._slices[self._count] = arr
-        self._count += 1
-
-    def abort(self) -> None:
-        """Drop the temporary slices (the volume is not written)."""
-        del self._slices
-        self._tmp.unlink(missing_ok=True)
-
-    def close(self) -> Path:
-        import gzip
-
-        import nibabel as nib
-
-        try:
-            if self._count != self.num:
-                raise ValueError(f"NIfTI volume: {self._count} slices written, {self.num} announced")
-            shape = (self.w, self.h, self.num) + ((self.c,) if self.c > 1 else ())
-            header = nib.Nifti1Image(np.zeros((1, 1, 1), np.float32), np.diag([self.voxel_mm] * 3 + [1.0])).header
-            header.set_data_shape(shape)
-            header["cal_min"], header["cal_max"] = -1.0, 1.0
-            header["scl_slope"], header["scl_inter"] = 1.0, 0.0
-            header.set_xyzt_units("mm")
-            header.set_data_offset(352)
-            buf = _io.BytesIO()
-            header.write_to(buf)
-            head = buf.getvalue().ljust(352, b"\0")
-            with io.atomic_write(self.path) as f:
-                out = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) \
-                    if self.path.name.endswith(".gz") else f
-                out.write(head)
-                for ch in range(self.c):  # Fortran order of (W, H, N, C): channel slowest, then slice
-                    for k in range(self.num):
-                        out.write(np.ascontiguousarray(self._slices[k, ch, ::-1, :].T, dtype="<f4").tobytes(order="F"))
-                if out is not f:
-                    out.close()
-        finally:
-            del self._slices
-            self._tmp.unlink(missing_ok=True)
-        return self.path
-
-
 def write_nifti(path: str | os.PathLike, images: torch.Tensor | np.ndarray, voxel_mm: float = 1.0) -> Path:
     """Stack slices into one float32 NIfTI volume (values as generated, display window [-1, 1])."""
-    images = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images, np.float32))
-    writer = NiftiWriter(path, len(images), tuple(images.shape[1:]), voxel_mm)  # type: ignore[arg-type]
-    for img in images:
-        writer.add(img)
-    return writer.close()
+    import nibabel as nib
+
+    vol = images_to_volume(images)
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    img = nib.Nifti1Image(vol, affine)
+    img.header["cal_min"], img.header["cal_max"] = -1.0, 1.0
+    img.header.set_xyzt_units("mm")
+    data = img.to_bytes()
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=6, mtime=0)  # mtime=0: identical bytes run to run
+    with io.atomic_write(path) as f:
+        f.write(data)
+    return path
 
 
-def write_samples(outdir: str | os.PathLike, samples: Sequence[Sample],
-                  images_of: Callable[[Sequence[Sample]], torch.Tensor], fmt: str = "png",
-                  chunk: int = CHUNK) -> list[Path]:
-    """Generate and write `samples` a chunk at a time: one file per image (or one volume for nifti), a PNG
-    grid of the first seeds of each class, and index.csv. Returns the paths written."""
+def write_manifest(path: str | os.PathLike, rows: Iterable[dict], fields: Sequence[str]) -> Path:
+    """A CSV index of what was written (one row per image)."""
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in fields})
+    with io.atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+    return Path(path)
+
+
+def write_samples(outdir: str | os.PathLike, samples: Sequence[Sample], images: torch.Tensor, fmt: str = "png",
+                  grid_cols: int | None = None) -> list[Path]:
+    """Write each image (or one volume for nifti), a PNG grid and index.csv; returns the paths written."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    stems = [s.stem for s in samples]
-    if len(set(stems)) != len(stems):  # never overwrite a file this command wrote itself
-        raise ValueError("two samples would share a file name")
+    if len(samples) != len(images):
+        raise ValueError("one sample record per image expected")
     outdir = Path(outdir)
-    classes = list(dict.fromkeys(s.class_index for s in samples))
-    per_class = max(GRID_MAX // max(len(classes), 1), 1)
-    in_grid = {k: set(list(dict.fromkeys(s.seed for s in samples if s.class_index == k))[:per_class])
-               for k in classes}
-    grid: list[torch.Tensor] = []
     written: list[Path] = []
-    volume: NiftiWriter | None = None
-    try:
-        with io.csv_writer(outdir / "index.csv", ["file", "slice", "seed", "class"]) as table:
-            for start in range(0, len(samples), max(chunk, 1)):
-                part = samples[start:start + chunk]
-                images = images_of(part)
-                if len(images) != len(part):
-                    raise ValueError(f"{len(images)} images for {len(part)} samples")
-                for k, (s, img) in enumerate(zip(part, images), start):
-                    if s.seed in in_grid[s.class_index]:
-                        grid.append(img)
-                    if fmt == "nifti":
-                        if volume is None:
-                            volume = NiftiWriter(outdir / "volume.nii.gz", len(samples), tuple(img.shape))
-                        volume.add(img)
-                        table.writerow(["volume.nii.gz", k, s.seed, s.class_name or ""])
-                    else:
-                        written.append(_write_one(outdir / f"{s.stem}", img, fmt))
-                        table.writerow([written[-1].name, "", s.seed, s.class_name or ""])
-            if volume is not None:
-                written.append(volume.close())
-                volume = None
-    finally:
-        if volume is not None:
-            volume.abort()
-    if grid:
-        cols = len(grid) // len(classes) if len(classes) > 1 else None  # one row per class
-        written.append(io.save_grid(outdir / "grid.png", torch.stack(grid), ncols=cols))
-    written.append(outdir / "index.csv")
+    rows = []
+    if fmt == "nifti":
+        written.append(write_nifti(outdir / "volume.nii.gz", images))
+        for k, s in enumerate(samples):
+            rows.append({"file": "volume.nii.gz", "slice": k, "seed": s.seed, "class": s.class_name or ""})
+    else:
+        ext = "npy" if fmt == "npy" else "png"
+        for k, (s, img) in enumerate(zip(samples, images)):
+            path = outdir / f"{s.stem}.{ext}"
+            if fmt == "png":
+                write_png(path, img, bits=8)
+            elif fmt == "png16":
+                write_png(path, img, bits=16)
+            else:
+                write_npy(path, img.numpy().astype(np.float32))
+            written.append(path)
+            rows.append({"file": path.name, "slice": "", "seed": s.seed, "class": s.class_name or ""})
+    if len(images):
+        if grid_cols is None:
+            n_classes = len({s.class_index for s in samples})
+            grid_cols = len(samples) // n_classes if n_classes > 1 else None  # one row per class
+        written.append(io.save_grid(outdir / "grid.png", images, ncols=grid_cols))
+    written.append(write_manifest(outdir / "index.csv", rows, ["file", "slice", "seed", "class"]))
     return written
 
 
-def _write_one(stem: Path, image: torch.Tensor, fmt: str) -> Path:
-    if fmt == "npy":
-        return write_npy(stem.with_name(stem.name + ".npy"), image.numpy().astype(np.float32))
-    return write_png(stem.with_name(stem.name + ".png"), image, bits=16 if fmt == "png16" else 8)
-
-
 __all__ = [
-    "FORMATS", "MAX_IMAGES", "Sample", "parse_seeds", "seeds_from_num", "safe_name", "class_stems", "plan_samples",
-    "write_png", "write_npy", "images_to_volume", "NiftiWriter", "write_nifti", "write_samples",
+    "FORMATS", "NOISE_MODES", "Sample", "parse_seeds", "seed_latents", "resolve_class", "class_labels",
+    "map_latents", "synthesize", "class_mean_ws", "plan_samples", "generate_images", "write_png",
+    "write_npy", "write_nifti", "images_to_volume", "write_manifest", "write_samples", "model_device",
 ]

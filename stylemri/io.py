@@ -1,14 +1,13 @@
-"""Atomic file writing, the one CSV writer, and the one image conversion everything uses ([-1, 1] -> uint8)."""
+"""Atomic file writing and the one image conversion everything uses ([-1, 1] -> uint8)."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
@@ -114,30 +113,3 @@ def save_grid(path: str | os.PathLike, images: torch.Tensor | np.ndarray, ncols:
     """Images in [-1, 1] (float) or uint8, (N, C, H, W) -> one PNG grid."""
     arr = images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else to_uint8(images)
     return save_image(path, make_grid(arr, ncols=ncols))
-
-
-class _CsvRows:
-    def __init__(self, f: IO[str], header: Sequence[str]) -> None:
-        self._writer = csv.writer(f, lineterminator="\n")
-        self.header = list(header)
-        self._writer.writerow(self.header)
-
-    def writerow(self, row: Sequence[Any] | Mapping[str, Any]) -> None:
-        """A row as a sequence in header order, or a mapping (missing keys written empty)."""
-        self._writer.writerow([row.get(k, "") for k in self.header] if isinstance(row, Mapping) else list(row))
-
-
-@contextlib.contextmanager
-def csv_writer(path: str | os.PathLike, header: Sequence[str]) -> Iterator[_CsvRows]:
-    """Write a CSV row by row (memory flat however long), atomically: readers see the whole table or none."""
-    with atomic_write(path, "w") as f:
-        yield _CsvRows(f, header)
-
-
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]
-              ) -> Path:
-    """The one CSV writer: a header, then rows (sequences in header order, or mappings), atomically."""
-    with csv_writer(path, header) as table:
-        for row in rows:
-            table.writerow(row)
-    return Path(path)

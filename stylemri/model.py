@@ -1,58 +1,82 @@
-"""A trained model, opened once for every tool: `stylemri.load(run) -> TrainedModel`.
-
-    model = stylemri.load("runs/00003-stylegan2-mni152-64", checkpoint="latest", device="auto")
-    images = model.generate([0, 1, 2], class_name="AD", trunc=0.7)   # (3, 1, 64, 64) float32 in [-1, 1]
-
-Which checkpoint (latest | best | KIMG), the EMA generator at the stage the run reached (a progressive
-run stopped early generates at the size it reached), the discriminator when a tool wants its features,
-and `tag` (e.g. `kimg-40`), the folder every output of this checkpoint goes to, so outputs of different
-checkpoints never mix. Weights are read through `stylemri.training.checkpoint` only (safetensors + JSON,
-never pickle), so every load gets the same checks.
+"""Opening a trained run for use: which checkpoint (latest | best | KIMG), the EMA generator at the stage
+the run reached, the discriminator when a tool wants its features, and the output folder named after
+the checkpoint (like the seeds' `predict.py --epoch`), so outputs of different checkpoints never mix.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from stylemri.config import RunConfig, from_dict
-from stylemri.device import resolve_device
+import stylemri
 from stylemri.errors import UserError
-from stylemri.networks import build_discriminator, build_generator
-from stylemri.networks.sampling import check_noise, generate_images
-from stylemri.networks.staged import StagedDiscriminator, at_stage
-from stylemri.training import checkpoint as ckpt
-from stylemri.training.run_dir import find_checkpoint, run_dir_of
 
 
-@dataclass(eq=False)
-class TrainedModel:
-    """One checkpoint of a run: G (EMA, eval, no grad; staged for progressive runs), its config and classes."""
+class StagedGenerator(nn.Module):
+    """A progressive generator frozen at the stage (and fade-in alpha) its run reached, so every tool sees
+    the generator contract with `resolution` = what it actually produces."""
+
+    def __init__(self, G: nn.Module, stage: int, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.G = G
+        self.stage, self.alpha = int(stage), float(alpha)
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = G.z_dim, G.c_dim, G.w_dim, G.num_ws
+        self.img_channels = G.img_channels
+        self.resolution = 4 * 2**self.stage
+
+    @property
+    def mapping(self) -> nn.Module:
+        return self.G.mapping
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.G.w_avg
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "random", **_: Any) -> torch.Tensor:
+        return self.G.synthesis(ws, noise_mode=noise_mode, stage=self.stage, alpha=self.alpha)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, psi: float = 1.0, cutoff: int | None = None,
+                noise_mode: str = "random") -> torch.Tensor:
+        return self.synthesis(self.mapping(z, c, psi=psi, cutoff=cutoff), noise_mode=noise_mode)
+
+
+class StagedDiscriminator(nn.Module):
+    """The discriminator of a progressive run at the stage (and alpha) its generator reached."""
+
+    def __init__(self, D: nn.Module, stage: int, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.D = D
+        self.stage, self.alpha = int(stage), float(alpha)
+        self.c_dim = D.c_dim
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None, **_: Any) -> torch.Tensor:
+        return self.D(img, c, stage=self.stage, alpha=self.alpha)
+
+
+@dataclass
+class UsableModel:
+    """A checkpoint opened for the tools: G (eval, no grad), the run config, class names, where it came from."""
 
     G: nn.Module
-    config: RunConfig
-    class_names: tuple[str, ...]
-    checkpoint: Path  # the checkpoint's JSON record
+    config: Any  # stylemri.config.RunConfig
+    class_names: list[str]
+    checkpoint: Path
     kimg: float
     device: torch.device
-    stage: int | None = None  # progressive runs stopped before full size: the stage they reached
+    stage: int | None = None
     alpha: float = 1.0
     _D: nn.Module | None = field(default=None, repr=False)
 
     @property
-    def resolution(self) -> int:
-        """Pixels of the generated images (a progressive run stopped early gives fewer than configured)."""
-        return int(self.G.resolution)
-
-    @property
     def tag(self) -> str:
-        """The output sub-folder of this checkpoint, e.g. 'kimg-4.5': every command writes under it."""
+        """Output sub-folder for this checkpoint, e.g. 'kimg-4.5'."""
         return f"kimg-{self.kimg:g}"
 
     @property
@@ -60,112 +84,109 @@ class TrainedModel:
         return self.G.c_dim > 0
 
     @property
-    def run_dir(self) -> Path:
-        return run_dir_of(self.checkpoint)
-
-    @property
     def run_name(self) -> str:
-        return self.run_dir.name
-
-    def class_index(self, name: str | int | None) -> int | None:
-        """A class by name (exact, else the one case-insensitive match) or index -> its index; None stays None."""
-        if name is None:
-            return None
-        if not self.conditional:
-            raise UserError(f"--class {name}: this model is unconditional (trained on one class); drop --class")
-        names = list(self.class_names)
-        if isinstance(name, int) and not isinstance(name, bool):
-            if not 0 <= name < len(names):
-                raise UserError(f"--class {name}: expected a class index below {len(names)}")
-            return int(name)
-        if str(name) in names:
-            return names.index(str(name))
-        lowered = [n.lower() for n in names]
-        if lowered.count(str(name).lower()) == 1:
-            return lowered.index(str(name).lower())
-        raise UserError(f"--class {name}: the model has no such class; expected one of {', '.join(names) or '(none)'}")
-
-    def generate(self, seeds: Iterable[int], *, class_name: str | int | Sequence[str | int] | None = None,
-                 trunc: float = 1.0, noise: str = "const", batch: int = 1) -> torch.Tensor:
-        """One image per seed, (N, C, R, R) float32 in [-1, 1] (not clipped) on the CPU.
-
-        Seed s names the same image whatever else is generated with it. `class_name`: one class for all
-        seeds, or one per seed; None on a conditional model gives seed s the class s mod num_classes.
-        `noise`: const (stored maps, reproducible), random (drawn from each seed) or none. `batch`: images
-        per forward pass; 1 (default) keeps every image bit-identical whatever else is generated, larger is
-        faster but may change the last bit (batched kernels sum in another order)."""
-        if isinstance(seeds, (int, str)):
-            raise TypeError(f"seeds {seeds!r}: expected a sequence of seeds, e.g. [3] or range(16)")
-        seeds = [int(s) for s in seeds]
-        check_noise(noise)
-        if not math.isfinite(trunc):
-            raise UserError(f"trunc {trunc}: expected a finite truncation psi (1 = none)")
-        return generate_images(self.G, seeds, self.classes_for(seeds, class_name), psi=trunc, noise=noise,
-                               batch=batch)
-
-    def classes_for(self, seeds: Sequence[int], class_name: str | int | Sequence[str | int] | None
-                    ) -> list[int | None]:
-        """The class index of each seed (None for an unconditional model)."""
-        if not self.conditional:
-            if class_name is not None:
-                raise UserError(f"class {class_name}: this model is unconditional; it was trained without classes")
-            return [None] * len(seeds)
-        if class_name is None:
-            return [s % self.G.c_dim for s in seeds]
-        if isinstance(class_name, (str, int)):
-            return [self.class_index(class_name)] * len(seeds)
-        names = list(class_name)
-        if len(names) != len(seeds):
-            raise UserError(f"class_name: expected one class or {len(seeds)} (one per seed), got {len(names)}")
-        return [self.class_index(n) for n in names]
+        run = self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else self.checkpoint.parent
+        return run.name
 
     def discriminator(self) -> nn.Module:
-        """The run's discriminator from the same checkpoint (eval, no grad, same stage); loaded on first use."""
+        """The run's discriminator from the same checkpoint (eval, no grad); loaded on first use."""
         if self._D is None:
-            tensors, _ = ckpt.read_checkpoint(self.checkpoint, prefixes=("D",))
+            from stylemri.networks import build_discriminator
+            from stylemri.training import checkpoint as ckpt
+
+            tensors, _ = ckpt.read_checkpoint(self.checkpoint, verify=False, prefixes=("D",))
             state = ckpt.unpack_module("D", tensors)
             if not state:
                 raise UserError(f"{self.checkpoint}: this checkpoint holds no discriminator weights (D)")
-            D = _fit(build_discriminator(self.config.network), state, self.checkpoint)
+            D = build_discriminator(self.config.network)
+            D.load_state_dict(state)
             D = D.to(self.device).eval().requires_grad_(False)
             self._D = D if self.stage is None else StagedDiscriminator(D, self.stage, self.alpha)
         return self._D
 
 
-def load(run_or_checkpoint: str | os.PathLike, checkpoint: str = "latest", device: str | torch.device = "auto"
-         ) -> TrainedModel:
-    """Open a run folder (its `checkpoint`: latest, best or a kimg), its checkpoints/ folder, or one
-    checkpoint's .json/.safetensors, on `device` (auto: CUDA when available)."""
-    dev = resolve_device(device)
-    json_path = find_checkpoint(run_or_checkpoint, checkpoint)
-    tensors, meta = ckpt.read_checkpoint(json_path, prefixes=("G_ema",))
-    try:
-        cfg = from_dict(RunConfig, meta["config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"{json_path}: expected a training checkpoint with its run configuration ({exc})") from None
-    state = ckpt.unpack_module("G_ema", tensors)
-    if not state:
-        raise UserError(f"{json_path}: expected generator weights (G_ema) in the checkpoint; found none")
-    G = _fit(build_generator(cfg.network), state, json_path).to(dev).eval().requires_grad_(False)
-    phase = meta.get("phase") or {}
-    stage = phase.get("stage") if cfg.train.progressive else None
-    alpha = float(phase.get("alpha", 1.0)) if stage is not None else 1.0
-    if stage is not None and stage == int(math.log2(cfg.network.resolution)) - 2 and alpha == 1.0:
-        stage = None  # fully grown: the plain generator
-    kimg = int(meta.get("nimg", 0)) / 1000
-    return TrainedModel(G=at_stage(G, stage, alpha), config=cfg, class_names=tuple(cfg.class_names),
-                        checkpoint=json_path, kimg=kimg, device=dev, stage=stage, alpha=alpha)
+def checkpoint_kimg(json_path: Path) -> float:
+    m = re.match(r"^ckpt-(\d+)$", json_path.stem)
+    return int(m.group(1)) / 1000 if m else math.nan
 
 
-def _fit(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> nn.Module:
-    """Load a state dict, turning a mismatch (an incompatible stylemri version) into one clear line."""
+def resolve_checkpoint(run: str | os.PathLike, which: str = "latest") -> Path:
+    """A run directory + 'latest' | 'best' | KIMG -> the checkpoint's JSON record; a checkpoint file as is."""
+    from stylemri.training.checkpoint import CheckpointManager
+
+    path = Path(run)
+    which = str(which).strip().lower()
+    if path.is_file():
+        if which != "latest":
+            raise UserError(f"--checkpoint {which}: {path} is already one checkpoint; give the run folder to choose")
+        return path.with_suffix(".json") if path.suffix == ".safetensors" else path
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory")
+    if path.name == "checkpoints":
+        path = path.parent
+    manager = CheckpointManager(path / "checkpoints")
+    whole = manager.checkpoints()
+    if not whole:
+        records = sorted((path / "checkpoints").glob("ckpt-*.json"))
+        if records:  # there are checkpoints, but none this version can read whole: say why
+            from stylemri.training.checkpoint import read_meta
+
+            read_meta(records[-1])  # raises for a foreign or older format
+            raise UserError(f"{records[-1]}: checkpoint incomplete (its tensor file is missing or truncated)")
+        raise UserError(f"{path}: expected a training run with at least one checkpoint in checkpoints/; found none")
+    if which == "latest":
+        found = manager.latest()
+    elif which == "best":
+        found = manager.best()
+        if found is None:
+            raise UserError(f"--checkpoint best: {path} has no best checkpoint (no metric was tracked); "
+                            f"use latest or a kimg")
+    else:
+        try:
+            kimg = float(which)
+        except ValueError:
+            raise UserError(f"--checkpoint {which}: expected latest, best, or a kimg number") from None
+        matches = [p for p in whole if math.isclose(checkpoint_kimg(p), kimg, rel_tol=0, abs_tol=5e-4)]
+        if not matches:
+            have = ", ".join(f"{checkpoint_kimg(p):g}" for p in whole)
+            raise UserError(f"--checkpoint {which}: no checkpoint at {kimg:g} kimg in {path}; available: {have}")
+        found = matches[-1]
+    assert found is not None
+    return found
+
+
+def open_model(run: str | os.PathLike, which: str = "latest", device: str = "cpu") -> UsableModel:
+    """Load the EMA generator of `run` at checkpoint `which` (see `resolve_checkpoint`)."""
+    dev = pick_device(device)
+    json_path = resolve_checkpoint(run, which)
     try:
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError) as exc:
+        loaded = stylemri.load(json_path, device=dev)
+    except (RuntimeError, KeyError) as exc:  # state dict does not fit the network the config describes
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{source}: the weights do not fit the network its config describes "
+        raise UserError(f"{json_path}: the weights do not fit the network its config describes "
                         f"(checkpoint from an incompatible stylemri version?): {first[:200]}") from None
-    return module
+    G = loaded.G
+    stage = getattr(loaded, "stage", None)
+    alpha = float(getattr(loaded, "alpha", 1.0))
+    if stage is not None:
+        G = StagedGenerator(G, stage, alpha)
+    names = list(loaded.class_names)
+    kimg = float(getattr(loaded, "kimg", checkpoint_kimg(json_path)))
+    return UsableModel(G=G, config=loaded.config, class_names=names,
+                       checkpoint=Path(getattr(loaded, "checkpoint", json_path)), kimg=kimg, device=dev, stage=stage,
+                       alpha=alpha)
 
 
-__all__ = ["TrainedModel", "load"]
+def pick_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available here; use cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device {device}: expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+__all__ = ["StagedGenerator", "StagedDiscriminator", "UsableModel", "resolve_checkpoint", "open_model", "pick_device",
+           "checkpoint_kimg"]

@@ -10,21 +10,19 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from stylemri.errors import UserError
-from stylemri.networks.sampling import class_mean_ws, synthesize
+from stylemri.generate import class_mean_ws, resolve_class, synthesize
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 
 
-def parse_direction(spec: str, class_names: Sequence[str], c_dim: int,
-                    resolve_class: Callable[[str], int | None]) -> tuple[int, int]:
-    """'AD-NC' -> (index of AD, index of NC): the direction points from NC towards AD. `resolve_class`
-    (a model's `class_index`) finds a class by name when the exact split finds none."""
+def parse_direction(spec: str, class_names: Sequence[str], c_dim: int) -> tuple[int, int]:
+    """'AD-NC' -> (index of AD, index of NC): the direction points from NC towards AD."""
     if not c_dim:
         raise UserError(f"--direction {spec}: this model is unconditional; class directions need a conditional model")
     names = list(class_names)
@@ -38,7 +36,7 @@ def parse_direction(spec: str, class_names: Sequence[str], c_dim: int,
                 return names.index(a), names.index(b)
     parts = spec.split("-")
     if len(parts) == 2:
-        a, b = (resolve_class(p.strip()) for p in parts)  # errors name the classes
+        a, b = (resolve_class(p.strip(), names, c_dim) for p in parts)  # errors name the classes
         if a == b:
             raise UserError(f"--direction {spec}: expected two different classes")
         return int(a), int(b)  # type: ignore[arg-type]
@@ -64,7 +62,7 @@ def parse_steps(spec: str) -> list[float]:
         values = []
     if not values:
         raise UserError(f"--steps {spec}: expected LO..HI[:STEP] like -3..3, or a list like -2,0,2")
-    return list(dict.fromkeys(values))  # a step given twice is drawn (and written) once
+    return values
 
 
 def load_latent(path: str | os.PathLike, num_ws: int, w_dim: int) -> torch.Tensor:
@@ -105,7 +103,7 @@ def edit_sequence(G: torch.nn.Module, ws: torch.Tensor, direction: torch.Tensor,
     mask[list(range(G.num_ws)) if layers is None else list(layers)] = 1.0
     alphas = torch.tensor(list(steps), dtype=torch.float32).view(-1, 1, 1)
     edited = ws.float().cpu().unsqueeze(0) + alphas * mask.unsqueeze(0) * direction.float().cpu().view(1, 1, -1)
-    return synthesize(G, edited, noise=noise_mode, noise_seeds=[0] * len(edited)), edited
+    return synthesize(G, edited, noise_mode), edited
 
 
 __all__ = ["parse_direction", "parse_steps", "load_latent", "class_direction", "edit_sequence"]

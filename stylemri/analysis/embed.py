@@ -22,7 +22,7 @@ import torch
 from stylemri import io
 from stylemri.analysis.figures import MARKERS, PALETTE, save_figure
 from stylemri.errors import UserError
-from stylemri.networks.sampling import map_latents, model_device, one_hot
+from stylemri.generate import class_labels, map_latents, model_device
 
 METHODS = ("tsne", "pca", "umap")
 METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
@@ -38,7 +38,7 @@ def sample_style_codes(G: torch.nn.Module, n: int, seed: int = 0, psi: float = 1
     codes, labels = [], []
     for k in range(max(G.c_dim, 1)):
         z = torch.from_numpy(rng.randn(n, G.z_dim).astype(np.float32))
-        c = one_hot([k] * n if G.c_dim else [None] * n, G.c_dim)
+        c = class_labels([k] * n if G.c_dim else [None] * n, G.c_dim)
         codes.append(map_latents(G, z, c, psi=psi)[:, 0].float().cpu().numpy())
         labels.append(np.full(n, k, dtype=np.int64))
     return np.concatenate(codes), np.concatenate(labels)
@@ -68,7 +68,7 @@ def discriminator_features(D: torch.nn.Module, images: torch.Tensor, labels: tor
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(dev)
             lab = labels[i:i + batch_size].tolist() if (labels is not None and c_dim) else [None] * len(x)
-            D(x, one_hot(lab, c_dim, device=dev))
+            D(x, class_labels(lab, c_dim, device=dev))
     finally:
         hook.remove()
     return torch.cat(store).numpy() if store else np.zeros((0, 0), np.float32)

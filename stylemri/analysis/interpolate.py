@@ -15,7 +15,7 @@ from PIL import Image
 
 from stylemri import io
 from stylemri.errors import UserError
-from stylemri.networks.sampling import class_mean_ws, map_latents, one_hot, seed_latents, synthesize
+from stylemri.generate import class_labels, class_mean_ws, map_latents, seed_latents, synthesize
 
 SPACES = ("w", "z")
 
@@ -67,12 +67,12 @@ def interpolate_seeds(G: torch.nn.Module, seeds: Sequence[int], space: str = "w"
     z = seed_latents(seeds, G.z_dim)
     if space == "z":
         zs = _chain(z, frames, slerp)
-        c = one_hot([class_index] * len(zs) if G.c_dim else [None] * len(zs), G.c_dim)
+        c = class_labels([class_index] * len(zs) if G.c_dim else [None] * len(zs), G.c_dim)
         ws = map_latents(G, zs, c, psi=psi)
     else:
-        c = one_hot([class_index] * len(z) if G.c_dim else [None] * len(z), G.c_dim)
+        c = class_labels([class_index] * len(z) if G.c_dim else [None] * len(z), G.c_dim)
         ws = _chain(map_latents(G, z, c, psi=psi).cpu(), frames, lerp)
-    return synthesize(G, ws, noise=noise_mode, noise_seeds=[seeds[0]] * len(ws))  # one noise for the whole walk
+    return synthesize(G, ws, noise_mode)
 
 
 @torch.no_grad()
@@ -88,12 +88,11 @@ def class_walk(G: torch.nn.Module, classes: Sequence[int], frames: int = 16, see
     rows = [_chain(means[list(classes)], frames, lerp)]
     if seeds:
         z = seed_latents(seeds, G.z_dim)
-        per_class = [map_latents(G, z, one_hot([k] * len(z), G.c_dim))[:, 0].cpu() for k in classes]
+        per_class = [map_latents(G, z, class_labels([k] * len(z), G.c_dim))[:, 0].cpu() for k in classes]
         keys = torch.stack(per_class, dim=1)  # (S, K, w_dim)
         rows += [_chain(keys[i], frames, lerp) for i in range(len(seeds))]
     ws = torch.stack(rows)  # (rows, T, w_dim)
-    noise_seeds = [s for s in [0, *seeds] for _ in range(ws.shape[1])]  # one noise per row of the walk
-    imgs = synthesize(G, ws.reshape(-1, G.w_dim), noise=noise_mode, noise_seeds=noise_seeds)
+    imgs = synthesize(G, ws.reshape(-1, G.w_dim), noise_mode)
     return imgs.reshape(ws.shape[0], ws.shape[1], *imgs.shape[1:])
 
 

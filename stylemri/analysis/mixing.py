@@ -17,7 +17,7 @@ import torch
 
 from stylemri import io
 from stylemri.errors import UserError
-from stylemri.networks.sampling import map_latents, one_hot, seed_latents, synthesize
+from stylemri.generate import class_labels, map_latents, seed_latents, synthesize
 
 GROUPS = ("coarse", "middle", "fine")
 
@@ -79,7 +79,7 @@ def style_mixing(G: torch.nn.Module, row_seeds: Sequence[int], col_seeds: Sequen
         raise ValueError("a conditional model needs class_index")
     seeds = list(dict.fromkeys([*row_seeds, *col_seeds]))
     z = seed_latents(seeds, G.z_dim)
-    c = one_hot([class_index] * len(seeds) if G.c_dim else [None] * len(seeds), G.c_dim)
+    c = class_labels([class_index] * len(seeds) if G.c_dim else [None] * len(seeds), G.c_dim)
     ws = map_latents(G, z, c, psi=psi)
     w_of = {s: ws[i] for i, s in enumerate(seeds)}
     rows = torch.stack([w_of[s] for s in row_seeds])
@@ -87,10 +87,9 @@ def style_mixing(G: torch.nn.Module, row_seeds: Sequence[int], col_seeds: Sequen
     mixed = rows.unsqueeze(1).repeat(1, len(col_seeds), 1, 1)  # (R, K, num_ws, w_dim)
     idx = torch.as_tensor(list(styles), dtype=torch.long, device=mixed.device)
     mixed[:, :, idx] = cols.unsqueeze(0)[:, :, idx].expand(len(row_seeds), -1, -1, -1)
-    row_img = synthesize(G, rows, noise=noise_mode, noise_seeds=row_seeds)
-    col_img = synthesize(G, cols, noise=noise_mode, noise_seeds=col_seeds)
-    mix_seeds = [s for s in row_seeds for _ in col_seeds]  # a cell keeps its row seed's noise, like its other layers
-    mix_img = synthesize(G, mixed.reshape(-1, G.num_ws, G.w_dim), noise=noise_mode, noise_seeds=mix_seeds)
+    row_img = synthesize(G, rows, noise_mode)
+    col_img = synthesize(G, cols, noise_mode)
+    mix_img = synthesize(G, mixed.reshape(-1, G.num_ws, G.w_dim), noise_mode)
     mix_img = mix_img.reshape(len(row_seeds), len(col_seeds), *mix_img.shape[1:])
     return MixingResult(list(row_seeds), list(col_seeds), list(styles), row_img, col_img, mix_img)
 

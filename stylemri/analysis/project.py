@@ -25,7 +25,7 @@ from stylemri import io
 from stylemri.analysis.figures import PALETTE, save_figure
 from stylemri.analysis.ssim import ms_ssim
 from stylemri.errors import UserError
-from stylemri.networks.sampling import model_device, one_hot
+from stylemri.generate import class_labels, model_device
 
 # --------------------------------------------------------------------------------------------- targets
 
@@ -202,7 +202,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
                 torch.randint(G.c_dim, (w_avg_samples,), generator=gen).tolist()
         else:
             ks = [None] * w_avg_samples
-        c = one_hot(ks, G.c_dim)
+        c = class_labels(ks, G.c_dim)
         w_samples = torch.cat([G.mapping(z[i:i + 1000].to(dev), c[i:i + 1000].to(dev))[:, :1].float()
                                for i in range(0, w_avg_samples, 1000)])
         w_mean = w_samples.mean(0, keepdim=True)  # (1, 1, w_dim)

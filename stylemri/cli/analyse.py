@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import io as _io
+import json
 import re
 from pathlib import Path
 
@@ -18,14 +20,22 @@ import torch
 from stylemri import generate as gen
 from stylemri import io
 from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
-from stylemri.cli.options import add_model_args, add_num, add_sampling_args, check_psi
-from stylemri.cli.use import class_of, describe, open_for, out_folder
+from stylemri.cli.use import add_model_args, add_sampling_args, check_psi, class_of, describe, open_for, out_folder
 from stylemri.config import replace
 from stylemri.errors import UserError
-from stylemri.model import TrainedModel
-from stylemri.networks.sampling import one_hot
+from stylemri.model import UsableModel, open_model
 
 SPLITS = ("train", "validate", "test", "all")
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    with io.atomic_write(path, "w") as f:
+        f.write(buf.getvalue())
+    return path
 
 
 def _np_savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -36,7 +46,7 @@ def _np_savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def load_real_data(model: TrainedModel, source: str, split: str | None = None):
+def load_real_data(model: UsableModel, source: str, split: str | None = None):
     """The dataset at `source`, prepared like the run's training data (same axis, channels, resolution)."""
     from stylemri.data import load_dataset
 
@@ -73,7 +83,7 @@ def cmd_project(args: argparse.Namespace) -> int:
                              initial_lr=args.lr, pixel_weight=args.mse_weight, l1_weight=args.l1_weight,
                              ssim_weight=args.ssim_weight, feature_weight=args.d_weight, features=features,
                              optimize_noise=not args.fixed_noise, w_avg_samples=args.w_samples)
-    stem = gen.safe_name(Path(args.image).name.split(".")[0]) + (f"_slice{args.slice}" if args.slice is not None else "")
+    stem = gen._safe(Path(args.image).name.split(".")[0]) + (f"_slice{args.slice}" if args.slice is not None else "")
     folder = out_folder(args, model, "project") / f"{stem}_{'wplus' if args.wplus else 'w'}"
     gen.write_png(folder / "target.png", result.target)
     gen.write_png(folder / "projected.png", result.image)
@@ -81,7 +91,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     latent = gen.write_npy(folder / "projected_w.npy", result.ws)
     noise = _np_savez(folder / "projected_noise.npz", result.noise) if result.noise else None
     keys = ["step", "image_loss", "mse", "l1", "ms_ssim", "noise_reg", "lr"] + (["features"] if features else [])
-    io.write_csv(folder / "loss.csv", keys, [[h.get(key, "") for key in keys] for h in result.history])
+    _write_csv(folder / "loss.csv", keys, [[h.get(key, "") for key in keys] for h in result.history])
     project.plot_loss_curve(folder / "loss.png", result)
     loss_desc = (f"{args.mse_weight:g} * pixel MSE + {args.l1_weight:g} * L1 + {args.ssim_weight:g} * (1 - MS-SSIM)"
                  + (f" + {args.d_weight:g} * discriminator-feature MSE" if features else "")
@@ -108,7 +118,7 @@ def _d_features_grad(D: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
     store: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, _i, out: store.append(out))
     try:
-        D(img, one_hot([0] * len(img) if D.c_dim else [None] * len(img), D.c_dim, device=img.device))
+        D(img, gen.class_labels([0] * len(img) if D.c_dim else [None] * len(img), D.c_dim, device=img.device))
     finally:
         hook.remove()
     return store[-1]
@@ -121,7 +131,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     steps = edit.parse_steps(args.steps)
     model = open_for(args)
     G = model.G
-    a, b = edit.parse_direction(args.direction, model.class_names, G.c_dim, model.class_index)
+    a, b = edit.parse_direction(args.direction, model.class_names, G.c_dim)
     ws = edit.load_latent(args.latent, G.num_ws, G.w_dim)
     layers = mixing.parse_styles(args.layers, G.num_ws, G.resolution) if args.layers else None
     noise_file = Path(args.noise_from) if args.noise_from else Path(args.latent).with_name("projected_noise.npz")
@@ -139,15 +149,15 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise UserError(f"--noise-from {args.noise_from}: no such file")
     direction = edit.class_direction(G, a, b, num_samples=args.class_samples)
     images, edited = edit.edit_sequence(G, ws, direction, steps, layers=layers, noise_mode="const")
-    name = f"{gen.safe_name(Path(args.latent).stem)}_{gen.safe_name(args.direction)}"
+    name = f"{gen._safe(Path(args.latent).stem)}_{gen._safe(args.direction)}"
     folder = out_folder(args, model, "edit") / name
     files = []
-    for name, img in zip(_step_names(steps), images):
-        files.append(gen.write_png(folder / name, img))
+    for s, img in zip(steps, images):
+        files.append(gen.write_png(folder / f"step_{s:+.2f}.png", img))
     strip = interpolate.write_strip(folder / "strip.png", images, zoom=args.zoom)
     gif = interpolate.write_gif(folder / "edit.gif", images, zoom=args.zoom)
     gen.write_npy(folder / "edited_ws.npy", edited.numpy())
-    io.write_csv(folder / "steps.csv", ["step", "file"], [[s, f.name] for s, f in zip(steps, files)])
+    _write_csv(folder / "steps.csv", ["step", "file"], [[s, f.name] for s, f in zip(steps, files)])
     print(f"model: {describe(model)}")
     print(f"direction {model.class_names[a]} - {model.class_names[b]} (difference of class-mean w over "
           f"{args.class_samples} latents each; |d| = {float(direction.norm()):.3g}), "
@@ -156,15 +166,6 @@ def cmd_edit(args: argparse.Namespace) -> int:
     print("noise maps: " + (f"from {used_noise}" if used_noise else "the model's stored constant noise"))
     print(f"wrote {len(files)} images step_*.png, strip.png, edit.gif, edited_ws.npy, steps.csv to {folder}")
     return 0
-
-
-def _step_names(steps: list[float]) -> list[str]:
-    """step_+1.00.png, ...: two decimals, more when two distinct steps would otherwise share a file."""
-    for digits in range(2, 11):
-        names = [f"step_{s:+.{digits}f}.png" for s in steps]
-        if len(set(names)) == len(names):
-            return names
-    raise UserError("--steps: expected distinct steps (they name the files written)")
 
 
 # ------------------------------------------------------------------------------------------------ embed
@@ -198,33 +199,30 @@ def _analyse_all(codes: np.ndarray, labels: np.ndarray, names: list[str], what: 
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    if args.num < 2 or args.num > 100000:
-        raise UserError(f"--num {args.num}: expected 2 to 100000 samples per class")
+    if args.n < 2 or args.n > 100000:
+        raise UserError(f"--n {args.n}: expected 2 to 100000 samples per class")
     if args.method not in embed.METHODS:
         raise UserError(f"--method {args.method}: expected one of {', '.join(embed.METHODS)}")
     psi = check_psi(args.trunc)
     runs = list(args.run)
     if len(runs) > 2:
         raise UserError(f"RUN: expected one run, or two per-class runs to compare; got {len(runs)}")
-    models = [open_for(args, r, args.checkpoint if i == 0 else args.checkpoint_b) for i, r in enumerate(runs)]
+    models = [open_model(r, args.checkpoint if i == 0 else args.checkpoint_b, args.device) for i, r in enumerate(runs)]
     first = models[0]
-    labels_of = [m.run_name for m in models]
-    if len(set(labels_of)) < len(labels_of):  # two runs of the same name: keep their files and labels apart
-        labels_of = [f"{n}-{i + 1}" for i, n in enumerate(labels_of)]
-    folder = out_folder(args, first, "embed" if len(models) == 1 else f"embed_vs_{gen.safe_name(labels_of[1])}")
+    folder = out_folder(args, first, "embed" if len(models) == 1 else f"embed_vs_{gen._safe(models[1].run_name)}")
     report: dict = {"checkpoints": [str(m.checkpoint) for m in models]}
     written: list[Path] = []
     if len(models) == 1:
-        codes, labels = embed.sample_style_codes(first.G, args.num, seed=args.seed, psi=psi)
+        codes, labels = embed.sample_style_codes(first.G, args.n, seed=args.seed, psi=psi)
         names = first.class_names if first.conditional else [first.run_name]
     else:
         if models[0].G.w_dim != models[1].G.w_dim:
             raise UserError(f"{runs[1]}: w_dim {models[1].G.w_dim} differs from {runs[0]}'s {models[0].G.w_dim}; "
                             "style codes of the two runs cannot be compared")
         parts, names = [], []
-        for m, name in zip(models, labels_of):
-            c, lab = embed.sample_style_codes(m.G, args.num, seed=args.seed, psi=psi)
-            mnames = [f"{name}:{n}" for n in m.class_names] if m.conditional else [name]
+        for m in models:
+            c, lab = embed.sample_style_codes(m.G, args.n, seed=args.seed, psi=psi)
+            mnames = [f"{m.run_name}:{n}" for n in m.class_names] if m.conditional else [m.run_name]
             parts.append((c, lab + len(names)))
             names += mnames
         codes = np.concatenate([p[0] for p in parts])
@@ -237,7 +235,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.data or _source_exists(source):
         for i, m in enumerate(models):
             ds = load_real_data(m, args.data or m.config.data.source, args.split)
-            idx = sample_per_class(ds, args.num, args.seed)
+            idx = sample_per_class(ds, args.n, args.seed)
             images, labels_r = ds.batch(idx, resolution=m.G.resolution)
             model_labels = _model_labels(ds.class_names, m, labels_r)
             feats = embed.discriminator_features(m.discriminator(), images, model_labels)
@@ -245,7 +243,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             remap = {k: j for j, k in enumerate(present)}
             lab = np.array([remap[int(k)] for k in labels_r])
             dnames = [ds.class_names[k] for k in present]
-            prefix = "dfeat" if len(models) == 1 else f"dfeat_{gen.safe_name(labels_of[i])}"
+            prefix = "dfeat" if len(models) == 1 else f"dfeat_{gen._safe(m.run_name)}"
             if len(lab) > 3:
                 what = f"discriminator features of real images ({m.run_name})"
                 summary, files = _analyse_all(feats, lab, dnames, what, args, folder, prefix)
@@ -265,7 +263,7 @@ def _source_exists(source: str) -> bool:
     return source.startswith("builtin:") or Path(source).exists()
 
 
-def _model_labels(data_names: list[str], model: TrainedModel, labels: torch.Tensor) -> torch.Tensor:
+def _model_labels(data_names: list[str], model: UsableModel, labels: torch.Tensor) -> torch.Tensor:
     """Dataset labels -> the model's class indices (0 where the model lacks the class; D's features do not
     depend on the label, only its final projection does)."""
     lookup = {n: i for i, n in enumerate(model.class_names)}
@@ -290,8 +288,8 @@ def _summary_line(key: str, s) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    if args.num < 1 or args.num > 1024:
-        raise UserError(f"--num {args.num}: expected 1 to 1024 images")
+    if args.n < 1 or args.n > 1024:
+        raise UserError(f"--n {args.n}: expected 1 to 1024 images")
     psi = check_psi(args.trunc)
     model = open_for(args)
     G = model.G
@@ -300,7 +298,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(ds) == 0:
         raise UserError(f"--data {source}: no images found")
     rng = np.random.RandomState(args.seed)
-    idx = np.sort(rng.choice(len(ds), size=min(args.num, len(ds)), replace=False))
+    idx = np.sort(rng.choice(len(ds), size=min(args.n, len(ds)), replace=False))
     real, real_labels = ds.batch(idx, resolution=G.resolution)
     seeds = list(range(args.seed, args.seed + len(idx)))
     if G.c_dim:  # class-matched: each generated image takes the class of the real one beside it
@@ -309,8 +307,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         samples = [gen.Sample(s, k, model.class_names[k]) for s, k in zip(seeds, ks)]
     else:
         samples = [gen.Sample(s, None, None) for s in seeds]
-    fake = model.generate(seeds, class_name=[s.class_index for s in samples] if G.c_dim else None, trunc=psi,
-                          noise=args.noise)
+    fake = gen.generate_images(G, samples, psi=psi, noise_mode=args.noise)
     folder = out_folder(args, model, "compare")
     fig = compare.real_vs_generated_figure(folder / "real_vs_generated.png", fake, real,
                                            title=f"Left: generated ({model.run_name}, {model.kimg:g} kimg). "
@@ -322,7 +319,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     nfig = compare.nearest_figure(folder / "nearest.png", fake, near_imgs, nearest, captions)
     rows = [[s.seed, s.class_name or "", int(i), ds.source_of(int(i)), f"{d:.6f}", bool(f), bool(c)]
             for s, i, d, f, c in zip(samples, nearest.nearest_index, nearest.distance, nearest.flipped, nearest.closer)]
-    table = io.write_csv(folder / "nearest.csv", ["seed", "class", "nearest_index", "nearest_source", "rms_distance",
+    table = _write_csv(folder / "nearest.csv", ["seed", "class", "nearest_index", "nearest_source", "rms_distance",
                                                 "mirrored", "closer_than_real_pairs"], rows)
     io.save_grid(folder / "generated.png", fake)
     print(f"model: {describe(model)}")
@@ -395,10 +392,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "silhouette scores. The same for the discriminator's features of real images per "
                                    "class (from --data, or the run's training data when present). With two runs "
                                    "(RUN_AD RUN_NC) it compares their style codes.")
-    add_model_args(p, runs="+", outdir_help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/embed*/")
+    p.add_argument("run", nargs="+", metavar="RUN", help="a run, or two per-class runs to compare")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG", help="checkpoint of the (first) run")
+    p.add_argument("--checkpoint-b", default="latest", metavar="latest|best|KIMG", help="checkpoint of the second run")
+    p.add_argument("--device", default="cpu", metavar="auto|cpu|cuda", help="where to run (default: cpu)")
+    p.add_argument("--outdir", default=None, metavar="DIR",
+                   help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/embed*/")
     p.add_argument("--data", default=None, metavar="SOURCE", help="real images for the discriminator-feature analysis")
     p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
-    add_num(p, 500, "samples per class (default: 500)")
+    p.add_argument("--n", type=int, default=500, metavar="N", help="samples per class (default: 500)")
     p.add_argument("--method", default="tsne", metavar="tsne|umap|pca", help="embedding method (default: tsne)")
     p.add_argument("--dims", choices=("2", "3", "both"), default="both", help="embedding dimensions (default: both)")
     p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation of the style codes (default: 1)")
@@ -412,7 +414,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--data", default=None, metavar="SOURCE", help="real images (default: the run's training data)")
     p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
-    add_num(p, 16, "images on each side (default: 16)")
+    p.add_argument("--n", type=int, default=16, metavar="N", help="images on each side (default: 16)")
     p.add_argument("--seed", type=int, default=0, help="first seed and real-image sampling seed (default: 0)")
     add_sampling_args(p)
     p.set_defaults(func=cmd_compare)

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from stylemri.cli.options import add_batch, add_device, add_num, add_outdir, check_batch
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
@@ -22,7 +21,7 @@ def register(subparsers: Any) -> None:
                     "images of the same class: FID and KID (clean-fid protocol, offline Inception-v3), "
                     "precision/recall/density/coverage, MS-SWD (needs no weights) and memorization (nearest "
                     "training image of each generated one, per subject when subjects are known). Prints a "
-                    "table and writes metrics.json (and the memorization CSV/figures) into RUN/kimg-<K>/ (or --outdir).",
+                    "table and writes metrics.json (and the memorization CSV/figures) into the run folder.",
     )
     p.add_argument("run", metavar="RUN", help="run directory (or one checkpoint's .json)")
     p.add_argument("--data", dest="source", default=None, metavar="SOURCE",
@@ -31,7 +30,7 @@ def register(subparsers: Any) -> None:
                    help="split of the real data (default: the run's)")
     p.add_argument("--metrics", default="fid,kid", metavar="M,...",
                    help=f"comma-separated subset of {','.join(METRICS)} (default: %(default)s)")
-    add_num(p, 3000, "generated images per class (default: 3000)")
+    p.add_argument("--num", type=int, default=3000, metavar="N", help="generated images per class (default: 3000)")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="evaluate this class only (conditional models; default: every class)")
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
@@ -39,25 +38,32 @@ def register(subparsers: Any) -> None:
     p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default: 1, none)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the generated images (default: 0)")
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (see `stylemri fid`)")
-    add_device(p)
-    add_batch(p, 32, "images per batch (default: 32)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default: 32)")
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data and feature cache folder")
-    add_outdir(p, "output folder (default: the run folder); metrics.json and the memorization files go to "
-                  "DIR/kimg-<K>/ for the checkpoint used")
+    p.add_argument("--out", default=None, metavar="DIR", help="where metrics.json goes (default: the run folder)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stylemri.data import load_dataset
     from stylemri.metrics.metric_utils import source_from_dataset
-    import stylemri
+    from stylemri.api import load
+    from stylemri.model import resolve_checkpoint
 
     names = parse_metrics(args.metrics)
     if args.num < 2:
         raise UserError(f"--num {args.num}: expected at least 2 generated images")
-    check_batch(args.batch)
-    model = stylemri.load(args.run, checkpoint=args.checkpoint, device=args.device)
-    device = model.device
+    device = _device(args.device)
+    model = load(resolve_checkpoint(args.run, args.checkpoint), device=device)
     if "swd" in names and model.resolution < 16:
         raise UserError(f"--metrics swd: needs images of at least 16 px; {args.run} generates {model.resolution} px")
     data_cfg = model.config.data
@@ -74,11 +80,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if model.conditional:
         classes = list(model.class_names)
         if args.class_name is not None:
-            classes = [model.class_names[model.class_index(args.class_name)]]  # type: ignore[index]
+            if args.class_name not in model.class_names:
+                raise UserError(f"--class {args.class_name}: expected one of {', '.join(model.class_names)}")
+            classes = [args.class_name]
     elif args.class_name is not None:
         raise UserError(f"--class {args.class_name}: {args.run} is an unconditional model (trained without classes)")
 
-    out_dir = (Path(args.outdir) if args.outdir else model.run_dir) / model.tag
+    out_dir = Path(args.out) if args.out else _run_dir(model.checkpoint)
     results: dict[str, Any] = {"run": str(args.run), "checkpoint": str(model.checkpoint), "kimg": model.kimg,
                                "truncation_psi": args.trunc, "data": str(changes.get("source", data_cfg.source)),
                                "metrics": list(names), "per_class": {}}
@@ -88,12 +96,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         def generate(start: int, count: int, cls: str | None = cls) -> np.ndarray:
             seeds = range(args.seed + start, args.seed + start + count)
-            return to_uint8(model.generate(seeds, class_name=cls, trunc=args.trunc, noise="const", batch=args.batch))
+            return to_uint8(model.generate(seeds=seeds, labels=cls, psi=args.trunc, noise_mode="const",
+                                           batch_size=args.batch_size))
 
         tag = cls or "all"
         results["per_class"][tag] = evaluate(
             generate, args.num, real, names, inception=args.inception, device=device,
-            batch_size=args.batch, cache_dir=args.cache_dir, seed=args.seed,
+            batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed,
             out_dir=out_dir / "evaluate" / tag if "memorization" in names else None,
         )
     path = out_dir / "metrics.json"
@@ -101,6 +110,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_table(results)
     print(f"wrote {path}")
     return 0
+
+
+def _run_dir(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
 def _class_indices(ds: Any, cls: str) -> np.ndarray:

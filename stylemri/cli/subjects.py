@@ -8,7 +8,6 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from stylemri.cli.options import add_outdir, require_outdir
 from stylemri.data.annotate import SubjectSummary, annotate_files
 from stylemri.data.sources import scan_source
 from stylemri.data.splits import SPLITS, check_fractions, make_split
@@ -41,7 +40,7 @@ def register_split(actions: argparse._SubParsersAction) -> None:
             100),
         epilog=SPLIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="image folder, NIfTI file/folder, or builtin:mni152")
-    add_outdir(p, "folder to write the split file into (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the split file into")
     p.add_argument("--name", default="split.csv", metavar="FILE.csv", help="file name in DIR (default: %(default)s)")
     p.add_argument("--val", type=float, default=0.1, metavar="F", help="fraction of subjects for val (default: 0.1)")
     p.add_argument("--test", type=float, default=0.2, metavar="F", help="fraction of subjects for test (default: 0.2)")
@@ -68,9 +67,9 @@ def cmd_split(args: argparse.Namespace) -> int:
         raise UserError(f"--label-column {args.label_column}: expected --labels FILE.csv with it")
     if not args.name.lower().endswith(".csv") or Path(args.name).name != args.name:
         raise UserError(f"--name {args.name}: expected a plain file name ending in .csv")
-    out_dir = require_outdir(args).expanduser()
+    out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--outdir {args.outdir}: exists and is not a folder; expected a folder")
+        raise UserError(f"--out {args.out}: exists and is not a folder; expected a folder")
     scan = scan_source(args.source)
     files = [f for f in scan.files if args.split == "all" or f.split == args.split]
     if not files:

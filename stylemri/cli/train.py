@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 from stylemri import __version__
 from stylemri.cli.common import add_data_args, cache_progress, data_config_from_args, print_data_warnings
-from stylemri.cli.options import add_device, add_outdir
 from stylemri.config import RunConfig
 from stylemri.errors import UserError
 
@@ -95,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if action.dest == "resolution":
             action.help = "image size in pixels, a power of two (default: 64, or the preset's: 256)"
     g = p.add_argument_group("run")
-    add_outdir(g, "parent folder of run directories (default: runs)", default="runs")
+    g.add_argument("--out", default="runs", metavar="RUNS_DIR", help="parent folder of run directories (default: runs)")
     g.add_argument("--name", default=None, metavar="NAME",
                    help="run name after the number (default: arch-data-resolution)")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -111,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="duration in thousands of images shown (default 25000)")
     dur.add_argument("--epochs", type=float, default=None, metavar="E", help="duration in passes over the data")
     g.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default 0)")
-    add_device(g)
+    g.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda or cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bar or tick lines; only the final summary")
     g.add_argument("--json-log", action="store_true", help="print one JSON object per tick and event on stdout")
     n = p.add_argument_group("network")
@@ -396,7 +395,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             cfg = _fresh_config(args, info.world_size, ds, data_cfg)
             cfg = replace(cfg, name=args.name or default_name(cfg))
-            path = str(create_run_dir(args.outdir, cfg.name)) if info.is_main else ""
+            path = str(create_run_dir(args.out, cfg.name)) if info.is_main else ""
             run_dir = Path(ddp.broadcast_string(path, info))
         mode = "json" if args.json_log else "quiet" if args.quiet else "bar" if sys.stderr.isatty() else "lines"
         callbacks = ConsoleCallbacks(mode if info.is_main else "quiet")

@@ -7,72 +7,101 @@ Every command loads the run's EMA generator at `--checkpoint` (latest, best or a
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 
-import stylemri
 from stylemri import generate as gen
-from stylemri import io
 from stylemri.analysis import interpolate, mixing
-from stylemri.cli.options import (
-    add_batch, add_model_args, add_num, add_sampling_args, check_batch, check_psi, require_outdir,
-)
 from stylemri.errors import UserError
-from stylemri.model import TrainedModel
+from stylemri.model import UsableModel, open_model
 
 
-def open_for(args: argparse.Namespace, run: str | None = None, checkpoint: str | None = None) -> TrainedModel:
-    """The model a command's RUN, --checkpoint and --device name."""
-    return stylemri.load(run or args.run, checkpoint=checkpoint or args.checkpoint, device=args.device)
+# ----------------------------------------------------------------------------------------- shared args
 
 
-def out_folder(args: argparse.Namespace, model: TrainedModel, command: str | None) -> Path:
+def add_model_args(p: argparse.ArgumentParser, *, outdir_required: bool = False) -> None:
+    """RUN, --checkpoint, --device, --outdir: how every model-using command finds its model and output."""
+    p.add_argument("run", metavar="RUN", help="training run folder (or one checkpoint's .json/.safetensors)")
+    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
+                   help="which checkpoint of the run: latest, best (by metric), or its kimg (default: latest)")
+    p.add_argument("--device", default="cpu", metavar="auto|cpu|cuda", help="where to run (default: cpu)")
+    if outdir_required:
+        p.add_argument("--outdir", required=True, metavar="DIR",
+                       help="output folder; files go to DIR/kimg-<K>/ for the checkpoint used")
+    else:
+        p.add_argument("--outdir", default=None, metavar="DIR",
+                       help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/<command>/")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, noise_default: str = "const") -> None:
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi: w = w_avg + psi (w - w_avg); 1 = none, 0.7 = typical (default: 1)")
+    p.add_argument("--noise", choices=gen.NOISE_MODES, default=noise_default,
+                   help="per-layer noise: const (stored maps: byte-identical reruns), random (drawn from the "
+                        "seed), none (default: %(default)s)")
+
+
+def open_for(args: argparse.Namespace) -> UsableModel:
+    return open_model(args.run, args.checkpoint, args.device)
+
+
+def out_folder(args: argparse.Namespace, model: UsableModel, command: str | None) -> Path:
     """DIR/kimg-<K>[/command]; DIR defaults to the run's outputs/ folder."""
-    root = Path(args.outdir) if args.outdir is not None else model.run_dir / "outputs"
+    if args.outdir is not None:
+        root = Path(args.outdir)
+    else:
+        ckpt_dir = model.checkpoint.parent
+        root = (ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir) / "outputs"
     folder = root / model.tag
     return folder / command if command else folder
 
 
-def class_of(args: argparse.Namespace, model: TrainedModel, *, default_first: bool) -> int | None:
+def class_of(args: argparse.Namespace, model: UsableModel, *, default_first: bool) -> int | None:
     """--class as an index; for a conditional model without --class, the first class when asked."""
-    k = model.class_index(getattr(args, "cls", None))
-    if k is None and model.conditional and default_first:
+    k = gen.resolve_class(getattr(args, "cls", None), model.class_names, model.G.c_dim)
+    if k is None and model.G.c_dim and default_first:
         k = 0
     return k
 
 
-def describe(model: TrainedModel) -> str:
+def check_psi(psi: float) -> float:
+    if not math.isfinite(psi) or abs(psi) > 4:
+        raise UserError(f"--trunc {psi}: expected a truncation psi, typically 0.5 to 1 (1 = no truncation)")
+    return psi
+
+
+def describe(model: UsableModel) -> str:
     classes = f"classes {', '.join(model.class_names)}" if model.conditional else "unconditional"
-    return f"{model.checkpoint} ({model.kimg:g} kimg, {model.resolution} px, {classes})"
+    return f"{model.checkpoint} ({model.kimg:g} kimg, {model.G.resolution} px, {classes})"
 
 
 # ----------------------------------------------------------------------------------------------- generate
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    outdir = require_outdir(args)
     if args.seeds is not None:
         seeds = gen.parse_seeds(args.seeds)
-        if args.num is not None and args.num != len(seeds):
-            raise UserError(f"--num {args.num}: --seeds {args.seeds} names {len(seeds)} seeds; give one or the other")
+        if args.n is not None and args.n != len(seeds):
+            raise UserError(f"--n {args.n}: --seeds {args.seeds} names {len(seeds)} seeds; give one or the other")
     else:
-        seeds = gen.seeds_from_num(16 if args.num is None else args.num)
-    check_batch(args.batch)
+        n = 16 if args.n is None else args.n
+        if n < 1:
+            raise UserError(f"--n {n}: expected at least one image")
+        seeds = list(range(n))
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: expected a positive batch size")
     psi = check_psi(args.trunc)
     model = open_for(args)
     k = class_of(args, model, default_first=False)
     samples = gen.plan_samples(seeds, k, model.class_names, model.G.c_dim)
-    folder = outdir / model.tag
-
-    def images_of(part: list[gen.Sample]) -> torch.Tensor:
-        return model.generate([s.seed for s in part], class_name=[s.class_index for s in part] if model.conditional
-                              else None, trunc=psi, noise=args.noise, batch=args.batch)
-
-    written = gen.write_samples(folder, samples, images_of, args.format)
+    images = gen.generate_images(model.G, samples, psi=psi, noise_mode=args.noise, batch_size=args.batch)
+    folder = out_folder(args, model, None)
+    written = gen.write_samples(folder, samples, images, args.format)
     what = "1 NIfTI volume" if args.format == "nifti" else f"{len(samples)} {args.format} images"
     print(f"model: {describe(model)}")
-    print(f"wrote {what} + grid.png + index.csv ({model.resolution} px, psi {psi:g}, noise {args.noise}) to {folder}")
+    print(f"wrote {what} + grid.png + index.csv ({images.shape[-1]} px, psi {psi:g}, noise {args.noise}) to {folder}")
     if args.format == "nifti":
         print(f"volume: {written[0]}")
     return 0
@@ -91,7 +120,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
     result = mixing.style_mixing(G, rows, cols, layers, psi=psi, noise_mode=args.noise, class_index=k)
     folder = out_folder(args, model, "mix")
     label = str(args.styles).replace(",", "_").replace("-", "to")
-    path = io.save_image(folder / f"mix_{label}.png", mixing.mixing_grid(result))
+    path = gen.io.save_image(folder / f"mix_{label}.png", mixing.mixing_grid(result))
     print(f"model: {describe(model)}")
     cls = f", class {model.class_names[k]}" if k is not None else ""
     print(f"styles {args.styles}: layers {', '.join(map(str, layers))} of {G.num_ws} taken from the column seeds{cls}")
@@ -118,10 +147,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         if not G.c_dim:
             raise UserError(f"--classes {args.classes}: this model is unconditional; class walks need a "
                             "conditional model")
-        ks = [model.class_index(c) for c in names]
+        ks = [gen.resolve_class(c, model.class_names, G.c_dim) for c in names]
         frames = interpolate.class_walk(G, ks, args.frames, seeds=seeds, noise_mode=args.noise,
                                         num_samples=args.class_samples)
-        stem = "walk_" + "_to_".join(gen.safe_name(c) for c in names)
+        stem = "walk_" + "_to_".join(gen._safe(c) for c in names)
         what = f"class-mean walk {' -> '.join(names)}" + (f" (+ seeds {','.join(map(str, seeds))})" if seeds else "")
     else:
         if len(seeds) < 2:
@@ -152,17 +181,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a grid (one row per class) and index.csv. Seed s always gives the same latent "
                                    "(NVlabs' RandomState(s)); with --noise const reruns are byte-identical. Without "
                                    "--class, a conditional model draws every seed for every class.")
-    add_model_args(p, outdir_help="output folder (required); files go to DIR/kimg-<K>/ for the checkpoint used")
-    add_num(p, None, f"number of seeds, 0..N-1 (default: 16; at most {gen.MAX_IMAGES:,})")
-    p.add_argument("--seeds", default=None, metavar="LIST", help="seeds, e.g. 0-9,42 (instead of --num)")
+    add_model_args(p, outdir_required=True)
+    p.add_argument("--n", type=int, default=None, metavar="N", help="number of seeds, 0..N-1 (default: 16)")
+    p.add_argument("--seeds", default=None, metavar="LIST", help="seeds, e.g. 0-9,42 (instead of --n)")
     p.add_argument("--class", dest="cls", default=None, metavar="NAME",
                    help="class to generate (conditional models; default: every class)")
     add_sampling_args(p)
     p.add_argument("--format", choices=gen.FORMATS, default="png",
                    help="png: 8-bit, exactly [-1,1] -> [0,255] rounded and clipped; png16: 16-bit; npy: float32 "
                         "as generated; nifti: all slices stacked into one volume.nii.gz (default: png)")
-    add_batch(p, 1, "images per forward pass; 1 (default) makes each image independent of the others in the run, "
-                    "bit for bit; larger is faster but may change the last bit")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="images per forward pass; 1 (default) makes each image independent of the others in "
+                        "the run, bit for bit; larger is faster but may change the last bit")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("mix", help="style-mixing figure: which layers carry shape vs texture",
@@ -203,4 +233,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_interpolate)
 
 
-__all__ = ["register", "open_for", "out_folder", "class_of", "describe"]
+__all__ = ["register", "add_model_args", "add_sampling_args", "open_for", "out_folder", "class_of", "describe"]

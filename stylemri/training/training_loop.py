@@ -34,9 +34,7 @@ from stylemri.training.logs import RunLog
 from stylemri.training.loss import StyleGANLoss
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
-from stylemri.networks.sampling import generate_images
-from stylemri.networks.staged import at_stage
-from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
+from stylemri.training.samples import grid_latents, render, save_progress_figure, seed_latents
 from stylemri.training.schedule import Phase, Schedule
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
@@ -155,7 +153,8 @@ class Trainer:
         self._last_phase: Phase | None = None
         self.loader: InfiniteLoader | None = None
         self.labels_np = np.asarray(dataset.labels, dtype=np.int64)
-        self.grid_seeds, self.grid_classes, self.grid_cols = grid_seeds(self.c_dim, cfg.network.resolution)
+        self.grid_z, self.grid_c, self.grid_cols = grid_latents(self.G.z_dim, self.c_dim, cfg.network.resolution,
+                                                                 self.t.seed)
         self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
         self.log: RunLog | None = None
         self.resumed_from: Path | None = None
@@ -259,9 +258,9 @@ class Trainer:
         from stylemri.metrics.metric_utils import source_from_dataset
 
         def generate(start: int, count: int) -> np.ndarray:
-            seeds = range(start, start + count)
-            classes = [s % self.c_dim for s in seeds] if self.c_dim else None
-            return to_uint8(generate_images(at_stage(self.G_ema, phase.stage, phase.alpha), seeds, classes, batch=16))
+            z = seed_latents(range(start, start + count), self.G.z_dim)
+            c = one_hot(torch.arange(start, start + count) % self.c_dim, self.c_dim) if self.c_dim else None
+            return to_uint8(render(self.G_ema, z, c, phase.stage, phase.alpha, self.device))
 
         results = evaluate(generate, self.t.metric_num, source_from_dataset(self.ds), self.t.metrics,
                            device=self.device, seed=self.t.seed)
@@ -512,13 +511,13 @@ class Trainer:
             rows = np.concatenate([spread(np.flatnonzero(self.labels_np == k), self.grid_cols)
                                    for k in range(self.c_dim)])
         else:
-            rows = spread(np.arange(len(self.ds)), len(self.grid_seeds))
+            rows = spread(np.arange(len(self.ds)), len(self.grid_z))
         images, _ = self.ds.batch(rows)
         return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
 
     def _write_samples(self, tag: str) -> list[Path]:
         phase = self.schedule.at(max(self.nimg - 1, 0))
-        images = render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha)
+        images = render(self.G_ema, self.grid_z, self.grid_c, phase.stage, phase.alpha, self.device)
         path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
         if self.log is not None:
             self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
@@ -529,8 +528,9 @@ class Trainer:
         if not self.t.progressive:
             return
         stage = int(math.log2(resolution)) - 2
-        n = min(8, len(self.grid_seeds))
-        images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage, 1.0)
+        n = min(8, len(self.grid_z))
+        images = render(self.G_ema, self.grid_z[:n], None if self.grid_c is None else self.grid_c[:n], stage, 1.0,
+                        self.device)
         save_grid(self.run_dir / "samples" / f"progress-{resolution:04d}px.png", images, ncols=n)
         self._progress_figure(final=False)
 
@@ -540,8 +540,8 @@ class Trainer:
             return
         if final and self.resolution is not None:
             stage = int(math.log2(self.resolution)) - 2
-            n = min(8, len(self.grid_seeds))
-            images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage,
-                                 self.schedule.at(max(self.nimg - 1, 0)).alpha)
+            n = min(8, len(self.grid_z))
+            images = render(self.G_ema, self.grid_z[:n], None if self.grid_c is None else self.grid_c[:n], stage,
+                            self.schedule.at(max(self.nimg - 1, 0)).alpha, self.device)
             save_grid(self.run_dir / "samples" / f"progress-{self.resolution:04d}px.png", images, ncols=n)
         save_progress_figure(self.run_dir / "samples", self.run_dir / "plots" / "progress_resolutions.png")
