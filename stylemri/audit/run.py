@@ -31,7 +31,7 @@ class AuditConfig:
     seed: int = 0
     bootstrap: int = 200  # bootstrap replicates per interval
     device: str = "cpu"
-    classifier_epochs: int = 30
+    classifier_epochs: int = 10  # the CNNs dominate CPU time (docs/audit.md, Time)
     classifiers: bool = True  # False: skip the usefulness CNNs (the slowest part on a CPU), say so in the verdict
 
 

@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--features", default="inception", choices=("inception", "pixels16"),
                    help="feature space of fidelity/privacy (default: inception; pixels16 is fast, not comparable)")
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (see `stylemri fid`)")
-    p.add_argument("--classifier-epochs", type=int, default=30, metavar="E", help="usefulness CNN epochs (default: 30)")
+    p.add_argument("--classifier-epochs", type=int, default=10, metavar="E",
+                   help="usefulness CNN epochs (default: 10; cost is linear in it)")
     p.add_argument("--no-classifiers", dest="classifiers", action="store_false",
                    help="skip the usefulness classifiers (the slowest part on a CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
