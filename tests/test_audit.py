@@ -272,3 +272,21 @@ def test_morphometry_measures_known_shapes():
     assert m["brain_area"][0] == pytest.approx(100 / 400)
     assert m["csf_fraction"][0] == pytest.approx(16 / 100)
     assert m["hist"][0].sum() == pytest.approx(1.0)
+
+
+def test_images_without_patient_are_their_own_patient():
+    from stylemri.audit.sets import from_dataset
+
+    class Dataset:  # what from_dataset reads of an MRIDataset
+        subjects = np.array(["", "p1", ""], dtype=object)
+        labels, class_names, fingerprint = np.zeros(3, int), ["a"], "f"
+
+        def __len__(self):
+            return 3
+
+        def batch_uint8(self, idx):
+            import torch
+
+            return torch.zeros((len(idx), 1, 4, 4), dtype=torch.uint8), None
+
+    assert from_dataset("training", Dataset()).subjects.tolist() == ["training-0", "p1", "training-2"]

@@ -73,10 +73,9 @@ def from_arrays(name: str, images: np.ndarray, labels: Sequence[int] | np.ndarra
 def from_dataset(name: str, ds: Any) -> ImageSet:
     """An `MRIDataset` (stored pixels, never flipped) as an ImageSet."""
     images = ds.batch_uint8(np.arange(len(ds)))[0].numpy()
-    subj = np.asarray(ds.subjects).astype(str)
-    missing = subj == ""
-    if missing.any():  # no patient known: each image counts as its own patient
-        subj[missing] = [f"{name}-{i}" for i in np.flatnonzero(missing)]
+    # no patient known: each image counts as its own patient (built as a list: a fixed-width str array
+    # of empty IDs would truncate the new names)
+    subj = np.array([str(s) if s else f"{name}-{i}" for i, s in enumerate(ds.subjects)])
     return ImageSet(name, images, np.asarray(ds.labels, np.int64), tuple(ds.class_names), subj,
                     f"{ds.fingerprint}")
 
