@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.info",
     "stylemri.cli.use",
     "stylemri.cli.analyse",
+    "stylemri.cli.audit",
     "stylemri.cli.explore",
 ]
 

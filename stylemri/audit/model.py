@@ -1,0 +1,81 @@
+"""The one place the audit touches a trained model (swap here when the model API changes).
+
+`open_generator(run, checkpoint, device)` returns a `Generator`: class names, resolution, the run's data
+configuration, seeded uint8 images per class, and the discriminator's score of real images (for the
+white-box membership attack).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from stylemri.io import to_uint8
+
+
+@dataclass
+class Generator:
+    """A trained run seen by the audit."""
+
+    model: Any  # stylemri.model.UsableModel
+    trunc: float = 1.0
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes the generator is conditioned on; () for an unconditional model."""
+        return tuple(self.model.class_names) if self.model.conditional else ()
+
+    @property
+    def resolution(self) -> int:
+        return int(self.model.G.resolution)
+
+    @property
+    def data_config(self) -> Any:
+        return self.model.config.data
+
+    def describe(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.model.checkpoint), "kimg": self.model.kimg, "truncation_psi": self.trunc,
+                "noise_mode": "const"}
+
+    @torch.no_grad()
+    def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32) -> np.ndarray:
+        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only."""
+        from stylemri.training.samples import seed_latents
+
+        G, dev = self.model.G, self.model.device
+        out = []
+        for s in range(0, len(seeds), batch_size):
+            z = seed_latents(list(seeds[s:s + batch_size]), G.z_dim).to(dev)
+            c = None
+            if self.model.conditional and class_name is not None:
+                idx = torch.full((len(z),), list(self.model.class_names).index(class_name), dtype=torch.long)
+                c = torch.nn.functional.one_hot(idx, G.c_dim).float().to(dev)
+            ws = G.mapping(z, c, psi=self.trunc)
+            out.append(to_uint8(G.synthesis(ws, noise_mode="const").float().cpu()))
+        return np.concatenate(out) if out else np.zeros((0, G.img_channels, self.resolution, self.resolution), np.uint8)
+
+    @torch.no_grad()
+    def discriminator_scores(self, images: np.ndarray, class_name: str | None, batch_size: int = 64) -> np.ndarray:
+        """D's logit for uint8 real images (higher = 'looks like training data')."""
+        D, dev = self.model.discriminator(), self.model.device
+        out = []
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[s:s + batch_size]).float().div(127.5).sub(1.0).to(dev)
+            c = None
+            if self.model.conditional and class_name is not None:
+                idx = torch.full((len(x),), list(self.model.class_names).index(class_name), dtype=torch.long)
+                c = torch.nn.functional.one_hot(idx, D.c_dim).float().to(dev)
+            out.append(D(x, c).float().cpu().numpy().reshape(-1))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "cpu",
+                   trunc: float = 1.0) -> Generator:
+    """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
+    from stylemri.model import open_model
+
+    return Generator(open_model(run, checkpoint, device), trunc=trunc)
