@@ -32,6 +32,7 @@ class DataConfig:
     split_file: str | None = None  # CSV source,subject,class,split (`stylemri data split`): chooses --split
     labels: str | None = None  # CSV with a subject or file column and label columns: the classes
     label_column: str | None = None  # which label column of `labels` is the class
+    dims: int = 2  # 2: slices (C, R, R); 3: whole volumes (C, R, R, R), see docs/volumes.md
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class NetworkConfig:
     mbstd_features: int = 1
     conv_clamp: float | None = None
     d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
+    dims: int = 2  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class RunConfig:
     fingerprint: str | None = None  # of the dataset's file list at the time of training
     class_names: tuple[str, ...] = ()
     num_images: int = 0  # dataset size at the time of training
+    voxel_mm: float | None = None  # 3-D runs: isotropic voxel size of the training volumes (NIfTI output)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -30,13 +30,13 @@ class MinibatchStd(nn.Module):
         self.group_size, self.num_channels = group_size, num_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        n, c, *spatial = x.shape  # (N, C, H, W) images or (N, C, D, H, W) volumes
         g = _group_size(n, self.group_size)
         f = self.num_channels
-        y = x.reshape(g, -1, f, c // f, h, w)
+        y = x.reshape(g, -1, f, c // f, *spatial)
         y = y - y.mean(dim=0)
         y = (y.square().mean(dim=0) + 1e-8).sqrt()
-        y = y.mean(dim=[2, 3, 4]).reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+        y = y.mean(dim=list(range(2, y.ndim))).reshape(-1, f, *[1] * len(spatial)).repeat(g, 1, *spatial)
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:
