@@ -36,6 +36,7 @@ from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
 from stylemri.training.samples import grid_latents, render, save_progress_figure, seed_latents
 from stylemri.training.schedule import Phase, Schedule
+from stylemri.volumes_io import mid_slices
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
 
@@ -122,7 +123,13 @@ class Trainer:
         self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
         self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
 
-        self.augment = build_augment(self.t.aug)
+        self.dims = cfg.network.dims
+        if self.dims == 3:
+            from stylemri.training.augment3d import build_augment3d
+
+            self.augment = build_augment3d(self.t.aug)
+        else:
+            self.augment = build_augment(self.t.aug)
         if self.augment is not None:
             self.augment.to(self.device)
         p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
@@ -513,11 +520,12 @@ class Trainer:
         else:
             rows = spread(np.arange(len(self.ds)), len(self.grid_z))
         images, _ = self.ds.batch(rows)
+        images = mid_slices(images)  # volumes: axial | coronal | sagittal mid-slices
         return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
 
     def _write_samples(self, tag: str) -> list[Path]:
         phase = self.schedule.at(max(self.nimg - 1, 0))
-        images = render(self.G_ema, self.grid_z, self.grid_c, phase.stage, phase.alpha, self.device)
+        images = mid_slices(render(self.G_ema, self.grid_z, self.grid_c, phase.stage, phase.alpha, self.device))
         path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
         if self.log is not None:
             self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
