@@ -9,11 +9,12 @@ Both sform and qform are set (code 2, aligned), so viewers (FSLeyes, ITK-SNAP, n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from stylemri.io import atomic_write, to_uint8
+from stylemri.io import atomic_write, save_grid, to_uint8
 
 NIFTI_XFORM_ALIGNED_ANAT = 2
 
@@ -73,4 +74,29 @@ def _gzip(raw: bytes) -> bytes:
     return gzip.compress(raw, compresslevel=6, mtime=0)  # mtime 0: the same volume gives the same bytes
 
 
-__all__ = ["mid_slices", "save_nifti", "to_nifti_array", "volume_affine"]
+def write_volume_samples(outdir: str | Path, samples: Sequence[Any], volumes: torch.Tensor, voxel_mm: float,
+                         grid_cols: int | None = None) -> list[Path]:
+    """`stylemri generate` for a 3-D run: per sample <stem>.nii.gz and <stem>.png (its three mid-slices),
+    grid.png of all mid-slice triples (one row per class) and index.csv; returns the paths written."""
+    from stylemri.generate import write_manifest, write_png
+
+    if len(samples) != len(volumes):
+        raise ValueError("one sample record per volume expected")
+    outdir = Path(outdir)
+    written: list[Path] = []
+    rows = []
+    views = mid_slices(volumes)
+    for s, vol, view in zip(samples, volumes, views):
+        written.append(save_nifti(outdir / f"{s.stem}.nii.gz", vol, voxel_mm))
+        written.append(write_png(outdir / f"{s.stem}.png", view))
+        rows.append({"file": f"{s.stem}.nii.gz", "slice": "", "seed": s.seed, "class": s.class_name or ""})
+    if len(volumes):
+        if grid_cols is None:
+            n_classes = len({s.class_index for s in samples})
+            grid_cols = len(samples) // n_classes if n_classes > 1 else min(len(samples), 4)
+        written.append(save_grid(outdir / "grid.png", views, ncols=grid_cols))
+    written.append(write_manifest(outdir / "index.csv", rows, ["file", "slice", "seed", "class"]))
+    return written
+
+
+__all__ = ["mid_slices", "save_nifti", "to_nifti_array", "volume_affine", "write_volume_samples"]

@@ -98,6 +98,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     samples = gen.plan_samples(seeds, k, model.class_names, model.G.c_dim)
     images = gen.generate_images(model.G, samples, psi=psi, noise_mode=args.noise, batch_size=args.batch)
     folder = out_folder(args, model, None)
+    if model.config.network.dims == 3:  # whole volumes: one .nii.gz (real affine) + mid-slice PNG each
+        from stylemri.volumes_io import write_volume_samples
+
+        write_volume_samples(folder, samples, images, model.config.voxel_mm or 1.0)
+        print(f"model: {describe(model)}")
+        print(f"wrote {len(samples)} NIfTI volumes + mid-slice PNGs + grid.png + index.csv ({images.shape[-1]}^3 "
+              f"voxels of {model.config.voxel_mm or 1.0:.3g} mm, psi {psi:g}, noise {args.noise}) to {folder}")
+        return 0
     written = gen.write_samples(folder, samples, images, args.format)
     what = "1 NIfTI volume" if args.format == "nifti" else f"{len(samples)} {args.format} images"
     print(f"model: {describe(model)}")
