@@ -101,8 +101,10 @@ def swd3d(real: np.ndarray, fake: np.ndarray, cfg: SWDConfig = SWDConfig()) -> d
 
 # ------------------------------------------------------------------------------------------ slice FID / KID
 def slice_positions(resolution: int, count: int) -> np.ndarray:
-    """`count` slice indices spread evenly over the central half of an axis (the same for every volume)."""
-    return np.unique(np.linspace(resolution * 0.25, resolution * 0.75 - 1, count).round().astype(np.int64))
+    """`count` slice indices at the centres of `count` equal bins of the central half of an axis (the same
+    for every volume); one slice is the mid-slice R // 2."""
+    centres = resolution * 0.25 + (np.arange(count) + 0.5) * (resolution * 0.5 / count)
+    return np.unique(np.floor(centres).astype(np.int64))
 
 
 def volume_slices(vols: np.ndarray, axis: str, count: int) -> np.ndarray:
