@@ -37,6 +37,17 @@ def mid_slices(volumes: torch.Tensor | np.ndarray) -> torch.Tensor:
     return torch.cat([axial, coronal, sagittal], dim=-1)
 
 
+def views_for(frames: torch.Tensor, dims: int) -> torch.Tensor:
+    """Frames whose last axes are (C, D, H, W) volumes -> the same frames as (C, D, 3W) mid-slice images
+    (any leading axes, e.g. (rows, T, ...)); 2-D frames (dims=2) pass through. Lets every image tool
+    (interpolation strips and GIFs, edit sequences) show a 3-D run's volumes."""
+    if dims != 3:
+        return frames
+    lead = frames.shape[:-4]
+    views = mid_slices(frames.reshape(-1, *frames.shape[-4:]))
+    return views.reshape(*lead, *views.shape[1:])
+
+
 def volume_affine(resolution: int, voxel_mm: float) -> np.ndarray:
     """4x4 RAS affine of an R^3 volume of isotropic `voxel_mm` voxels centred on the origin."""
     affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
@@ -99,4 +110,4 @@ def write_volume_samples(outdir: str | Path, samples: Sequence[Any], volumes: to
     return written
 
 
-__all__ = ["mid_slices", "save_nifti", "to_nifti_array", "volume_affine", "write_volume_samples"]
+__all__ = ["views_for", "mid_slices", "save_nifti", "to_nifti_array", "volume_affine", "write_volume_samples"]

@@ -78,7 +78,7 @@ def test_generate_writes_nifti_and_library_returns_volumes(tmp_path, volumes, ca
     assert cli.main(["train", "--data", str(data), "--cache-dir", cache, "--kimg", "0.004", "--tick-kimg", "0.004",
                      "--out", str(tmp_path / "runs"), *TINY]) == 0
     (run,) = (tmp_path / "runs").iterdir()
-    assert cli.main(["generate", str(run), "--seeds", "0,1", "--out", str(tmp_path / "gen")]) == 0
+    assert cli.main(["generate", str(run), "--seeds", "0,1", "--outdir", str(tmp_path / "gen")]) == 0
     out = capsys.readouterr().out
     assert "2 NIfTI volumes" in out
     files = sorted(p.name for p in (tmp_path / "gen").rglob("*") if p.is_file())

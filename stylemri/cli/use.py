@@ -170,6 +170,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         what = f"{'lerp in W' if args.space == 'w' else 'slerp in Z'} through seeds {','.join(map(str, seeds))}"
         if k is not None:
             what += f", class {model.class_names[k]}"
+    from stylemri.volumes_io import views_for
+
+    frames = views_for(frames, model.config.network.dims)  # 3-D runs: the three mid-slices of each frame
     gif = interpolate.write_gif(folder / f"{stem}.gif", frames, duration_ms=round(1000 / args.fps), zoom=args.zoom)
     strip = interpolate.write_strip(folder / f"{stem}.png", frames, zoom=args.zoom)
     n = frames.shape[-4] if frames.ndim == 5 else frames.shape[0]
