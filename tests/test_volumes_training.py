@@ -76,7 +76,7 @@ def test_resume_gives_identical_weights_3d(tmp_path, volumes):
 def test_generate_writes_nifti_and_library_returns_volumes(tmp_path, volumes, capsys):
     data, cache = volumes
     assert cli.main(["train", "--data", str(data), "--cache-dir", cache, "--kimg", "0.004", "--tick-kimg", "0.004",
-                     "--out", str(tmp_path / "runs"), *TINY]) == 0
+                     "--precision", "bf16", "--out", str(tmp_path / "runs"), *TINY]) == 0  # mixed precision too
     (run,) = (tmp_path / "runs").iterdir()
     assert cli.main(["generate", str(run), "--seeds", "0,1", "--outdir", str(tmp_path / "gen")]) == 0
     out = capsys.readouterr().out
