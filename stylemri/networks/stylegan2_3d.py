@@ -19,11 +19,9 @@ import math
 import torch
 from torch import nn
 
-from stylemri.networks.heads import MinibatchStd, labels_for
 from stylemri.networks.layers import FILTER_STYLEGAN2, EqualLinear, bias_act
 from stylemri.networks.layers3d import EqualConv3d, conv3d_resample, conv3d_resample_reference, setup_filter1d, upsample3d
-from stylemri.networks.mapping import MappingNetwork
-from stylemri.networks.stylegan2 import channels_at, check_noise_mode
+from stylemri.networks.stylegan2 import Discriminator, SynthesisNetwork
 
 VOLUME_CHANNEL_BASE = 2048  # channels(res) = min(2048 / res, 256): 256 at 4-8, 128 at 16, 64 at 32, 32 at 64
 VOLUME_CHANNEL_MAX = 256
@@ -145,128 +143,31 @@ class SynthesisBlock3d(nn.Module):
         return x, img
 
 
-class SynthesisNetwork3d(nn.Module):
-    """ws (N, num_ws, w_dim) -> volume (N, C, R, R, R); same w layout as the 2-D synthesis network."""
+class SynthesisNetwork3d(SynthesisNetwork):
+    """ws (N, num_ws, w_dim) -> volume (N, C, R, R, R): the 2-D network's layout and w indexing, 3-D blocks."""
 
     dims = 3
+    block_class = SynthesisBlock3d
 
     def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int = VOLUME_CHANNEL_BASE,
                  channel_max: int = VOLUME_CHANNEL_MAX, conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.w_dim, self.resolution, self.img_channels = w_dim, resolution, img_channels
-        self.block_resolutions = [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]
-        self.num_ws = 0
-        for res in self.block_resolutions:
-            in_ch = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
-            block = SynthesisBlock3d(in_ch, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
-                                     conv_clamp=conv_clamp)
-            setattr(self, f"b{res}", block)
-            self.num_ws += block.num_conv
-        self.num_ws += 1
-
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", stage: int | None = None, alpha: float = 1.0,
-                fused_modconv: bool | None = None) -> torch.Tensor:
-        """`stage`/`alpha` are accepted for interface parity with progressive StyleGAN and ignored.
-
-        fused_modconv None: grouped conv only for CUDA inference (activation scaling otherwise).
-        """
-        check_noise_mode(noise_mode)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"synthesis: expected ws of shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
-        fused = (not self.training and ws.is_cuda) if fused_modconv is None else fused_modconv
-        x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, fused)
-            w_idx += block.num_conv
-        return img
+        super().__init__(w_dim, resolution, img_channels, channel_base, channel_max, conv_clamp=conv_clamp)
 
 
-class DiscriminatorBlock3d(nn.Module):
-    """Residual block: two 3x3x3 convs (the second with 2x FIR down) plus a 1x1x1 down skip, both * sqrt(1/2)."""
-
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        if in_channels == 0:
-            self.fromrgb = EqualConv3d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv0 = EqualConv3d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = EqualConv3d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
-        self.skip = EqualConv3d(tmp_channels, out_channels, 1, bias=False, down=2)
-
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> torch.Tensor:
-        if self.in_channels == 0:
-            x = self.fromrgb(img)
-        y = self.skip(x, gain=math.sqrt(0.5))
-        return y + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
-
-
-class DiscriminatorEpilogue3d(nn.Module):
-    """4^3 head: minibatch stddev, 3x3x3 conv, FC, output FC; with labels a projection onto cmap."""
-
-    def __init__(self, in_channels: int, cmap_dim: int, mbstd_group: int | None = 4, mbstd_features: int = 1,
-                 conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.cmap_dim = cmap_dim
-        self.mbstd = MinibatchStd(mbstd_group, mbstd_features) if mbstd_features > 0 else None
-        self.conv = EqualConv3d(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.fc = EqualLinear(in_channels * 4**3, in_channels, activation="lrelu")
-        self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
-
-    def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
-        if self.mbstd is not None:
-            x = self.mbstd(x)
-        x = self.out(self.fc(self.conv(x).flatten(1)))
-        if self.cmap_dim > 0:  # projection discriminator: <features, embed(label)>
-            x = (x * cmap.to(x.dtype)).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
-        return x.float()
-
-
-class Discriminator3d(nn.Module):
-    """Residual 3-D StyleGAN2 discriminator with a projection-conditional 4^3 head."""
+class Discriminator3d(Discriminator):
+    """Residual 3-D StyleGAN2 discriminator (3x3x3 convs) with a projection-conditional 4^3 head."""
 
     dims = 3
+    conv_class = EqualConv3d
 
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = VOLUME_CHANNEL_BASE,
                  channel_max: int = VOLUME_CHANNEL_MAX, mbstd_group: int | None = 4, mbstd_features: int = 1,
                  conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01) -> None:
-        super().__init__()
-        self.c_dim, self.resolution, self.img_channels = c_dim, resolution, img_channels
-        self.block_resolutions = [2 ** i for i in range(int(math.log2(resolution)), 2, -1)]
-        for res in self.block_resolutions:
-            tmp = channels_at(res, channel_base, channel_max)
-            block = DiscriminatorBlock3d(0 if res == resolution else tmp, tmp,
-                                         channels_at(res // 2, channel_base, channel_max), img_channels,
-                                         conv_clamp=conv_clamp)
-            setattr(self, f"b{res}", block)
-        ch4 = channels_at(4, channel_base, channel_max)
-        cmap_dim = ch4 if c_dim > 0 else 0
-        if c_dim > 0:
-            self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=map_layers, lr_mul=map_lr_mul,
-                                          w_avg_beta=None)
-        if resolution == 4:
-            self.fromrgb4 = EqualConv3d(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.b4 = DiscriminatorEpilogue3d(ch4, cmap_dim, mbstd_group, mbstd_features, conv_clamp=conv_clamp)
-
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,
-                alpha: float = 1.0) -> torch.Tensor:
-        """Logits (N, 1) of volumes (N, C, R, R, R); `stage`/`alpha` are ignored (no progressive growing)."""
-        r = self.resolution
-        if img.ndim != 5 or img.shape[1:] != (self.img_channels, r, r, r):
-            raise ValueError(f"discriminator: expected volumes of shape (N, {self.img_channels}, {r}, {r}, {r}), "
-                             f"got {tuple(img.shape)}")
-        cmap = labels_for(self, c, img.shape[0])
-        x = None
-        for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
-        if x is None:
-            x = self.fromrgb4(img)
-        return self.b4(x, cmap)
+        super().__init__(c_dim, resolution, img_channels, channel_base, channel_max, mbstd_group, mbstd_features,
+                         conv_clamp, map_layers, map_lr_mul)
 
 
 __all__ = [
-    "Discriminator3d", "DiscriminatorBlock3d", "SynthesisBlock3d", "SynthesisLayer3d", "SynthesisNetwork3d",
+    "Discriminator3d", "SynthesisBlock3d", "SynthesisLayer3d", "SynthesisNetwork3d",
     "ToRGB3d", "VOLUME_CHANNEL_BASE", "VOLUME_CHANNEL_MAX", "modulated_conv3d", "modulated_conv3d_reference",
 ]
