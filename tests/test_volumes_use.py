@@ -59,3 +59,18 @@ def test_embed_style_codes_and_discriminator_features(run3d, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "style" in out.lower()
     assert any(p.suffix == ".png" for p in tmp_path.rglob("*"))
+
+
+def test_evaluate_3d_run_nearest_volume_per_class(run3d, tmp_path, capsys):
+    import json
+
+    assert cli.main(["evaluate", str(run3d), "--metrics", "memorization", "--num", "3", "--batch-size", "2",
+                     "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "AD: 3 generated vs 2 real volumes" in out and "nearest real volume" in out
+    res = json.loads((tmp_path / "metrics.json").read_text())
+    assert res["dims"] == 3 and set(res["per_class"]) == {"AD", "NC"}
+    mem = res["per_class"]["NC"]["metrics"]["memorization"]
+    assert len(mem["rows"]) == 3 and mem["real_floor_rms"] > 0
+    assert cli.main(["evaluate", str(run3d), "--metrics", "pr", "--num", "2"]) == 2  # not defined for volumes
+    assert "not defined for 3-D runs" in capsys.readouterr().err
