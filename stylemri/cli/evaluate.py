@@ -64,10 +64,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--num {args.num}: expected at least 2 generated images")
     device = _device(args.device)
     model = load(resolve_checkpoint(args.run, args.checkpoint), device=device)
-    if model.config.network.dims == 3:  # whole volumes: 3-D SWD, slice FID/KID per axis, nearest volume
-        from stylemri.cli.evaluate_volumes import evaluate_volume_run
-
-        return evaluate_volume_run(args, model, names, device)
     if "swd" in names and model.resolution < 16:
         raise UserError(f"--metrics swd: needs images of at least 16 px; {args.run} generates {model.resolution} px")
     data_cfg = model.config.data
@@ -79,6 +75,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         changes["cache_dir"] = args.cache_dir
     ds = load_dataset(replace(data_cfg, **changes))
+    if model.config.network.dims == 3:  # whole volumes: 3-D SWD, slice FID/KID per axis, nearest volume
+        from stylemri.cli.evaluate_volumes import evaluate_volume_run
+
+        return evaluate_volume_run(args, model, ds, names, device)
 
     classes: list[str | None] = [None]
     if model.conditional:

@@ -8,31 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
 
 VOLUME_METRICS = ("fid", "kid", "swd", "memorization")
 
 
-def evaluate_volume_run(args: argparse.Namespace, model: Any, names: tuple[str, ...], device: str) -> int:
-    from stylemri.data import load_dataset
+def evaluate_volume_run(args: argparse.Namespace, model: Any, ds: Any, names: tuple[str, ...], device: str) -> int:
+    """`stylemri evaluate` once the model (3-D) and its real volumes `ds` are loaded by cli/evaluate.py."""
     from stylemri.metrics.volumes import evaluate_volumes
 
     unsupported = [n for n in names if n not in VOLUME_METRICS]
     if unsupported:
         raise UserError(f"--metrics {','.join(unsupported)}: not defined for 3-D runs; expected a subset of "
                         f"{','.join(VOLUME_METRICS)}")
-    if "swd" in names and model.resolution < 16:
-        raise UserError(f"--metrics swd: needs volumes of at least 16^3; {args.run} generates {model.resolution}^3")
-    changes: dict[str, Any] = {"resolution": model.resolution, "xflip": False}
-    if args.source is not None:
-        changes.update(source=args.source, classes=None)
-    if args.split is not None:
-        changes["split"] = args.split
-    if args.cache_dir is not None:
-        changes["cache_dir"] = args.cache_dir
-    ds = load_dataset(replace(model.config.data, **changes))
     extractor = None
     if "fid" in names or "kid" in names:
         from stylemri.metrics.inception import load_inception
@@ -54,8 +43,9 @@ def evaluate_volume_run(args: argparse.Namespace, model: Any, names: tuple[str, 
                                for s in range(0, args.num, args.batch_size)])
         results["per_class"][cls or "all"] = evaluate_volumes(real, fake, names, subjects=ds.subjects[idx],
                                                              extractor=extractor, seed=args.seed)
-    out_dir = Path(args.out) if args.out else (model.checkpoint.parent.parent
-                                               if model.checkpoint.parent.name == "checkpoints" else model.checkpoint.parent)
+    from stylemri.cli.evaluate import _run_dir
+
+    out_dir = Path(args.out) if args.out else _run_dir(model.checkpoint)
     path = out_dir / "metrics.json"
     write_json(path, results)
     _print(results)
