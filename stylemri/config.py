@@ -70,6 +70,7 @@ class DataConfig:
     labels: str | None = None  # CSV with a subject or file column and label columns: the classes
     label_column: str | None = None  # which label column of `labels` is the class
     source_given: str | None = None  # `source` as the user typed it (runs keep it for the record)
+    dims: int = 2  # 2: slices (C, R, R); 3: whole volumes (C, R, R, R), see docs/volumes.md
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class NetworkConfig:
     mbstd_features: int = 1
     conv_clamp: float | None = None
     d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
+    dims: int = 2  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
 
     def __post_init__(self) -> None:
         _check(self, NETWORK_RULES)
@@ -203,6 +205,7 @@ class RunConfig:
     fingerprint: str | None = None  # of the dataset's file list at the time of training
     class_names: tuple[str, ...] = ()
     num_images: int = 0  # dataset size at the time of training
+    voxel_mm: float | None = None  # 3-D runs: isotropic voxel size of the training volumes (NIfTI output)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,13 +13,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from stylemri import io
 from stylemri.errors import UserError
+from stylemri.volumes_io import mid_slices, save_nifti
 
 FORMATS = ("png", "png16", "npy", "nifti")
 MAX_IMAGES = 1_000_000  # the most seeds (or --num) one command accepts
@@ -259,7 +260,30 @@ def _write_one(stem: Path, image: torch.Tensor, fmt: str) -> Path:
     return write_png(stem.with_name(stem.name + ".png"), image, bits=16 if fmt == "png16" else 8)
 
 
-__all__ = [
+def write_volume_samples(outdir: str | Path, samples: Sequence[Any], volumes: torch.Tensor, voxel_mm: float,
+                         grid_cols: int | None = None) -> list[Path]:
+    """`stylemri generate` for a 3-D run: per sample <stem>.nii.gz and <stem>.png (its three mid-slices),
+    grid.png of all mid-slice triples (one row per class) and index.csv; returns the paths written."""
+    if len(samples) != len(volumes):
+        raise ValueError("one sample record per volume expected")
+    outdir = Path(outdir)
+    written: list[Path] = []
+    rows = []
+    views = mid_slices(volumes)
+    for s, vol, view in zip(samples, volumes, views):
+        written.append(save_nifti(outdir / f"{s.stem}.nii.gz", vol, voxel_mm))
+        written.append(write_png(outdir / f"{s.stem}.png", view))
+        rows.append({"file": f"{s.stem}.nii.gz", "slice": "", "seed": s.seed, "class": s.class_name or ""})
+    if len(volumes):
+        if grid_cols is None:
+            n_classes = len({s.class_index for s in samples})
+            grid_cols = len(samples) // n_classes if n_classes > 1 else min(len(samples), 4)
+        written.append(io.save_grid(outdir / "grid.png", views, ncols=grid_cols))
+    written.append(io.write_csv(outdir / "index.csv", ["file", "slice", "seed", "class"], rows))
+    return written
+
+
+__all__ = ["write_volume_samples", 
     "FORMATS", "MAX_IMAGES", "Sample", "parse_seeds", "seeds_from_num", "safe_name", "class_stems", "plan_samples",
     "write_png", "write_npy", "images_to_volume", "NiftiWriter", "write_nifti", "write_samples",
 ]

@@ -1,6 +1,6 @@
 """The package imports in the order docs/architecture.md draws, with no exception hidden in a function:
 
-    (errors, config, io, device, version) -> data -> networks -> metrics -> training
+    (errors, config, io, volumes_io, device, version) -> data -> networks -> metrics -> training
         -> model -> (generate, analysis, audit, explore) -> cli
 
 A module may import its own layer and the layers before it, never one after it (a lazy import inside a
@@ -14,7 +14,7 @@ from pathlib import Path
 import stylemri
 
 ORDER = {
-    "errors": 0, "config": 0, "io": 0, "device": 0, "version": 0,
+    "errors": 0, "config": 0, "io": 0, "device": 0, "version": 0, "volumes_io": 0,
     "data": 1, "networks": 2, "metrics": 3, "training": 4, "model": 5,
     "generate": 6, "analysis": 6, "audit": 6, "explore": 6, "": 6,  # "": the package root (stylemri.load)
     "cli": 7, "__main__": 8,

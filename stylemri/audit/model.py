@@ -21,7 +21,7 @@ from stylemri.io import to_uint8
 class Generator:
     """A trained run seen by the audit."""
 
-    model: Any  # stylemri.model.UsableModel
+    model: Any  # stylemri.model.TrainedModel
     trunc: float = 1.0
 
     @property
@@ -43,20 +43,12 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32) -> np.ndarray:
-        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only."""
-        from stylemri.training.samples import seed_latents
-
-        G, dev = self.model.G, self.model.device
-        out = []
-        for s in range(0, len(seeds), batch_size):
-            z = seed_latents(list(seeds[s:s + batch_size]), G.z_dim).to(dev)
-            c = None
-            if self.model.conditional and class_name is not None:
-                idx = torch.full((len(z),), list(self.model.class_names).index(class_name), dtype=torch.long)
-                c = torch.nn.functional.one_hot(idx, G.c_dim).float().to(dev)
-            ws = G.mapping(z, c, psi=self.trunc)
-            out.append(to_uint8(G.synthesis(ws, noise_mode="const").float().cpu()))
-        return np.concatenate(out) if out else np.zeros((0, G.img_channels, self.resolution, self.resolution), np.uint8)
+        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only (`TrainedModel.generate`)."""
+        if not len(seeds):
+            return np.zeros((0, self.model.G.img_channels, self.resolution, self.resolution), np.uint8)
+        cls = class_name if self.model.conditional else None
+        return to_uint8(self.model.generate(list(seeds), class_name=cls, trunc=self.trunc, noise="const",
+                                            batch=batch_size))
 
     @torch.no_grad()
     def discriminator_scores(self, images: np.ndarray, class_name: str | None, batch_size: int = 64) -> np.ndarray:
@@ -76,6 +68,6 @@ class Generator:
 def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "cpu",
                    trunc: float = 1.0) -> Generator:
     """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
-    from stylemri.model import open_model
+    from stylemri.model import load
 
-    return Generator(open_model(run, checkpoint, device), trunc=trunc)
+    return Generator(load(run, checkpoint=checkpoint, device=device), trunc=trunc)

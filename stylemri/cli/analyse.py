@@ -139,6 +139,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise UserError(f"--noise-from {args.noise_from}: no such file")
     direction = edit.class_direction(G, a, b, num_samples=args.class_samples)
     images, edited = edit.edit_sequence(G, ws, direction, steps, layers=layers, noise_mode="const")
+    from stylemri.volumes_io import views_for
+
+    images = views_for(images, model.config.network.dims)  # 3-D runs: the three mid-slices of each step
     name = f"{gen.safe_name(Path(args.latent).stem)}_{gen.safe_name(args.direction)}"
     folder = out_folder(args, model, "edit") / name
     files = []

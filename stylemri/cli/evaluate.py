@@ -69,6 +69,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         changes["cache_dir"] = args.cache_dir
     ds = load_dataset(replace(data_cfg, **changes))
+    if model.config.network.dims == 3:  # whole volumes: 3-D SWD, slice FID/KID per axis, nearest volume
+        from stylemri.cli.evaluate_volumes import evaluate_volume_run
+
+        return evaluate_volume_run(args, model, ds, names, device)
 
     classes: list[str | None] = [None]
     if model.conditional:

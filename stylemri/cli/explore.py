@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 
 from stylemri.cli.options import add_device
@@ -70,5 +71,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
         serve(app, sock)
     except KeyboardInterrupt:
         pass
+    finally:  # stopped: a Ctrl-C that uvicorn re-raises late must not turn a clean stop into exit 130
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("stopped", flush=True)
     return 0

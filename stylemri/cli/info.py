@@ -10,7 +10,7 @@ from stylemri.config import NetworkConfig
 _FIELDS = {  # CLI flag dest -> NetworkConfig field
     "arch": "arch", "resolution": "resolution", "channels": "img_channels", "c_dim": "c_dim",
     "z_dim": "z_dim", "w_dim": "w_dim", "map_layers": "map_layers", "channel_base": "channel_base",
-    "channel_max": "channel_max",
+    "channel_max": "channel_max", "dims": "dims",
 }
 
 
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      f"Presets:\n{presets}\n  {'all':20s} every preset above"),
         epilog=("examples:\n  stylemri info networks\n"
                 "  stylemri info networks --preset stylegan2-auto --resolution 128 --c-dim 2\n"
-                "  stylemri info networks --arch stylegan --resolution 64 --channel-base 8192 --per-block"),
+                "  stylemri info networks --arch stylegan --resolution 64 --channel-base 8192 --per-block\n"
+                "  stylemri info networks --dims 3 --resolution 64"),
     )
     p.add_argument("--preset", action="append", choices=[*PRESETS, "all"], metavar="NAME",
                    help="a named paper config (repeatable; 'all' for every one)")
@@ -44,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--map-layers", type=int, metavar="N", help="mapping network layers")
     p.add_argument("--channel-base", type=int, metavar="N", help="channels(res) = min(base / res, max)")
     p.add_argument("--channel-max", type=int, metavar="N", help="largest channel count of any layer")
+    p.add_argument("--dims", type=int, choices=(2, 3), help="2 = slices (default), 3 = whole volumes (StyleGAN2 3-D, "
+                   "with the smaller 3-D channel defaults unless --channel-base/--channel-max are given)")
     p.add_argument("--per-block", action="store_true", help="also list the count of every block")
     p.set_defaults(func=run_networks)
 
@@ -55,6 +58,10 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, NetworkConfig]]:
     names = list(PRESETS) if args.preset and "all" in args.preset else list(dict.fromkeys(args.preset or []))
     if not names and not overrides:
         return [(n, preset_config(n)) for n in PRESETS] + [("default", NetworkConfig())]
+    if not names and overrides.get("dims") == 3:
+        from stylemri.networks import volume_network_config
+
+        return [("volume", volume_network_config(**overrides))]
     if not names:
         return [("custom", dataclasses.replace(NetworkConfig(), **overrides))]
     res = overrides.pop("resolution", None)
@@ -67,7 +74,7 @@ def run_networks(args: argparse.Namespace) -> int:
     rows = [(name, cfg, parameter_counts(cfg)) for name, cfg in _configs(args)]
     header = ("config", "arch", "res", "ch", "c", "base", "max", "map", "ws", "G.mapping", "G.synthesis", "G", "D")
     table = [header] + [
-        (name, cfg.arch, str(cfg.resolution), str(cfg.img_channels), str(cfg.c_dim), str(cfg.channel_base),
+        (name, cfg.arch if cfg.dims == 2 else f"{cfg.arch}-3d", str(cfg.resolution), str(cfg.img_channels), str(cfg.c_dim), str(cfg.channel_base),
          str(cfg.channel_max), str(cfg.map_layers), str(n["num_ws"]), f"{n['G.mapping']:,}",
          f"{n['G.synthesis']:,}", f"{n['G']:,}", f"{n['D']:,}")
         for name, cfg, n in rows
@@ -77,7 +84,7 @@ def run_networks(args: argparse.Namespace) -> int:
         print("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     if args.per_block:
         for name, cfg, _ in rows:
-            print(f"\n{name} ({cfg.arch}, {cfg.resolution} px):")
+            print(f"\n{name} ({cfg.arch}, {cfg.resolution} {'px' if cfg.dims == 2 else 'voxels a side'}):")
             for part, count in parameter_breakdown(cfg):
                 print(f"  {part:28s} {count:>14,}")
     return 0

@@ -118,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="resume even if the data's fingerprint (file list, sizes, times) changed")
     g.add_argument("--preset", default=None, metavar="NAME", help="auto (default), stylegan-adni or stylegan2-adni")
     g.add_argument("--arch", choices=("stylegan", "stylegan2"), default=None, help="architecture (default: stylegan2)")
+    g.add_argument("--dims", type=int, choices=(2, 3), default=None,
+                   help="2 = slices (default); 3 = whole NIfTI volumes, 3-D StyleGAN2 (docs/volumes.md)")
     g.add_argument("--conditional", action="store_true", default=None,
                    help="one model for all classes (labels from the data); default: unconditional")
     dur = g.add_mutually_exclusive_group()
@@ -171,6 +173,8 @@ def _explicit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
              if getattr(args, f"train_{dest}") is not None}
     if args.arch is not None:
         net["arch"] = args.arch
+    if getattr(args, "dims", None) is not None:
+        net["dims"] = args.dims
     if args.resolution is not None:
         net["resolution"] = args.resolution
     for key, value in (("seed", args.seed), ("kimg", args.kimg), ("epochs", args.epochs),
@@ -232,6 +236,8 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
     net["resolution"] = data_cfg.resolution  # decided once, by `_fresh_data_config`
     net["img_channels"] = data_cfg.channels
     net["c_dim"] = ds.num_classes if args.conditional else 0
+    if net.get("dims") == 3:
+        _volume_defaults(net, train)
     if "epochs" in train:
         train["kimg"] = train["epochs"] * len(ds) / 1000
     train.setdefault("num_workers", 0 if _device_type(args.device) == "cpu" else 2)
@@ -240,13 +246,28 @@ def _fresh_config(args: argparse.Namespace, world_size: int, ds: Any, data_cfg: 
     data_cfg = replace(data_cfg, source=resolve_source(data_cfg.source), source_given=data_cfg.source)
     cfg = RunConfig(data=data_cfg, network=net_cfg, train=train_cfg,
                     version=__version__, fingerprint=ds.fingerprint, class_names=tuple(ds.class_names),
-                    num_images=len(ds))
+                    num_images=len(ds), voxel_mm=getattr(ds, "voxel_mm", None))
     return cfg
 
 
 def resolve_source(source: str) -> str:
     """A folder or file source as an absolute path (a run resumes from any working directory); builtins as is."""
     return source if source.startswith("builtin:") else str(Path(source).expanduser().resolve())
+
+
+def _volume_defaults(net: dict[str, Any], train: dict[str, Any]) -> None:
+    """--dims 3: the 3-D channel defaults (fit 64^3 on one GPU) and the options 3-D runs do not have."""
+    from stylemri.networks.stylegan2_3d import VOLUME_CHANNEL_BASE, VOLUME_CHANNEL_MAX
+
+    if net.get("arch", "stylegan2") != "stylegan2":
+        raise UserError(f"--arch {net['arch']} with --dims 3: expected stylegan2 (the only 3-D architecture)")
+    if train.get("progressive"):
+        raise UserError("--progressive with --dims 3: 3-D runs train StyleGAN2 at full resolution")
+    if train.get("metrics"):
+        raise UserError(f"--metrics {','.join(train['metrics'])} with --dims 3: training-time metrics are 2-D only; "
+                        "evaluate a 3-D run afterwards (docs/volumes.md)")
+    net.setdefault("channel_base", VOLUME_CHANNEL_BASE)
+    net.setdefault("channel_max", VOLUME_CHANNEL_MAX)
 
 
 def _same_source(a: str, b: str) -> bool:
@@ -261,7 +282,7 @@ def _fresh_data_config(args: argparse.Namespace) -> Any:
     resolution = presets.training_resolution(args.preset or "auto", args.resolution)
     if args.xflip is None:  # not given: the preset's default (off, but for the seeds' StyleGAN preset)
         args.xflip = presets.default_xflip(args.preset or "auto")
-    return replace(data_config_from_args(args), resolution=resolution)
+    return replace(data_config_from_args(args), resolution=resolution, dims=args.dims or 2)
 
 
 def _device_type(device: str) -> str:

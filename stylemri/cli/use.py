@@ -69,6 +69,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return model.generate([s.seed for s in part], class_name=[s.class_index for s in part] if model.conditional
                               else None, trunc=psi, noise=args.noise, batch=args.batch)
 
+    if model.config.network.dims == 3:  # whole volumes: one .nii.gz (real affine) + mid-slice PNG each
+        images = images_of(samples)
+        gen.write_volume_samples(folder, samples, images, model.config.voxel_mm or 1.0)
+        print(f"model: {describe(model)}")
+        print(f"wrote {len(samples)} NIfTI volumes + mid-slice PNGs + grid.png + index.csv ({images.shape[-1]}^3 "
+              f"voxels of {model.config.voxel_mm or 1.0:.3g} mm, psi {psi:g}, noise {args.noise}) to {folder}")
+        return 0
     written = gen.write_samples(folder, samples, images_of, args.format)
     what = "1 NIfTI volume" if args.format == "nifti" else f"{len(samples)} {args.format} images"
     print(f"model: {describe(model)}")
@@ -133,6 +140,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         what = f"{'lerp in W' if args.space == 'w' else 'slerp in Z'} through seeds {','.join(map(str, seeds))}"
         if k is not None:
             what += f", class {model.class_names[k]}"
+    from stylemri.volumes_io import views_for
+
+    frames = views_for(frames, model.config.network.dims)  # 3-D runs: the three mid-slices of each frame
     gif = interpolate.write_gif(folder / f"{stem}.gif", frames, duration_ms=round(1000 / args.fps), zoom=args.zoom)
     strip = interpolate.write_strip(folder / f"{stem}.png", frames, zoom=args.zoom)
     n = frames.shape[-4] if frames.ndim == 5 else frames.shape[0]

@@ -57,7 +57,12 @@ def settings_of(scan: Scan, cfg: DataConfig) -> dict[str, Any]:
         "resolution": cfg.resolution,
         "channels": cfg.channels,
     }
-    if any(f.kind == "volume" for f in scan.files):
+    if cfg.dims == 3:  # whole volumes (data/volumes.py): crop and resampling rules instead of slicing ones
+        from stylemri.data import volumes
+
+        settings.update(dims=3, content_threshold=decode.CONTENT_THRESHOLD, box_margin=volumes.BOX_MARGIN,
+                        min_fraction=volumes.MIN_FRACTION)
+    elif any(f.kind == "volume" for f in scan.files):
         settings.update(axes=list(scan.axes), min_content=cfg.min_content, content_threshold=decode.CONTENT_THRESHOLD)
     return settings
 
@@ -99,12 +104,12 @@ def open_cache(directory: Path, fingerprint: str) -> CacheData | None:
         return None
     if meta.get("format") != FORMAT or meta.get("fingerprint") != fingerprint:
         return None
-    n, c = meta["count"], meta["channels"]
+    n, c, dims = meta["count"], meta["channels"], meta.get("dims", 2)
     levels: dict[int, np.ndarray] = {}
     try:
         for res, name in meta["levels"].items():
             arr = np.load(directory / name, mmap_mode="r")
-            if arr.dtype != np.uint8 or arr.shape != (n, c, int(res), int(res)):
+            if arr.dtype != np.uint8 or arr.shape != (n, c, *[int(res)] * dims):
                 return None
             levels[int(res)] = arr
     except (OSError, ValueError):
@@ -187,10 +192,13 @@ class _Decoded:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # (size, depth, kind) per distinct file
     dropped: int = 0
+    voxel_mm: list[float] = field(default_factory=list)  # --dims 3: isotropic voxel size of each sample
 
 
 def _decode_task(task: list[tuple[int, SourceFile]], cfg: DataConfig) -> _Decoded:
     """Decode one file, or consecutive entries of the same volume (builtin: 3 axes) loaded once."""
+    if cfg.dims == 3:
+        return _volume_task(task, cfg)
     out = _Decoded()
     volume: decode.Volume | None = None
     for fi, f in task:
@@ -220,6 +228,24 @@ def _decode_task(task: list[tuple[int, SourceFile]], cfg: DataConfig) -> _Decode
     return out
 
 
+def _volume_task(task: list[tuple[int, SourceFile]], cfg: DataConfig) -> _Decoded:
+    """--dims 3: each file is one whole volume (data/volumes.py), or a counted skip."""
+    from stylemri.data.volumes import prepare_volume
+
+    out = _Decoded()
+    for fi, f in task:
+        try:
+            vol = prepare_volume(f.path, cfg.resolution, cfg.channels)
+        except Exception as exc:  # noqa: BLE001 - any failure means: skip this volume and say why
+            message = str(exc).replace(f.path, f.rel).splitlines()[0][:120] if str(exc) else ""
+            out.skipped.append((fi, f"cannot use volume ({type(exc).__name__}{': ' + message if message else ''})"))
+            continue
+        out.seen.append((vol.size, vol.depth, "volume"))
+        out.samples.append((fi, -1, vol.levels, vol.upsampled))
+        out.voxel_mm.append(vol.voxel_mm)
+    return out
+
+
 def _tasks(files: tuple[SourceFile, ...]) -> list[list[tuple[int, SourceFile]]]:
     tasks: list[list[tuple[int, SourceFile]]] = []
     for i, f in enumerate(files):
@@ -240,6 +266,7 @@ class _Built:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     seen: list[tuple[str, str, str]] = field(default_factory=list)
     dropped: int = 0
+    voxel_mm: list[float] = field(default_factory=list)  # --dims 3: isotropic voxel size of each volume
 
 
 def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, settings: dict[str, Any],
@@ -251,7 +278,7 @@ def build_cache(scan: Scan, cfg: DataConfig, directory: Path, fingerprint: str, 
     for stale in directory.glob(".images-*.tmp"):  # left by a killed build; we hold the lock
         with contextlib.suppress(OSError):
             stale.unlink()
-    decoded = _decode_into(scan, cfg, {r: _NpyStream(directory, names[r], (cfg.channels, r, r)) for r in res},
+    decoded = _decode_into(scan, cfg, {r: _NpyStream(directory, names[r], (cfg.channels, *[r] * cfg.dims)) for r in res},
                            progress)
     skip_list = [(scan.files[fi].rel, why) for fi, why in decoded.skipped] + \
         [(rel, why) for rel, why, _, _ in scan.rejected]
@@ -301,6 +328,7 @@ def _decode_into(scan: Scan, cfg: DataConfig, streams: dict[int, "_NpyStream"], 
                     out.skipped += result.skipped
                     out.seen += result.seen
                     out.dropped += result.dropped
+                    out.voxel_mm += result.voxel_mm
                     done += len(task)
                     if progress is not None:
                         progress(done, len(scan.files))
@@ -318,7 +346,7 @@ def _index(scan: Scan, cfg: DataConfig, fingerprint: str, settings: dict[str, An
     """index.json: what the memmaps hold (sample -> file, slice, label, split) and how the build went."""
     used = sorted({scan.files[i].class_name for i in set(d.file)})
     class_code = {c: i for i, c in enumerate(used)}
-    return {
+    meta = {
         "format": FORMAT,
         "fingerprint": fingerprint,
         "settings": settings,
@@ -356,3 +384,6 @@ def _index(scan: Scan, cfg: DataConfig, fingerprint: str, settings: dict[str, An
             "examples": [list(x) for x in skip_list[:MAX_EXAMPLES]],
         },
     }
+    if cfg.dims == 3:
+        meta.update(dims=3, voxel_mm=[round(v, 6) for v in d.voxel_mm])
+    return meta

@@ -89,7 +89,11 @@ class MRIDataset(Dataset):
         self.fingerprint = fingerprint
         self.report = report
         self.resolutions = tuple(sorted(cache.levels))
+        self.dims = int(cache.meta.get("dims", 2))  # 2: (C, R, R) slices; 3: (C, R, R, R) volumes
         self._rows = np.asarray(rows, np.int64)
+        voxels = cache.meta.get("voxel_mm")
+        # 3-D: the voxel size of the training field of view (median over the volumes), for NIfTI output
+        self.voxel_mm = float(np.median(np.asarray(voxels)[self._rows])) if voxels else None
         self._cache_dir = cache.directory
         self._level_names = {int(r): n for r, n in cache.meta["levels"].items()}
         self._levels: dict[int, np.ndarray] | None = dict(cache.levels)
@@ -171,11 +175,11 @@ class MRIDataset(Dataset):
                         xflip: IndexLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain-PyTorch reference of `batch`: full-resolution samples, area-downsampled on the fly."""
         idx = _as_index_array(indices)
-        images = torch.stack([self[int(i)][0] for i in idx]) if idx.size else torch.empty(0, self.channels,
-                                                                                          self.resolution, self.resolution)
+        images = torch.stack([self[int(i)][0] for i in idx]) if idx.size else torch.empty(
+            0, self.channels, *[self.resolution] * self.dims)
         if xflip is not None:
             mask = torch.as_tensor(_as_index_array(xflip).astype(bool))
-            images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+            images = torch.where(mask.reshape(-1, *[1] * (images.ndim - 1)), images.flip(-1), images)
         images = area_downsample(images, self.resolution if resolution is None else int(resolution))
         return images, torch.as_tensor(self.labels[idx])
 
@@ -209,6 +213,10 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     """Scan `cfg.source`, build or reuse its prepared cache, select split and classes, return the dataset."""
     _validate(cfg)
     scan = scan_source(cfg.source, cfg.axis)
+    if cfg.dims == 3:
+        from stylemri.data.volumes import volume_scan
+
+        scan = volume_scan(scan)
     warnings: list[str] = list(scan.notes)
     split = cfg.split
     if split == "val" and not cfg.split_file:
@@ -299,6 +307,8 @@ def _has_split_folders(scan: Any) -> bool:
 
 def _validate(cfg: DataConfig) -> None:
     check_resolution(cfg.resolution, "resolution")
+    if cfg.dims not in (2, 3):
+        raise UserError(f"--dims {cfg.dims}: expected 2 (slices) or 3 (whole volumes)")
     if cfg.channels not in (1, 3):
         raise UserError(f"channels {cfg.channels}: expected 1 or 3")
     if cfg.split not in ("train", "validate", "val", "test", "all"):

@@ -11,6 +11,7 @@ skip-G / residual-D model. Labels `c` are one-hot float (N, c_dim), or None when
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from stylemri.config import NetworkConfig, check_resolution
 from stylemri.errors import UserError
-from stylemri.networks import stylegan, stylegan2
+from stylemri.networks import stylegan, stylegan2, stylegan2_3d
 from stylemri.networks.heads import Generator
 from stylemri.networks.presets import PRESETS, preset_config
 
@@ -29,6 +30,10 @@ def validate_config(cfg: NetworkConfig) -> NetworkConfig:
     """Check the values a user can get wrong; returns cfg unchanged."""
     if cfg.arch not in ARCHS:
         raise UserError(f"arch {cfg.arch!r}: expected one of {', '.join(ARCHS)}")
+    if cfg.dims not in (2, 3):
+        raise UserError(f"dims {cfg.dims}: expected 2 (slices) or 3 (whole volumes)")
+    if cfg.dims == 3 and cfg.arch != "stylegan2":
+        raise UserError(f"arch {cfg.arch} with dims 3: expected stylegan2 (the only 3-D architecture)")
     check_resolution(cfg.resolution, "resolution")
     if cfg.img_channels < 1:
         raise UserError(f"img_channels {cfg.img_channels}: expected 1 (grey MRI) or 3 (RGB)")
@@ -52,8 +57,12 @@ def validate_config(cfg: NetworkConfig) -> NetworkConfig:
 def build_generator(cfg: NetworkConfig) -> Generator:
     """Generator with `.mapping`, `.synthesis`, `num_ws`, `w_avg`, ..., on CPU in float32."""
     validate_config(cfg)
-    if cfg.arch == "stylegan":
-        synthesis: nn.Module = stylegan.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels,
+    if cfg.dims == 3:
+        synthesis: nn.Module = stylegan2_3d.SynthesisNetwork3d(cfg.w_dim, cfg.resolution, cfg.img_channels,
+                                                               cfg.channel_base, cfg.channel_max,
+                                                               conv_clamp=cfg.conv_clamp)
+    elif cfg.arch == "stylegan":
+        synthesis = stylegan.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels,
                                                          cfg.channel_base, cfg.channel_max)
     else:
         synthesis = stylegan2.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base,
@@ -67,6 +76,8 @@ def build_discriminator(cfg: NetworkConfig) -> nn.Module:
     common = dict(c_dim=cfg.c_dim, resolution=cfg.resolution, img_channels=cfg.img_channels,
                   channel_base=cfg.channel_base, channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
                   mbstd_features=cfg.mbstd_features, map_layers=cfg.d_map_layers, map_lr_mul=cfg.map_lr_mul)
+    if cfg.dims == 3:
+        return stylegan2_3d.Discriminator3d(**common, conv_clamp=cfg.conv_clamp)
     if cfg.arch == "stylegan":
         return stylegan.Discriminator(**common)
     return stylegan2.Discriminator(**common, conv_clamp=cfg.conv_clamp)
@@ -87,7 +98,15 @@ def parameter_counts(cfg: NetworkConfig) -> dict[str, int]:
         "D": count_parameters(d),
         "num_ws": g.num_ws,
         "stages": int(math.log2(cfg.resolution)) - 2,
+        "dims": cfg.dims,
     }
+
+
+def volume_network_config(resolution: int = 64, **overrides: object) -> NetworkConfig:
+    """The 3-D default: StyleGAN2 with the smaller volume channel counts (fits 64^3 on one GPU)."""
+    base = NetworkConfig(arch="stylegan2", resolution=resolution, dims=3, channel_base=stylegan2_3d.VOLUME_CHANNEL_BASE,
+                         channel_max=stylegan2_3d.VOLUME_CHANNEL_MAX)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def parameter_breakdown(cfg: NetworkConfig) -> list[tuple[str, int]]:
@@ -103,4 +122,4 @@ def parameter_breakdown(cfg: NetworkConfig) -> list[tuple[str, int]]:
 
 
 __all__ = ["ARCHS", "PRESETS", "Generator", "build_discriminator", "build_generator", "count_parameters",
-           "parameter_breakdown", "parameter_counts", "preset_config", "validate_config"]
+           "parameter_breakdown", "parameter_counts", "preset_config", "validate_config", "volume_network_config"]

@@ -30,13 +30,13 @@ class MinibatchStd(nn.Module):
         self.group_size, self.num_channels = group_size, num_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        n, c, *spatial = x.shape  # (N, C, H, W) images or (N, C, D, H, W) volumes
         g = _group_size(n, self.group_size)
         f = self.num_channels
-        y = x.reshape(g, -1, f, c // f, h, w)
+        y = x.reshape(g, -1, f, c // f, *spatial)
         y = y - y.mean(dim=0)
         y = (y.square().mean(dim=0) + 1e-8).sqrt()
-        y = y.mean(dim=[2, 3, 4]).reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+        y = y.mean(dim=list(range(2, y.ndim))).reshape(-1, f, *[1] * len(spatial)).repeat(g, 1, *spatial)
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
     def extra_repr(self) -> str:
@@ -47,14 +47,15 @@ class DiscriminatorEpilogue(nn.Module):
     """4x4 head: minibatch stddev, 3x3 conv, FC, output FC; with labels a projection onto cmap."""
 
     def __init__(self, in_channels: int, cmap_dim: int, resolution: int = 4, mbstd_group: int | None = 4,
-                 mbstd_features: int = 1, conv_clamp: float | None = None) -> None:
+                 mbstd_features: int = 1, conv_clamp: float | None = None, conv: type[nn.Module] = EqualConv2d,
+                 dims: int = 2) -> None:
         super().__init__()
         if mbstd_features > 0 and in_channels % mbstd_features:
             raise ValueError(f"mbstd_features {mbstd_features}: must divide the {in_channels} head channels")
         self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
         self.mbstd = MinibatchStd(mbstd_group, mbstd_features) if mbstd_features > 0 else None
-        self.conv = EqualConv2d(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.fc = EqualLinear(in_channels * resolution * resolution, in_channels, activation="lrelu")
+        self.conv = conv(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.fc = EqualLinear(in_channels * resolution**dims, in_channels, activation="lrelu")  # 4x4 or 4x4x4
         self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:

@@ -168,6 +168,9 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """ws (N, num_ws, w_dim) -> image; the toRGB outputs of all resolutions are upsampled and summed."""
 
+    dims = 2
+    block_class: type[nn.Module] = SynthesisBlock  # the 3-D network (stylegan2_3d.py) swaps in its block
+
     def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, conv_clamp: float | None = None) -> None:
         super().__init__()
@@ -176,8 +179,8 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 0
         for res in self.block_resolutions:
             in_ch = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
-            block = SynthesisBlock(in_ch, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
-                                   conv_clamp=conv_clamp)
+            block = self.block_class(in_ch, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
+                                     conv_clamp=conv_clamp)
             setattr(self, f"b{res}", block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB; each other toRGB shares the w of the next block's first conv
@@ -206,17 +209,18 @@ class SynthesisNetwork(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: two 3x3 convs (the second with 2x FIR down) plus a 1x1 down skip, both * sqrt(1/2)."""
+    """Residual block: two 3x3 convs (the second with 2x FIR down) plus a 1x1 down skip, both * sqrt(1/2).
+    `conv` is EqualConv2d, or EqualConv3d for volumes (3x3x3 convs)."""
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 conv_clamp: float | None = None) -> None:
+                 conv_clamp: float | None = None, conv: type[nn.Module] = EqualConv2d) -> None:
         super().__init__()
         self.in_channels = in_channels
         if in_channels == 0:
-            self.fromrgb = EqualConv2d(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv0 = EqualConv2d(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = EqualConv2d(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
-        self.skip = EqualConv2d(tmp_channels, out_channels, 1, bias=False, down=2)
+            self.fromrgb = conv(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv0 = conv(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv1 = conv(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
+        self.skip = conv(tmp_channels, out_channels, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> torch.Tensor:
         if self.in_channels == 0:
@@ -229,6 +233,9 @@ class DiscriminatorBlock(nn.Module):
 class Discriminator(nn.Module):
     """Residual StyleGAN2 discriminator with a projection-conditional 4x4 head."""
 
+    dims = 2
+    conv_class: type[nn.Module] = EqualConv2d  # EqualConv3d in the 3-D network (stylegan2_3d.py)
+
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, mbstd_group: int | None = 4, mbstd_features: int = 1,
                  conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01) -> None:
@@ -238,7 +245,7 @@ class Discriminator(nn.Module):
         for res in self.block_resolutions:
             tmp = channels_at(res, channel_base, channel_max)
             block = DiscriminatorBlock(0 if res == resolution else tmp, tmp, channels_at(res // 2, channel_base, channel_max),
-                                       img_channels, conv_clamp=conv_clamp)
+                                       img_channels, conv_clamp=conv_clamp, conv=self.conv_class)
             setattr(self, f"b{res}", block)
         ch4 = channels_at(4, channel_base, channel_max)
         cmap_dim = ch4 if c_dim > 0 else 0
@@ -246,16 +253,19 @@ class Discriminator(nn.Module):
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=map_layers, lr_mul=map_lr_mul,
                                           w_avg_beta=None)
         if resolution == 4:
-            self.fromrgb4 = EqualConv2d(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features, conv_clamp=conv_clamp)
+            self.fromrgb4 = self.conv_class(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp)
+        self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features, conv_clamp=conv_clamp,
+                                        conv=self.conv_class, dims=self.dims)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,
                 alpha: float = 1.0, force_fp32: bool = False) -> torch.Tensor:
         """Logits (N, 1); `stage`/`alpha` are accepted for parity with progressive StyleGAN and ignored.
         force_fp32: ignore the blocks' reduced precision, for regularization passes."""
-        if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.resolution, self.resolution):
-            raise ValueError(f"discriminator: expected images of shape (N, {self.img_channels}, {self.resolution}, "
-                             f"{self.resolution}), got {tuple(img.shape)}")
+        expected = (self.img_channels, *[self.resolution] * self.dims)
+        if img.ndim != 2 + self.dims or img.shape[1:] != expected:
+            what = "images" if self.dims == 2 else "volumes"
+            raise ValueError(f"discriminator: expected {what} of shape (N, {', '.join(map(str, expected))}), "
+                             f"got {tuple(img.shape)}")
         cmap = labels_for(self, c, img.shape[0])
         x = None
         for res in self.block_resolutions:

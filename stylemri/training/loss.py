@@ -124,7 +124,7 @@ class StyleGANLoss:
             real_tmp = real.detach().requires_grad_(True)
             logits = self.run_D(real_tmp, real_c, phase, r, main=False, force_fp32=True)
             (grads,) = torch.autograd.grad(logits.sum(), real_tmp, create_graph=True)
-            penalty = grads.float().square().sum(dim=[1, 2, 3])
+            penalty = grads.float().square().flatten(1).sum(1)  # images or volumes
             (logits * 0 + penalty[:, None] * (self.cfg.r1_gamma / 2)).mean().mul(gain).backward()
             return {"R1": penalty.detach().mean()}
         raise ValueError(f"unknown training phase {name!r}")
@@ -145,11 +145,11 @@ class StyleGANLoss:
             return stats
         # WGAN-GP: critic difference + gradient penalty on random interpolates + drift of the real scores.
         rg = rng("Dmain/gp", total)
-        t = rg.rand(1, 1, 1).to(real.dtype)
+        t = rg.rand(*[1] * (real.ndim - 1)).to(real.dtype)
         mixed = torch.lerp(real.detach(), fake.detach().to(real.dtype), t).requires_grad_(True)
         mixed_logits = self.run_D(mixed, real_c, phase, rg, main=False, force_fp32=True)
         (grads,) = torch.autograd.grad(mixed_logits.sum(), mixed, create_graph=True)
-        norms = grads.float().square().sum(dim=[1, 2, 3]).add(1e-12).sqrt()
+        norms = grads.float().square().flatten(1).sum(1).add(1e-12).sqrt()
         gp = (norms - self.cfg.wgan_target).square() * (self.cfg.wgan_lambda / self.cfg.wgan_target**2)
         drift = real_logits.square() * self.cfg.wgan_epsilon
         loss = fake_logits - real_logits + gp[:, None] + drift
@@ -171,7 +171,8 @@ class StyleGANLoss:
         r = rng("Greg", pl_total)
         img, ws = self.run_G(r.randn(self.G.z_dim), sample_c("Greg/c", pl_total), phase, r, main=False,
                              force_fp32=True)
-        noise = r.randn(*img.shape[1:]).to(img.dtype) / math.sqrt(img.shape[2] * img.shape[3])
+        # y ~ N(0, I) / sqrt(pixels or voxels): the expected |J^T y| does not grow with the output size
+        noise = r.randn(*img.shape[1:]).to(img.dtype) / math.sqrt(math.prod(img.shape[2:]))
         (grads,) = torch.autograd.grad((img.float() * noise).sum(), ws, create_graph=True)
         return grads.float().square().sum(2).mean(1).sqrt(), img
 
@@ -182,7 +183,7 @@ class StyleGANLoss:
         self._pl_batch_means.append(batch_mean)
         pl_mean = self.pl_mean.lerp(batch_mean, self.cfg.pl_decay)  # the tracked mean itself moves in commit()
         penalty = (lengths - pl_mean).square()
-        (img[:, 0, 0, 0].float() * 0 + penalty * self.cfg.pl_weight).mean().mul(gain).backward()
+        (img.flatten(1)[:, 0].float() * 0 + penalty * self.cfg.pl_weight).mean().mul(gain).backward()
         return {"path_length": penalty.detach().mean(), "pl_mean": pl_mean.detach().clone()}
 
     def discard(self) -> None:

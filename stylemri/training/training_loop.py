@@ -39,6 +39,7 @@ from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
 from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
 from stylemri.training.schedule import Phase, Schedule, fade_reals, resets_optimizer
+from stylemri.volumes_io import mid_slices
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
 
@@ -135,7 +136,13 @@ class Trainer:
 
     def _build_loss(self) -> None:
         """Augmentation, ADA controller, (optionally compiled) main passes and the loss."""
-        self.augment = build_augment(self.t.aug, self.t.augpipe)
+        self.dims = self.cfg.network.dims
+        if self.dims == 3:
+            from stylemri.training.augment3d import build_augment3d
+
+            self.augment = build_augment3d(self.t.aug)
+        else:
+            self.augment = build_augment(self.t.aug, self.t.augpipe)
         if self.augment is not None:
             self.augment.to(self.device)
         p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
@@ -628,11 +635,12 @@ class Trainer:
         else:
             rows = spread(np.arange(len(self.ds)), len(self.grid_seeds))
         images, _ = self.ds.batch(rows)
+        images = mid_slices(images)  # volumes: axial | coronal | sagittal mid-slices
         return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
 
     def _write_samples(self, tag: str) -> list[Path]:
-        phase = self.schedule.at(max(self.nimg - 1, 0))
-        images = render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha)
+        phase = self.schedule.at(max(self.nimg - 1, 0))  # volumes: axial | coronal | sagittal mid-slices
+        images = mid_slices(render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha))
         path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
         if self.log is not None:
             self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
