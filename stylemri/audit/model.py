@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from stylemri.io import to_uint8
 class Generator:
     """A trained run seen by the audit."""
 
-    model: Any  # stylemri.model.TrainedModel
+    model: Any  # stylemri.TrainedModel
     trunc: float = 1.0
 
     @property
@@ -31,43 +32,48 @@ class Generator:
 
     @property
     def resolution(self) -> int:
-        return int(self.model.G.resolution)
+        return int(self.model.resolution)
 
     @property
     def data_config(self) -> Any:
         return self.model.config.data
 
+    @property
+    def default_outdir(self) -> Path:
+        """RUN/audit/kimg-K: outputs of different checkpoints never mix."""
+        return Path(self.model.run_dir) / "audit" / self.model.tag
+
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": str(self.model.checkpoint), "kimg": self.model.kimg, "truncation_psi": self.trunc,
                 "noise_mode": "const"}
 
-    @torch.no_grad()
     def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32) -> np.ndarray:
-        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only (`TrainedModel.generate`)."""
+        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only."""
         if not len(seeds):
             return np.zeros((0, self.model.G.img_channels, self.resolution, self.resolution), np.uint8)
-        cls = class_name if self.model.conditional else None
-        return to_uint8(self.model.generate(list(seeds), class_name=cls, trunc=self.trunc, noise="const",
+        name = class_name if self.model.conditional else None
+        return to_uint8(self.model.generate(list(seeds), class_name=name, trunc=self.trunc, noise="const",
                                             batch=batch_size))
 
     @torch.no_grad()
     def discriminator_scores(self, images: np.ndarray, class_name: str | None, batch_size: int = 64) -> np.ndarray:
         """D's logit for uint8 real images (higher = 'looks like training data')."""
         D, dev = self.model.discriminator(), self.model.device
+        index = self.model.class_index(class_name) if self.model.conditional else None
         out = []
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(images[s:s + batch_size]).float().div(127.5).sub(1.0).to(dev)
             c = None
-            if self.model.conditional and class_name is not None:
-                idx = torch.full((len(x),), list(self.model.class_names).index(class_name), dtype=torch.long)
-                c = torch.nn.functional.one_hot(idx, D.c_dim).float().to(dev)
+            if index is not None:
+                c = torch.nn.functional.one_hot(torch.full((len(x),), index, dtype=torch.long),
+                                                self.model.G.c_dim).float().to(dev)
             out.append(D(x, c).float().cpu().numpy().reshape(-1))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "cpu",
+def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "auto",
                    trunc: float = 1.0) -> Generator:
     """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
-    from stylemri.model import load
+    import stylemri
 
-    return Generator(load(run, checkpoint=checkpoint, device=device), trunc=trunc)
+    return Generator(stylemri.load(run, checkpoint=checkpoint, device=device), trunc=trunc)

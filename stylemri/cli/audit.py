@@ -15,6 +15,7 @@ from stylemri.errors import UserError
 
 def register(subparsers: Any) -> None:
     from stylemri.cli.common import add_subject_args
+    from stylemri.device import DEVICE_HELP
 
     p = subparsers.add_parser(
         "audit", help="can synthetic scans be shared and used? fidelity, privacy and usefulness in one report",
@@ -53,7 +54,7 @@ def register(subparsers: Any) -> None:
                    help="usefulness CNN epochs (default: 10; cost is linear in it)")
     p.add_argument("--no-classifiers", dest="classifiers", action="store_false",
                    help="skip the usefulness classifiers (the slowest part on a CPU)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default: auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data and feature cache folder")
     add_subject_args(p)
     p.set_defaults(func=cmd_audit)
@@ -102,16 +103,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from stylemri.audit.model import open_generator
     from stylemri.audit.report import write_report
     from stylemri.config import DataConfig, replace
-    from stylemri.model import pick_device
+    from stylemri.device import resolve_device
 
     _check_args(args)
-    device = str(pick_device(args.device))
+    device = str(resolve_device(args.device))
     t0 = time.perf_counter()
     gen = None
     if args.run is not None:
         gen = open_generator(args.run, args.checkpoint, device, args.trunc)
         data_cfg = _data_config(args, replace(gen.data_config, resolution=gen.resolution))
-        outdir = Path(args.outdir) if args.outdir else _run_dir(gen.model.checkpoint) / "audit" / gen.model.tag
+        outdir = Path(args.outdir) if args.outdir else gen.default_outdir
     else:
         data_cfg = _data_config(args, DataConfig(resolution=args.resolution or 64))
         outdir = Path(args.outdir or "audit")
@@ -146,7 +147,3 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"{k:9s} {result.data[k]['verdict'].upper():4s}  {result.data[k]['reason']}")
     print(f"wrote {html_path} and {json_path} ({time.perf_counter() - t0:.0f} s)")
     return 0
-
-
-def _run_dir(checkpoint: Path) -> Path:
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent

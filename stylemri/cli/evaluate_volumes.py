@@ -37,15 +37,11 @@ def evaluate_volume_run(args: argparse.Namespace, model: Any, ds: Any, names: tu
     for cls in classes:
         idx = np.arange(len(ds)) if cls is None else np.flatnonzero(ds.labels == ds.class_names.index(cls))
         real = np.concatenate([to_uint8(ds.batch(idx[i:i + 8])[0]) for i in range(0, len(idx), 8)])
-        fake = np.concatenate([to_uint8(model.generate(seeds=range(args.seed + s, args.seed + min(s + args.batch_size,
-                                                                                                 args.num)),
-                                                       labels=cls, psi=args.trunc, noise_mode="const"))
-                               for s in range(0, args.num, args.batch_size)])
+        seeds = range(args.seed, args.seed + args.num)
+        fake = to_uint8(model.generate(seeds, class_name=cls, trunc=args.trunc, noise="const", batch=args.batch))
         results["per_class"][cls or "all"] = evaluate_volumes(real, fake, names, subjects=ds.subjects[idx],
                                                              extractor=extractor, seed=args.seed)
-    from stylemri.cli.evaluate import _run_dir
-
-    out_dir = Path(args.out) if args.out else _run_dir(model.checkpoint)
+    out_dir = (Path(args.outdir) if args.outdir else model.run_dir) / model.tag
     path = out_dir / "metrics.json"
     write_json(path, results)
     _print(results)
