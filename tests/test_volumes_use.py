@@ -64,11 +64,11 @@ def test_embed_style_codes_and_discriminator_features(run3d, tmp_path, capsys):
 def test_evaluate_3d_run_nearest_volume_per_class(run3d, tmp_path, capsys):
     import json
 
-    assert cli.main(["evaluate", str(run3d), "--metrics", "memorization", "--num", "3", "--batch-size", "2",
-                     "--out", str(tmp_path)]) == 0
+    assert cli.main(["evaluate", str(run3d), "--metrics", "memorization", "--num", "3", "--batch", "2",
+                     "--outdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "AD: 3 generated vs 2 real volumes" in out and "nearest real volume" in out
-    res = json.loads((tmp_path / "metrics.json").read_text())
+    res = json.loads(next(tmp_path.glob("kimg-*/metrics.json")).read_text())  # tagged by checkpoint
     assert res["dims"] == 3 and set(res["per_class"]) == {"AD", "NC"}
     mem = res["per_class"]["NC"]["metrics"]["memorization"]
     assert len(mem["rows"]) == 3 and mem["real_floor_rms"] > 0
