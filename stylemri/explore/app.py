@@ -99,6 +99,22 @@ def create_app(service: ModelService, neighbours: TrainingNeighbours | None = No
     for view in VIEWS.values():
         app.add_api_route(f"/api/{view.name}", _view_endpoint(service, view), methods=["GET"], name=view.name)
 
+    _add_data_routes(app, service, neighbours)
+
+    @app.post("/api/project")
+    async def project(request: Request) -> dict[str, Any]:
+        form = await _read_upload_form(request, max_upload_bytes)
+        try:
+            return await run_in_threadpool(_project, service, form)
+        finally:
+            await form.close()
+
+    return app
+
+
+def _add_data_routes(app: FastAPI, service: ModelService, neighbours: TrainingNeighbours | None) -> None:
+    """/api/nearest and /api/training: the training images given with --data."""
+
     @app.get("/api/nearest")
     def nearest(request: Request) -> dict[str, Any]:
         data = _need_data(neighbours)
@@ -124,16 +140,6 @@ def create_app(service: ModelService, neighbours: TrainingNeighbours | None = No
             raise ApiError(f"index {index}: out of range; the training set has {data.source.num} images", 404)
         flip = Query(params, service).choice("flip", ("0", "1"), "0") == "1"
         return Response(png_bytes(data.image(index, flip)), media_type="image/png")
-
-    @app.post("/api/project")
-    async def project(request: Request) -> dict[str, Any]:
-        form = await _read_upload_form(request, max_upload_bytes)
-        try:
-            return await run_in_threadpool(_project, service, form)
-        finally:
-            await form.close()
-
-    return app
 
 
 # ------------------------------------------------------------------------------------------------ views

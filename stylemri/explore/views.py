@@ -44,17 +44,7 @@ class Query:
         return None if value is None or value.strip() == "" else value.strip()
 
     def seed(self, name: str = "seed", default: int | None = None) -> int:
-        raw = self.raw(name)
-        if raw is None:
-            if default is None:
-                raise ApiError(f"{name}: missing; expected an integer seed in [0, 2^32)")
-            return default
-        if not re.fullmatch(r"[+-]?\d{1,20}", raw):
-            raise ApiError(f"{name} {raw!r}: not an integer; expected a seed in [0, 2^32)")
-        value = int(raw)
-        if not 0 <= value < SEED_LIMIT:
-            raise ApiError(f"{name} {raw}: out of range; expected a seed in [0, 2^32)")
-        return value
+        return self.integer(name, default, 0, SEED_LIMIT - 1, "a seed")
 
     def number(self, name: str, default: float, lo: float, hi: float, what: str) -> float:
         raw = self.raw(name)
@@ -68,11 +58,14 @@ class Query:
             raise ApiError(f"{name} {raw}: out of range; expected {what} from {lo:g} to {hi:g}")
         return value
 
-    def integer(self, name: str, default: int, lo: int, hi: int, what: str) -> int:
+    def integer(self, name: str, default: int | None, lo: int, hi: int, what: str) -> int:
+        """An integer in [lo, hi]; `default` None: required."""
         raw = self.raw(name)
         if raw is None:
+            if default is None:
+                raise ApiError(f"{name}: missing; expected {what} from {lo} to {hi}")
             return default
-        if not re.fullmatch(r"[+-]?\d{1,12}", raw):
+        if not re.fullmatch(r"[+-]?\d{1,20}", raw):
             raise ApiError(f"{name} {raw!r}: not an integer; expected {what} from {lo} to {hi}")
         if not lo <= int(raw) <= hi:
             raise ApiError(f"{name} {raw}: out of range; expected {what} from {lo} to {hi}")
