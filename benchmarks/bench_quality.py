@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blur-check", type=float, default=None, metavar="SIGMA",
                     help="also score real half B blurred by a Gaussian of SIGMA px (is the metric sane?)")
     args = ap.parse_args(argv)
+    if args.minutes is not None and args.train is None:
+        ap.error("--minutes needs --train")
 
     facts: dict[str, Any] = {}
     run = args.run
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     for cpt in cpts:
         model = load(cpt)
         gen, fake = generated_rows(model, real, extractor, args.seed)
-        wall = facts.get("wall_s_at_kimg", {})
+        wall = {0.0: 0.0, **facts.get("wall_s_at_kimg", {})}
         t = min(wall.items(), key=lambda kv: abs(kv[0] - model.kimg), default=(None, None))[1]
         grid = save_grid(run / "bench_quality" / f"grid-{model.kimg:07.1f}kimg.png", real, fake)
         print_table(f"{cpt.name}: {model.kimg:g} kimg, {t if t is None else round(t)} s of training; grid {grid}",
