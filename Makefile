@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job on built-in data: a small conditional StyleGAN2 (one class per slice orientation of the MNI152
-# template) at 32 px for 80 kimg (about 9-10 minutes of training on 2 quiet CPU cores at ~140 img/s), then
+# template) at 32 px for 36 kimg (about 12 minutes of training on 2 quiet CPU cores at ~50 img/s), then
 # a grid generated from the model. Every training value is written out so the recipe means the same when
 # defaults change. Real x-flips stay off (the default): mirroring a sagittal slice turns the head around. Measure it with
 # `python benchmarks/bench_quality.py --run runs/demo/00000-mni152-32` (README, "Two commands").
 DEMO ?= runs/demo
-DEMO_TRAIN ?= --preset auto --arch stylegan2 --resolution 32 --conditional --kimg 80 --seed 0 \
+DEMO_TRAIN ?= --preset auto --arch stylegan2 --resolution 32 --conditional --kimg 36 --seed 0 \
 	--batch 16 --channel-base 1024 --channel-max 64 --z-dim 64 --w-dim 64 --map-layers 2 --mbstd-group 4 \
 	--loss ns --g-lr 0.0025 --d-lr 0.0025 --betas 0,0.99 --r1-gamma 0.1 --r1-interval 16 --pl-weight 0 \
 	--style-mixing 0.9 --ema-kimg 5 --ema-rampup 0.05 --aug ada --aug-p 0 --ada-target 0.6 --ada-interval 4 \
