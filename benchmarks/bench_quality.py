@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylemri.api import LoadedModel, load  # noqa: E402
+from stylemri.model import TrainedModel, load  # noqa: E402
 from stylemri.data import load_dataset  # noqa: E402
 from stylemri.io import make_grid, save_image, to_uint8  # noqa: E402
 from stylemri.metrics import fid as fid_mod, kid as kid_mod, precision_recall  # noqa: E402
@@ -146,12 +146,12 @@ def floor_rows(real: RealReference, seed: int) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------------------------ the generated side
 
 
-def generated_rows(model: LoadedModel, real: RealReference, extractor: Any, seed: int
+def generated_rows(model: TrainedModel, real: RealReference, extractor: Any, seed: int
                    ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     rows, images = {}, {}
     for c, name in enumerate(real.class_names):
         n = real.num_eval(name)
-        fake = to_uint8(model.generate(seeds=range(seed, seed + n), labels=name, psi=1.0, noise_mode="const"))
+        fake = to_uint8(model.generate(range(seed, seed + n), class_name=name, trunc=1.0, noise="const", batch=16))
         rows[name] = score_images(real, extractor, c, fake, seed)
         images[name] = fake
     return rows, images

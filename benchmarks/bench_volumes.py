@@ -104,9 +104,9 @@ def main() -> None:
                                    ("z_dim", args.z_dim), ("w_dim", args.z_dim)) if v is not None}
     if args.threads:
         torch.set_num_threads(args.threads)
-    from stylemri.training.distributed import pick_device
+    from stylemri.device import resolve_device
 
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     if args.one:
         print(json.dumps(bench_one(args.res[0], args.batch, args.repeats, str(device), args.cache_dir,
                                    args.precision, overrides)))
