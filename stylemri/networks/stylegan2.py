@@ -89,28 +89,32 @@ def modulated_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, styles: to
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv (optionally 2x up), per-pixel noise with a learned strength, bias, lrelu."""
+    """Modulated 3x3 conv (optionally 2x up), per-pixel noise with a learned strength, bias, lrelu.
+    The 3-D network (stylegan2_3d.py) reuses it with `dims`, `modconv` and `make_filter` for volumes."""
+
+    dims = 2
+    modconv = staticmethod(modulated_conv2d)
+    make_filter = staticmethod(setup_filter)
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
                  kernel_size: int = 3, conv_clamp: float | None = None) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
         self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", setup_filter(FILTER_STYLEGAN2), persistent=False)
+        self.register_buffer("resample_filter", self.make_filter(FILTER_STYLEGAN2), persistent=False)
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
-        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *[kernel_size] * self.dims))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** self.dims)
+        self.register_buffer("noise_const", torch.randn(*[resolution] * self.dims))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True,
                 gain: float = 1.0) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # (g s_i) w_oik = s_i (g w_oik): equalized lr, folded in
-        x = modulated_conv2d(x, self.weight, styles, up=self.up,
-                             resample_filter=self.resample_filter, fused=fused)
+        x = self.modconv(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter, fused=fused)
         if noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
+            noise = torch.randn(x.shape[0], 1, *[self.resolution] * self.dims, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength.to(x.dtype)
         elif noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
@@ -119,19 +123,22 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv to image channels, no demodulation, linear output."""
+    """Modulated 1x1 conv to image channels, no demodulation, linear output (1x1x1 in the 3-D network)."""
+
+    dims = 2
+    modconv = staticmethod(modulated_conv2d)
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *[1] * self.dims))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
+        x = self.modconv(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
 
 

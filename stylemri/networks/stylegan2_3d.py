@@ -14,14 +14,12 @@ voxel and there are R times more voxels: at 64^3 the largest activations are 32 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from stylemri.networks.layers import FILTER_STYLEGAN2, EqualLinear, bias_act
+from stylemri.networks.layers import FILTER_STYLEGAN2
 from stylemri.networks.layers3d import EqualConv3d, conv3d_resample, conv3d_resample_reference, setup_filter1d, upsample3d
-from stylemri.networks.stylegan2 import Discriminator, SynthesisNetwork
+from stylemri.networks.stylegan2 import Discriminator, SynthesisLayer, SynthesisNetwork, ToRGB
 
 VOLUME_CHANNEL_BASE = 2048  # channels(res) = min(2048 / res, 256): 256 at 4-8, 128 at 16, 64 at 32, 32 at 64
 VOLUME_CHANNEL_MAX = 256
@@ -69,48 +67,19 @@ def modulated_conv3d_reference(x: torch.Tensor, weight: torch.Tensor, styles: to
     return torch.cat(outs, dim=0)
 
 
-class SynthesisLayer3d(nn.Module):
+class SynthesisLayer3d(SynthesisLayer):
     """Modulated 3x3x3 conv (optionally 2x up), per-voxel noise with a learned strength, bias, lrelu."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
-                 conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
-        self.register_buffer("resample_filter", setup_filter1d(FILTER_STYLEGAN2), persistent=False)
-        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3, 3))
-        self.weight_gain = 1 / math.sqrt(in_channels * 27)
-        self.register_buffer("noise_const", torch.randn(resolution, resolution, resolution))
-        self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = False,
-                gain: float = 1.0) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
-        x = modulated_conv3d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter, fused=fused)
-        r = self.resolution
-        if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, r, r, r, device=x.device, dtype=x.dtype) * self.noise_strength.to(x.dtype)
-        elif noise_mode == "const":
-            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, "lrelu", gain=gain, clamp=clamp)
+    dims = 3
+    modconv = staticmethod(modulated_conv3d)
+    make_filter = staticmethod(setup_filter1d)
 
 
-class ToRGB3d(nn.Module):
+class ToRGB3d(ToRGB):
     """Modulated 1x1x1 conv to image channels, no demodulation, linear output."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.conv_clamp = conv_clamp
-        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.weight_gain = 1 / math.sqrt(in_channels)
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        x = modulated_conv3d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False, fused=fused)
-        return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
+    dims = 3
+    modconv = staticmethod(modulated_conv3d)
 
 
 class SynthesisBlock3d(nn.Module):
