@@ -14,8 +14,6 @@ from typing import Any, Callable, TypeVar
 
 from stylemri.errors import UserError
 
-from stylemri.errors import UserError
-
 T = TypeVar("T")
 
 # Command-line spellings of config fields whose flag is not `--` + the field name with dashes.
@@ -111,12 +109,12 @@ class TrainConfig:
     epochs: float | None = None  # as given on the command line; `kimg` holds the resolved duration
     batch: int = 32  # global batch (all ranks together) at the final resolution
     batch_per_res: tuple[tuple[int, int], ...] = ()  # progressive: (resolution, global batch) pairs
-    loss: str = "ns"  # ns (non-saturating logistic) | wgangp
+    loss: str = "ns"  # ns (non-saturating logistic) | wgangp | r3gan (relativistic pairing + R1 + R2)
     g_lr: float = 0.0025
     d_lr: float = 0.0025
     betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
-    r1_gamma: float = 10.0  # ns loss: R1 weight (gamma); 0 turns R1 off
+    r1_gamma: float = 10.0  # ns / r3gan: R1 weight (gamma; r3gan: also R2's); 0 turns them off
     r1_interval: int = 16  # lazy R1: every N D steps, scaled by N
     pl_weight: float = 2.0  # path-length regularization weight; 0 turns it off
     pl_interval: int = 4  # lazy path length: every N G steps
@@ -154,6 +152,13 @@ class TrainConfig:
     metrics: tuple[str, ...] = ()  # evaluated at every checkpoint (fid, kid, swd, pr); the first picks `best`
     metric_num: int = 5000  # generated images per evaluation
     metrics_every: float = 0.0  # also checkpoint + evaluate every N kimg (0: at checkpoints only)
+    # Moving values (training/schedules.py, R3GAN's recipe): half-cosines over schedule_kimg (None: kimg).
+    schedule_kimg: float | None = None
+    lr_final: float = 1.0  # both learning rates end at this multiple of their start (1: constant)
+    gamma_final: float = 1.0  # R1 (and R2) weight ends at this multiple of --r1-gamma (1: constant)
+    beta2_start: float | None = None  # Adam beta2 rises from this to the second --betas value (None: constant)
+    aug_p_final: float | None = None  # --aug fixed:P: p moves from P to this (None: constant)
+    threads: int | None = None  # CPU threads of torch (None: training/threads.py's policy)
 
     def __post_init__(self) -> None:
         _check(self, TRAIN_RULES)
@@ -189,7 +194,12 @@ TRAIN_RULES: list[Rule] = [
     *((name, _positive, "an integer >= 1") for name in
       ("r1_interval", "pl_interval", "ada_interval", "sample_ticks", "checkpoint_ticks", "keep_checkpoints",
        "nan_patience", "metric_num")),
-    *((name, lambda v: v > 0, "a positive number") for name in ("kimg", "tick_kimg", "g_lr", "d_lr")),
+    *((name, lambda v: v > 0, "a positive number") for name in ("kimg", "tick_kimg", "g_lr", "d_lr",
+                                                                "schedule_kimg", "lr_final")),
+    ("gamma_final", lambda v: v >= 0, "0 or a positive multiple of --r1-gamma"),
+    ("beta2_start", lambda v: 0 <= v < 1, "a number in [0, 1) like 0.9"),
+    ("aug_p_final", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("threads", _positive, "an integer >= 1"),
 ]
 
 

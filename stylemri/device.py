@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
+
 import torch
 
 from stylemri.errors import UserError
@@ -34,4 +38,55 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
 
 
-__all__ = ["DEVICE_HELP", "resolve_device"]
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    reason: str  # why this many: printed at the start of a run
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def busy_elsewhere(samples: int = 5, interval_s: float = 0.05) -> float:
+    """Runnable tasks other than this process right now: the median of a few readings of /proc/loadavg's
+    running count (the 1-minute load average lags a minute behind); elsewhere the 1-minute load average."""
+    try:
+        readings = []
+        for i in range(samples):
+            with open("/proc/loadavg") as f:
+                readings.append(int(f.read().split()[3].split("/")[0]) - 1)
+            if i + 1 < samples:
+                time.sleep(interval_s)
+        return float(sorted(readings)[len(readings) // 2])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def choose_threads(requested: int | None = None, *, cores: int | None = None,
+                   load: float | None = None) -> ThreadChoice:
+    """How many CPU threads torch uses: `requested` when given; else every usable core on a quiet machine,
+    and 1 when other processes already keep the cores busy (runnable tasks elsewhere >= cores). Why: on a
+    saturated machine each step's threads wait for each other at every parallel region while other
+    processes hold the cores (benchmarks/bench_threads.py measures both; docs/training.md has the table)."""
+    cores = usable_cores() if cores is None else cores
+    if requested is not None:
+        return ThreadChoice(int(requested), "--threads")
+    load = busy_elsewhere() if load is None else load
+    if cores > 1 and load >= cores:
+        return ThreadChoice(1, f"load {load:.1f} on {cores} cores: 1 thread (--threads to override)")
+    return ThreadChoice(cores, f"{cores} usable cores")
+
+
+def apply_threads(requested: int | None = None) -> ThreadChoice:
+    """`choose_threads`, then set torch's intra-op thread count to it (CPU training and inference)."""
+    choice = choose_threads(requested)
+    torch.set_num_threads(choice.threads)
+    return choice
+
+
+__all__ = ["DEVICE_HELP", "ThreadChoice", "apply_threads", "busy_elsewhere", "choose_threads", "resolve_device", "usable_cores"]

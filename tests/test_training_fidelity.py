@@ -83,7 +83,7 @@ def test_conditional_wgan_gp_generates_fakes_with_the_reals_labels(loss_name):
 
 # ---- 2. ADA needs a logistic D ------------------------------------------------------------------------
 def test_ada_with_wgan_gp_is_refused_and_wgan_presets_default_to_no_augmentation(tmp_path, capsys):
-    with pytest.raises(UserError, match="--aug ada: ADA needs the logistic loss"):
+    with pytest.raises(UserError, match="--aug ada: ADA needs a logistic loss"):
         presets.resolve("auto", train={"loss": "wgangp", "aug": "ada"})
     assert presets.resolve("auto", net={"arch": "stylegan"})[1].aug == "none"
     assert presets.resolve("auto", train={"loss": "wgangp"})[1].aug == "none"

@@ -48,7 +48,8 @@ NET_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--batch", "batch", int, "global batch over all processes (auto: max(min(4096 / res, 32) * gpus ...))"),
-    ("--loss", "loss", str, "ns (non-saturating + R1) or wgangp (WGAN-GP + drift); default by --arch"),
+    ("--loss", "loss", str, "ns (non-saturating + R1), wgangp (WGAN-GP + drift) or r3gan (R3GAN's relativistic "
+                            "pairing loss + R1 + R2, gamma/2 each); default by --arch"),
     ("--g-lr", "g_lr", float, "G learning rate (auto: 0.0025; StyleGAN 0.001)"),
     ("--d-lr", "d_lr", float, "D learning rate (auto: 0.0025; StyleGAN 0.001)"),
     ("--r1-gamma", "r1_gamma", float, "R1 weight (auto: 0.0002 * res^2 / batch); 0 = off"),
@@ -83,11 +84,20 @@ TRAIN_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--batch-gpu", "batch_gpu", int, "images per process and round: the batch is accumulated over "
                                       "batch / (batch-gpu * processes) rounds, same gradient (default: all at once)"),
     ("--workers", "num_workers", int, "data-loader processes per GPU (default: 2 on CUDA, 0 on CPU)"),
+    ("--threads", "threads", int, "CPU threads of torch (default: the cores this process may use, 1 when the machine "
+                                  "is already busier than its cores; printed at the start)"),
+    ("--schedule-kimg", "schedule_kimg", float, "length of the cosine schedules below (default: --kimg)"),
+    ("--lr-final", "lr_final", float, "cosine decay of both learning rates to this multiple (R3GAN; default 1 = "
+                                      "constant)"),
+    ("--gamma-final", "gamma_final", float, "cosine decay of the R1 (and R2) weight to this multiple (default 1)"),
+    ("--beta2-start", "beta2_start", float, "Adam beta2 rises (cosine) from this to the second --betas value "
+                                            "(R3GAN: 0.9; default: constant)"),
+    ("--aug-p-final", "aug_p_final", float, "with --aug fixed:P: p moves (cosine) from P to this value"),
 ]
 # Fields that may change when resuming (they do not change what the weights are trained towards).
 RESUMABLE = {"kimg", "epochs", "tick_kimg", "sample_ticks", "checkpoint_ticks", "keep_checkpoints", "nan_patience",
              "precision", "tf32", "channels_last", "compile", "num_workers", "metrics", "metric_num",
-             "metrics_every", "fp16_res", "batch_gpu"}
+             "metrics_every", "fp16_res", "batch_gpu", "threads"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -329,6 +339,10 @@ _DATA_DEFAULTS = {"source": "builtin:mni152", "resolution": None, "channels": 1,
 
 
 # ---- output ---------------------------------------------------------------------------------------------
+def _threads_text(info: dict[str, Any]) -> str:
+    return f", {info['threads']} threads ({info['threads_reason']})" if info.get("threads") else ""
+
+
 class ConsoleCallbacks:
     """Progress bar (TTY), tick lines (not a TTY), JSON lines (--json-log) or nothing (--quiet)."""
 
@@ -344,7 +358,8 @@ class ConsoleCallbacks:
         elif self.mode in ("bar", "lines"):
             print(f"stylemri train: {info['arch']} {info['resolution']} px on {info['images']} images "
                   f"({', '.join(info['classes'])}); G {info['G_params'] / 1e6:.2f}M D {info['D_params'] / 1e6:.2f}M "
-                  f"params; {info['device']} {info['precision']} x{info['world_size']}; run {info['run_dir']}",
+                  f"params; {info['device']} {info['precision']} x{info['world_size']}"
+                  f"{_threads_text(info)}; run {info['run_dir']}",
                   file=sys.stderr, flush=True)
         if self.mode == "bar":
             from tqdm import tqdm

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from stylemri.io import atomic_write, make_grid, save_figure, to_uint8
 
-CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "path_length",
+CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "R2", "path_length",
               "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
 TB_MAX_IMAGES = 32  # images per TensorBoard sample grid
 TB_MAX_SIDE = 128  # pixels per image side in TensorBoard (average-pooled down when larger)
@@ -73,7 +73,7 @@ class RunLog:
         _append(self.csv_path, buf.getvalue())
         if self._tb is not None:
             step = int(round(float(stats["kimg"]) * 1000))
-            for key in ("G_loss", "D_loss", "R1", "path_length", "D_real_sign", "ada_p", "img_per_s", "alpha",
+            for key in ("G_loss", "D_loss", "R1", "R2", "path_length", "D_real_sign", "ada_p", "img_per_s", "alpha",
                         "resolution", "lr_G", "lr_D", "nonfinite"):
                 value = stats.get(key)
                 if isinstance(value, (int, float)) and math.isfinite(value):

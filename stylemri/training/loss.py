@@ -7,6 +7,11 @@ Either objective works with either architecture:
 - `ns`: non-saturating logistic loss, softplus(-D(G(z))) for G and softplus(D(G(z))) + softplus(-D(x)) for
   D; R1 = gamma/2 * |grad_x D(x)|^2 on reals every `r1_interval` D steps (scaled by the interval).
 - `wgangp`: D(G(z)) - D(x) + lambda * (|grad D(x_hat)| - 1)^2 + epsilon * D(x)^2 (StyleGAN 2019 / the seeds).
+- `r3gan`: the relativistic pairing loss of R3GAN (Huang et al., NeurIPS 2024): softplus(-(D(x) - D(G(z))))
+  for D and softplus(-(D(G(z)) - D(x))) for G, real i paired with fake i (the fake generated with real i's
+  label); R1 on reals and R2 on fakes, gamma/2 * |grad D|^2 each, every `r1_interval` D steps (1: every
+  step, as the paper). D's scores only mean something relative to each other, so ADA's overfitting signal is
+  E[sign(D(x) - D(G(z)))] over the pairs (`last_real_logits` holds those differences).
 
 Path length (StyleGAN2): a = |J_w^T y| for y ~ N(0, I)/sqrt(HW); penalty (a - mean a)^2 with the mean
 tracked at decay 0.01, on a batch shrunk by 2, every `pl_interval` G steps. Style mixing: with
@@ -57,6 +62,7 @@ class StyleGANLoss:
         self.world_size = world_size
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
+        self.r1_gamma = train.r1_gamma  # R1 (and R2) weight now: the loop moves it with --gamma-final
         self._pl_batch_means: list[torch.Tensor] = []  # this phase's rounds; committed after the finite check
         self.last_real_logits: torch.Tensor | None = None
         self.last_w_mean: torch.Tensor | None = None
@@ -104,11 +110,15 @@ class StyleGANLoss:
         z_dim = self.G.z_dim
         if name == "Gmain":
             r = rng("Gmain", total)
-            gen_c = sample_c("Gmain/c", total)
+            gen_c = real_c if self.cfg.loss == "r3gan" else sample_c("Gmain/c", total)
             img, _ = self.run_G(r.randn(z_dim), gen_c, phase, r)
             self.gmain_w_mean = self.last_w_mean
             logits = self.run_D(img, gen_c, phase, rng("Gmain/aug", total))
-            loss = F.softplus(-logits) if self.cfg.loss == "ns" else -logits
+            if self.cfg.loss == "r3gan":
+                real_logits = self.run_D(real.detach(), real_c, phase, rng("Gmain/aug_real", total))
+                loss = F.softplus(-(logits - real_logits))
+            else:
+                loss = F.softplus(-logits) if self.cfg.loss == "ns" else -logits
             loss.mean().mul(gain).backward()
             return {"G_loss": loss.detach().mean()}
         if name == "Greg":
@@ -117,17 +127,30 @@ class StyleGANLoss:
             # WGAN-GP interpolates between a real and a fake: they must carry the same label, so conditional
             # fakes are generated with the reals' labels (the seeds' StyleGAN); the logistic loss draws them
             # from the data's distribution (NVlabs).
-            gen_c = real_c if self.cfg.loss == "wgangp" else sample_c("Dmain/c", total)
+            # R3GAN pairs real i with fake i: same label too.
+            gen_c = real_c if self.cfg.loss in ("wgangp", "r3gan") else sample_c("Dmain/c", total)
             return self._d_main(real, real_c, gen_c, phase, rng, total, gain)
         if name == "Dreg":
-            r = rng("Dreg/aug", total)
-            real_tmp = real.detach().requires_grad_(True)
-            logits = self.run_D(real_tmp, real_c, phase, r, main=False, force_fp32=True)
-            (grads,) = torch.autograd.grad(logits.sum(), real_tmp, create_graph=True)
-            penalty = grads.float().square().flatten(1).sum(1)  # images or volumes
-            (logits * 0 + penalty[:, None] * (self.cfg.r1_gamma / 2)).mean().mul(gain).backward()
-            return {"R1": penalty.detach().mean()}
+            r1, logits = self.gradient_penalty(real, real_c, phase, rng("Dreg/aug", total))
+            penalty, stats = r1, {"R1": r1.detach().mean()}
+            if self.cfg.loss == "r3gan":  # R2: the same penalty on fakes (generated without a graph to G)
+                r = rng("Dreg/fake", total)
+                with torch.no_grad():
+                    fake, _ = self.run_G(r.randn(z_dim), real_c, phase, r)
+                r2, fake_logits = self.gradient_penalty(fake, real_c, phase, rng("Dreg/aug_fake", total))
+                penalty, logits = r1 + r2, logits + fake_logits
+                stats["R2"] = r2.detach().mean()
+            (logits * 0 + penalty[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
+            return stats
         raise ValueError(f"unknown training phase {name!r}")
+
+    def gradient_penalty(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase,
+                         rand: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        """|grad_x D(x)|^2 per sample (R1 on reals, R2 on fakes; float32) and the logits, for the graph."""
+        x = images.detach().requires_grad_(True)
+        logits = self.run_D(x, c, phase, rand, main=False, force_fp32=True)
+        (grads,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        return grads.float().square().flatten(1).sum(1), logits  # images or volumes
 
     def _d_main(self, real: torch.Tensor, real_c: torch.Tensor | None, gen_c: torch.Tensor | None, phase: Phase,
                 rng: RandomFactory, total: int, gain: float) -> dict[str, torch.Tensor]:
@@ -136,8 +159,15 @@ class StyleGANLoss:
             fake, _ = self.run_G(r.randn(self.G.z_dim), gen_c, phase, r)
         fake_logits = self.run_D(fake, gen_c, phase, rng("Dmain/aug_fake", total))
         real_logits = self.run_D(real, real_c, phase, rng("Dmain/aug_real", total))
-        self.last_real_logits = real_logits.detach()  # for ADA, once the step is known to be finite
-        stats = {"D_real_sign": real_logits.detach().sign().mean()}
+        # ADA's signal, taken once the step is known to be finite: D(real), or D(real) - D(fake) for r3gan
+        signal = real_logits - fake_logits if self.cfg.loss == "r3gan" else real_logits
+        self.last_real_logits = signal.detach()
+        stats = {"D_real_sign": signal.detach().sign().mean()}
+        if self.cfg.loss == "r3gan":
+            loss = F.softplus(-(real_logits - fake_logits))
+            loss.mean().mul(gain).backward()
+            stats["D_loss"] = loss.detach().mean()
+            return stats
         if self.cfg.loss == "ns":
             loss = F.softplus(fake_logits) + F.softplus(-real_logits)
             loss.mean().mul(gain).backward()

@@ -22,7 +22,7 @@ PRESETS: dict[str, str] = {
 }
 ARCHS = ("stylegan", "stylegan2")
 TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
-LOSSES = ("ns", "wgangp")
+LOSSES = ("ns", "wgangp", "r3gan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FP16_CONV_CLAMP = 256.0  # NVlabs: conv outputs clamped to +-256 whenever reduced precision is on
 # Real x-flips per preset (data side, separate from ADA's own xflip). Off by default: mirroring a sagittal
@@ -37,8 +37,9 @@ def default_xflip(preset: str) -> bool:
 
 
 def default_aug(loss: str) -> str:
-    """ADA's r_t = E[sign(D(real))] only means something for a logistic D: WGAN-GP critics train unaugmented."""
-    return "ada" if loss == "ns" else "none"
+    """ADA's r_t = E[sign(D(real))] only means something for a logistic D (r3gan: E[sign(D(real) - D(fake))]
+    of its pairs): WGAN-GP critics train unaugmented."""
+    return "none" if loss == "wgangp" else "ada"
 
 
 def reduced_precision(precision: str, device_type: str) -> bool:
@@ -193,8 +194,10 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
     if train["aug"] not in ("ada", "fixed", "diffaugment", "none"):
         raise UserError(f"--aug {train['aug']}: expected ada, fixed:P, diffaugment or none")
     if train["aug"] == "ada" and train["loss"] == "wgangp":
-        raise UserError("--aug ada: ADA needs the logistic loss (--loss ns); its overfitting signal "
+        raise UserError("--aug ada: ADA needs a logistic loss (--loss ns or r3gan); its overfitting signal "
                         "E[sign(D(real))] means nothing for a WGAN-GP critic: use --aug fixed:P or none")
+    if train.get("aug_p_final") is not None and train["aug"] != "fixed":
+        raise UserError(f"--aug-p-final {train['aug_p_final']:g}: expected --aug fixed:P (ADA moves p itself)")
     from stylemri.training.augment import PIPE_SPECS
 
     if train.get("augpipe", "bgc") not in PIPE_SPECS:

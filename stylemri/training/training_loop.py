@@ -23,6 +23,7 @@ import torch
 from stylemri.version import __version__
 from stylemri.config import RunConfig, to_dict
 from stylemri.data import InfiniteLoader, MRIDataset
+from stylemri.device import apply_threads
 from stylemri.io import save_grid, to_uint8
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.networks.precision import set_precision
@@ -35,6 +36,7 @@ from stylemri.training.loss import StyleGANLoss
 from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
+from stylemri.training.schedules import is_scheduled, scheduled
 from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
 from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
@@ -112,6 +114,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.precision = resolve_precision(self.t.precision, self.device)
         self.scaler = LossScaler(self.precision == "fp16")
+        self._threads_before = torch.get_num_threads()  # put back when `run` ends (in-process callers)
+        self.threads = apply_threads(self.t.threads) if self.device.type == "cpu" else None
 
     def _build_networks(self) -> None:
         """G, D and G_ema with identical initial weights on every rank; top resolutions marked reduced."""
@@ -128,11 +132,12 @@ class Trainer:
 
     def _build_optimizers(self) -> None:
         self.g_reg = self.t.pl_weight > 0
-        self.d_reg_lazy = self.t.loss == "ns" and self.t.r1_gamma > 0
+        self.d_reg_lazy = self.t.loss in ("ns", "r3gan") and self.t.r1_gamma > 0
         self.mb_ratio_G = self.t.pl_interval / (self.t.pl_interval + 1) if self.g_reg else 1.0
         self.mb_ratio_D = self.t.r1_interval / (self.t.r1_interval + 1) if self.d_reg_lazy else 1.0
         self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
         self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
+        self.scheduled = is_scheduled(self.t)  # R3GAN's moving lr / gamma / beta2 / augmentation p
 
     def _build_loss(self) -> None:
         """Augmentation, ADA controller, (optionally compiled) main passes and the loss."""
@@ -206,9 +211,17 @@ class Trainer:
                                 eps=self.t.eps)
 
     def _apply_lr(self) -> None:
+        """Learning rates (with the NaN-recovery scale) and the scheduled values (training/schedules.py) at
+        the current image count; betas keep the lazy-regularization correction."""
+        now = scheduled(self.t, self.nimg)
         for opt, lr, ratio in ((self.opt_G, self.t.g_lr, self.mb_ratio_G), (self.opt_D, self.t.d_lr, self.mb_ratio_D)):
             for group in opt.param_groups:
-                group["lr"] = lr * ratio * self.lr_scale
+                group["lr"] = lr * ratio * self.lr_scale * now.lr_mult
+                if self.t.beta2_start is not None:
+                    group["betas"] = (self.t.betas[0] ** ratio, now.beta2 ** ratio)
+        self.loss.r1_gamma = now.r1_gamma
+        if now.aug_p is not None and self.ada is not None:
+            self.ada.p = now.aug_p
 
     def _rng(self, purpose: str, total: int, round_of: tuple[int, int] = (0, 1)) -> BatchRandom:
         local = total // self.dist.world_size
@@ -380,6 +393,12 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool] | None = None) -> TrainResult:
         """Train until `kimg` images have been shown or `should_stop()` turns True (checkpointing first)."""
+        try:
+            return self._run(should_stop)
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _run(self, should_stop: Callable[[], bool] | None) -> TrainResult:
         self.cb.start(self._start_info())
         samples: list[Path] = []
         if self.resumed_from is None:
@@ -422,6 +441,8 @@ class Trainer:
         return phases
 
     def _train_step(self) -> None:
+        if self.scheduled:
+            self._apply_lr()
         phase = self.schedule.at(self.nimg)
         if phase.resolution != self.resolution:
             self._switch_resolution(phase)
@@ -584,7 +605,7 @@ class Trainer:
         stats = {
             "tick": self.tick, "kimg": self.nimg / 1000, "resolution": phase.resolution, "alpha": phase.alpha,
             "batch": phase.batch, "G_loss": mean.get("G_loss"), "D_loss": mean.get("D_loss"), "R1": mean.get("R1"),
-            "path_length": mean.get("path_length"), "D_real_sign": mean.get("D_real_sign"),
+            "R2": mean.get("R2"), "path_length": mean.get("path_length"), "D_real_sign": mean.get("D_real_sign"),
             "ada_p": self.ada.p if self.ada else 0.0, "img_per_s": self._tick_images / max(elapsed, 1e-9),
             "sec_per_tick": elapsed, "lr_G": self.opt_G.param_groups[0]["lr"], "lr_D": self.opt_D.param_groups[0]["lr"],
             "nonfinite": int(self._tick_sums.get("nonfinite", 0)), "wall_s": time.time(),
@@ -623,7 +644,9 @@ class Trainer:
                 "G_params": sum(p.numel() for p in self.G.parameters()),
                 "D_params": sum(p.numel() for p in self.D.parameters()), "kimg": self.nimg / 1000,
                 "total_kimg": self.total_nimg / 1000, "resumed_from": str(self.resumed_from or "") or None,
-                "arch": self.cfg.network.arch, "resolution": self.cfg.network.resolution, "batch": self.t.batch}
+                "arch": self.cfg.network.arch, "resolution": self.cfg.network.resolution, "batch": self.t.batch,
+                "threads": self.threads.threads if self.threads else None,
+                "threads_reason": self.threads.reason if self.threads else None}
 
     def _write_reals(self) -> list[Path]:
         def spread(indices: np.ndarray, n: int) -> np.ndarray:  # evenly through the data (e.g. all slice levels)

@@ -1,0 +1,122 @@
+"""Speed of the demo recipe as users run it (`stylemri train`, the Makefile's DEMO_TRAIN), quiet and under load.
+
+    python benchmarks/bench_threads.py                          # threads 1 / 2 / policy, load 0 and 4, 3 rounds
+    python benchmarks/bench_threads.py --load 0 4 --rounds 5 --kimg 4
+    python benchmarks/bench_threads.py --variants "policy=" "t2=--threads 2" "passive=OMP_WAIT_POLICY=PASSIVE --threads 2"
+    python benchmarks/bench_threads.py --load 0 --variants "t2=--threads 2" "ddp2=NPROC=2 --threads 1"   # torchrun x2
+
+Each variant is `NAME=[ENV=VALUE ...] [train flags]`; the flags are added to DEMO_TRAIN (read from the
+Makefile, so the benchmark follows the recipe); NPROC=N runs it as `torchrun --nproc_per_node=N` (CPU data
+parallel, gloo: the same global batch split over N processes). One measurement = one `stylemri train --json-log` run of
+`--kimg` on builtin:mni152 with ticks of 0.5 kimg: img/s is the median tick after the first (warm-up).
+Load L = L busy single-thread processes started before and stopped after each measurement. Rounds
+interleave the variants (A B C A B C ...) so slow drifts of the machine hit them alike; the table prints
+medians over rounds and the ratio to the first variant at the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUSY = "while True: pass"
+
+
+def demo_flags() -> list[str]:
+    """DEMO_TRAIN from the Makefile, without --kimg and the tick/sample/checkpoint cadence (set here)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    match = re.search(r"^DEMO_TRAIN \?=(.*)$", text, re.M)
+    if match is None:
+        raise SystemExit("Makefile: no DEMO_TRAIN line")
+    flags = shlex.split(match.group(1))
+    drop = {"--kimg", "--tick-kimg", "--sample-ticks", "--checkpoint-ticks"}
+    out, skip = [], False
+    for f in flags:
+        if skip:
+            skip = False
+        elif f in drop:
+            skip = True
+        else:
+            out.append(f)
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
+    name, _, rest = text.partition("=")
+    env, flags = {}, []
+    for tok in shlex.split(rest):
+        if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tok):
+            key, _, value = tok.partition("=")
+            env[key] = value
+        else:
+            flags.append(tok)
+    return name, env, flags
+
+
+def measure(env_extra: dict[str, str], flags: list[str], kimg: float, load: int) -> tuple[float, str]:
+    """img/s (median tick after the first) of one short training run beside `load` busy processes."""
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(load)]
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+            nproc = env.pop("NPROC", None)  # data parallel over N CPU processes (gloo), as torchrun runs it
+            launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
+            cmd = [sys.executable, *launch, "-m", "stylemri", "train", "--data", "builtin:mni152", *demo_flags(), *flags,
+                   "--kimg", str(kimg), "--tick-kimg", "0.5", "--sample-ticks", "1000", "--checkpoint-ticks", "1000",
+                   "--outdir", out, "--json-log"]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"training failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+            rates, threads = [], "?"
+            for line in proc.stdout.splitlines():
+                event = json.loads(line)
+                if event.get("event") == "start":
+                    threads = str(event.get("threads", "?"))
+                elif "img_per_s" in event and event.get("tick", 0) > 1:
+                    rates.append(float(event["img_per_s"]))
+            return (statistics.median(rates) if rates else float("nan")), threads
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=["policy=", "t1=--threads 1", "t2=--threads 2"])
+    ap.add_argument("--load", type=int, nargs="+", default=[0, 4], help="busy processes beside the run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kimg", type=float, default=3.0, help="images per measurement (ticks of 0.5 kimg)")
+    args = ap.parse_args()
+    variants = [parse_variant(v) for v in args.variants]
+    print(f"demo recipe: {shlex.join(demo_flags())}\n{os.cpu_count()} CPUs; {args.rounds} interleaved rounds",
+          flush=True)
+    results: dict[tuple[int, str], list[float]] = {}
+    used: dict[tuple[int, str], str] = {}
+    for r in range(args.rounds):
+        for load in args.load:
+            for name, env, flags in variants:
+                rate, threads = measure(env, flags, args.kimg, load)
+                results.setdefault((load, name), []).append(rate)
+                used[(load, name)] = threads
+                print(f"round {r + 1} load {load} {name:12s} {rate:7.1f} img/s (threads {threads})", flush=True)
+    print(f"\n{'load':>4s}  {'variant':12s} {'threads':>7s} {'median img/s':>12s} {'ratio':>6s}  rounds")
+    for load in args.load:
+        first = statistics.median(results[(load, variants[0][0])])
+        for name, _, _ in variants:
+            med = statistics.median(results[(load, name)])
+            rounds = " ".join(f"{v:.1f}" for v in results[(load, name)])
+            print(f"{load:4d}  {name:12s} {used[(load, name)]:>7s} {med:12.1f} {med / first:6.2f}  {rounds}")
+
+
+if __name__ == "__main__":
+    main()
