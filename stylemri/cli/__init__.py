@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # the shared flags' validators raise UserError while parsing
         with warnings.catch_warnings():
             warnings.simplefilter("always", StylemriWarning)
             warnings.showwarning = _show_warning

@@ -10,8 +10,7 @@ import numpy as np
 
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
-
-VOLUME_METRICS = ("fid", "kid", "swd", "memorization")
+from stylemri.metrics.evaluate import VOLUME_METRICS
 
 
 def evaluate_volume_run(args: argparse.Namespace, model: Any, ds: Any, names: tuple[str, ...], device: str) -> int:
