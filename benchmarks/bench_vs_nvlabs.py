@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_quality as bq  # noqa: E402
-from benchmarks.nvlabs_side import MemoryDataset, NvlabsTrainer, Recipe, count_params, import_nvlabs, runtime_notes  # noqa: E402
+from benchmarks.nvlabs_side import (MemoryDataset, NvlabsTrainer, Recipe, apply_shims, count_params,  # noqa: E402
+                                    import_nvlabs)
 from stylemri.data import load_dataset  # noqa: E402
 from stylemri.errors import UserError  # noqa: E402
 from stylemri.io import to_uint8  # noqa: E402
@@ -199,7 +200,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="a checkout of NVlabs/stylegan2-ada-pytorch (not part of stylemri)")
     ap.add_argument("--kimg", type=float, default=40.0, help="training length of each side (default 40)")
     ap.add_argument("--points", type=int, default=4, help="evaluate at this many evenly spaced kimg (default 4)")
-    ap.add_argument("--r1-gamma", type=float, default=Recipe.r1_gamma, help=f"R1 weight (default {Recipe.r1_gamma:g}, DEMO_TRAIN's)")
+    ap.add_argument("--r1-gamma", type=float, default=Recipe.r1_gamma,
+                    help=f"R1 weight (default {Recipe.r1_gamma:g}, DEMO_TRAIN's)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of both sides, and the evaluation seed")
     ap.add_argument("--num-eval", type=int, default=None, metavar="N",
                     help="score N images per class (default: all of half B, as bench_quality)")
@@ -219,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     nv = import_nvlabs(args.nvlabs)  # fail on a bad PATH before anything trains
-    notes = runtime_notes(nv, device)
+    notes = apply_shims(nv, device)
     print(f"NVlabs checkout {nv.root}; recipe {asdict(recipe)}; {plan.points} points every "
           f"{plan.steps_per_point * plan.batch / 1000:g} kimg; torch threads {torch.get_num_threads()}")
     for line in notes:

@@ -101,19 +101,53 @@ def import_nvlabs(path: Path) -> SimpleNamespace:
     return SimpleNamespace(root=root, **mods)
 
 
-def runtime_notes(nv: SimpleNamespace, device: torch.device) -> list[str]:
-    """How NVlabs' custom ops run here. NVlabs' training_loop sets `conv2d_gradfix.enabled` and
-    `grid_sample_gradfix.enabled`; both only accept torch 1.7-1.9 and otherwise fall back to
-    torch.nn.functional (with a warning), so this loop leaves them off: the same functions, no warning.
-    bias_act / upfirdn2d compile a CUDA plugin (ninja) only for CUDA tensors; on the CPU they run their
-    reference implementations. No monkeypatch is applied: NVlabs' code runs unmodified."""
+def _sampler_accepts_dataset() -> bool:
+    """Does `super().__init__(dataset)` from a Sampler subclass work, as NVlabs' InfiniteSampler does it?"""
+    class Probe(torch.utils.data.Sampler):
+        def __init__(self, data: Any) -> None:
+            super().__init__(data)
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(())
+
+    try:
+        Probe([0])
+        return True
+    except TypeError:
+        return False
+
+
+def apply_shims(nv: SimpleNamespace, device: torch.device) -> list[str]:
+    """Make NVlabs' unmodified code run on this torch; returns one line per fact or shim, to be printed.
+
+    - `torch_utils.misc.InfiniteSampler.__init__` calls `Sampler.__init__(dataset)`; torch >= 2.2 dropped
+      that argument (a TypeError). Shim: `torch.utils.data.Sampler.__init__` accepts and ignores it again,
+      in this process only (what it did in torch 1.x: nothing).
+    - NVlabs' training_loop sets `conv2d_gradfix.enabled` and `grid_sample_gradfix.enabled`; both accept only
+      torch 1.7-1.9 and otherwise fall back to torch.nn.functional with a warning, so they stay off here:
+      the same functions, no warning. (Double backward through grid_sample, for R1 on augmented reals,
+      works in torch 2.x without the gradfix.)
+    - bias_act / upfirdn2d build a CUDA plugin (ninja) only for CUDA tensors; on the CPU they run their
+      reference implementations.
+    """
+    notes = []
+    if not _sampler_accepts_dataset():
+        def _sampler_init(self: Any, data_source: Any = None) -> None:  # torch 1.x's Sampler.__init__
+            pass
+
+        torch.utils.data.Sampler.__init__ = _sampler_init  # type: ignore[method-assign]
+        notes.append(f"shim: torch.utils.data.Sampler.__init__ accepts NVlabs' dataset argument again "
+                     f"(torch {torch.__version__} dropped it; torch_utils.misc.InfiniteSampler passes it)")
     nv.conv2d_gradfix.enabled = False
     nv.grid_sample_gradfix.enabled = False
-    ops = "reference (PyTorch) implementations" if device.type != "cuda" else "CUDA plugins if they build, else reference"
-    return [f"bias_act / upfirdn2d: {ops} on {device.type} (torch {torch.__version__})",
-            "conv2d_gradfix / grid_sample_gradfix: disabled (they accept torch 1.7-1.9 only; NVlabs' own fallback "
-            "is torch.nn.functional.conv2d / grid_sample, used here)",
-            "shims applied: none (NVlabs' checkout runs unmodified)"]
+    ops = ("reference (PyTorch) implementations" if device.type != "cuda"
+           else "CUDA plugins if they build, else reference")
+    notes += [f"bias_act / upfirdn2d: {ops} on {device.type} (torch {torch.__version__})",
+              "conv2d_gradfix / grid_sample_gradfix: left disabled (they accept torch 1.7-1.9 only; NVlabs' own "
+              "fallback, torch.nn.functional.conv2d / grid_sample, is used)"]
+    if len(notes) == 2:
+        notes.append("shims applied: none")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------ the data
@@ -269,7 +303,8 @@ class NvlabsTrainer:
     def _update_ada(self) -> None:
         self.ada_stats.update()
         r = self.r
-        adjust = np.sign(self.ada_stats["Loss/signs/real"] - r.ada_target) * (r.batch * r.ada_interval) / (r.ada_kimg * 1000)
+        sign = np.sign(self.ada_stats["Loss/signs/real"] - r.ada_target)
+        adjust = sign * (r.batch * r.ada_interval) / (r.ada_kimg * 1000)
         p = self.augment_pipe.p
         p.copy_((p + adjust).max(self.nv.misc.constant(0, device=self.device)))
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import bench_vs_nvlabs as bvn
-from benchmarks.nvlabs_side import MemoryDataset, NvlabsTrainer, Recipe, check_checkout, import_nvlabs
+from benchmarks.nvlabs_side import MemoryDataset, apply_shims, NvlabsTrainer, Recipe, check_checkout, import_nvlabs
 from stylemri.config import DataConfig
 from stylemri.data import load_dataset
 from stylemri.errors import UserError
@@ -123,6 +123,7 @@ NVLABS = os.environ.get("STYLEMRI_NVLABS")
 @pytest.mark.skipif(not NVLABS, reason="set STYLEMRI_NVLABS to a NVlabs/stylegan2-ada-pytorch checkout")
 def test_nvlabs_side_trains_a_few_steps() -> None:
     nv = import_nvlabs(Path(NVLABS))  # type: ignore[arg-type]
+    apply_shims(nv, torch.device("cpu"))
     rng = np.random.default_rng(0)
     data = MemoryDataset(rng.integers(0, 256, (12, 1, 8, 8), dtype=np.uint8), np.arange(12) % 3)
     recipe = Recipe(resolution=8, batch=4, channel_base=64, channel_max=16, z_dim=8, w_dim=8, r1_interval=2,
