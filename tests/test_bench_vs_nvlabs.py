@@ -20,7 +20,7 @@ from stylemri.errors import UserError
 from tests.conftest import write_png8
 
 ROOT = Path(__file__).resolve().parents[1]
-CADENCE = {"--kimg", "--tick-kimg", "--sample-ticks", "--checkpoint-ticks", "--keep-checkpoints", "--device"}
+CADENCE = {"--kimg", "--tick-kimg", "--sample-ticks", "--checkpoint-ticks", "--keep-checkpoints", "--device", "--threads"}
 
 
 def _flag_values(tokens: list[str]) -> dict[str, str | None]:
@@ -99,7 +99,7 @@ def test_stylemri_flags_are_demo_train_and_parse() -> None:
     assert mine["--kimg"] == "40" and mine["--tick-kimg"] == "2" and mine["--checkpoint-ticks"] == "5"
     from stylemri.cli import build_parser
 
-    args = build_parser().parse_args(["train", *ours, "--device", "cpu"])  # every flag exists
+    args = build_parser().parse_args(["train", *ours, "--device", "cpu", "--threads", "1"])  # every flag exists
     assert args.train_r1_gamma == Recipe.r1_gamma and args.net_mbstd_group == Recipe.mbstd_group
 
 
