@@ -28,16 +28,16 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.recipes import makefile_flags  # noqa: E402
+
 BUSY = "while True: pass"
 
 
 def demo_flags() -> list[str]:
     """DEMO_TRAIN from the Makefile, without --kimg and the tick/sample/checkpoint cadence (set here)."""
-    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    match = re.search(r"^DEMO_TRAIN \?=(.*)$", text, re.M)
-    if match is None:
-        raise SystemExit("Makefile: no DEMO_TRAIN line")
-    flags = shlex.split(match.group(1))
+    flags = makefile_flags("DEMO_TRAIN")
     drop = {"--kimg", "--tick-kimg", "--sample-ticks", "--checkpoint-ticks"}
     out, skip = [], False
     for f in flags:

@@ -6,7 +6,7 @@
 
 PATH is a checkout of NVlabs/stylegan2-ada-pytorch that you supply; nothing of it is part of stylemri:
 only this benchmark puts PATH on sys.path (benchmarks/nvlabs_side.py). Both sides train a conditional
-StyleGAN2 (one class per slice orientation) on builtin:mni152 at 32 px with the Makefile's DEMO_TRAIN
+StyleGAN2 (one class per slice orientation) on builtin:mni152 at 32 px with the Makefile's NS_TRAIN (DEMO_TRAIN with the non-saturating loss)
 recipe (`Recipe` in nvlabs_side.py; --r1-gamma and --seed override it):
 (a) stylemri: `stylemri train` in a subprocess with those flags, a checkpoint at every point;
 (b) NVlabs: training/networks.py Generator / Discriminator, training/loss.py StyleGAN2Loss and
@@ -91,7 +91,7 @@ def make_plan(kimg: float, points: int, batch: int) -> Plan:
 
 
 def stylemri_flags(r: Recipe, plan: Plan) -> list[str]:
-    """`stylemri train` flags for the recipe: DEMO_TRAIN's values, with a checkpoint at every point."""
+    """`stylemri train` flags for the recipe: NS_TRAIN's values, with a checkpoint at every point."""
     g = lambda x: f"{x:g}"  # noqa: E731
     return ["--preset", "auto", "--arch", "stylegan2", "--resolution", str(r.resolution), "--conditional",
             "--kimg", g(plan.total_nimg / 1000), "--seed", str(r.seed), "--batch", str(r.batch),
@@ -203,7 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kimg", type=float, default=40.0, help="training length of each side (default 40)")
     ap.add_argument("--points", type=int, default=4, help="evaluate at this many evenly spaced kimg (default 4)")
     ap.add_argument("--r1-gamma", type=float, default=Recipe.r1_gamma,
-                    help=f"R1 weight (default {Recipe.r1_gamma:g}, DEMO_TRAIN's)")
+                    help=f"R1 weight (default {Recipe.r1_gamma:g}, NS_TRAIN's)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of both sides, and the evaluation seed")
     ap.add_argument("--num-eval", type=int, default=None, metavar="N",
                     help="score N images per class (default: all of half B, as bench_quality)")

@@ -39,7 +39,7 @@ AUGPIPES = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """The training config both sides use (the Makefile's DEMO_TRAIN values; NVlabs' names in comments)."""
+    """The training config both sides use (the Makefile's NS_TRAIN values; NVlabs' names in comments)."""
 
     resolution: int = 32
     batch: int = 16  # batch_size = batch_gpu (one process, one round)

@@ -1,5 +1,5 @@
 """benchmarks/bench_vs_nvlabs.py without NVlabs' code: the in-memory dataset with NVlabs' Dataset interface,
-the kimg plan, the recipe against the Makefile's DEMO_TRAIN, and the one-line errors for a bad --nvlabs.
+the kimg plan, the recipe against the Makefile's NS_TRAIN (DEMO_TRAIN with --loss ns), and the one-line errors for a bad --nvlabs.
 The last test also trains NVlabs' side for a few steps when a checkout is named by STYLEMRI_NVLABS."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmarks import bench_vs_nvlabs as bvn
+from benchmarks.recipes import makefile_flags
 from benchmarks.nvlabs_side import MemoryDataset, apply_shims, NvlabsTrainer, Recipe, check_checkout, import_nvlabs
 from stylemri.config import DataConfig
 from stylemri.data import load_dataset
@@ -34,9 +35,7 @@ def _flag_values(tokens: list[str]) -> dict[str, str | None]:
 
 
 def _demo_train() -> list[str]:
-    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    line = next(ln for ln in text.splitlines() if ln.startswith("DEMO_TRAIN"))
-    return shlex.split(line.split("?=", 1)[1])
+    return makefile_flags("NS_TRAIN")  # the demo's recipe with the loss NVlabs has
 
 
 def test_memory_dataset_has_nvlabs_interface() -> None:
