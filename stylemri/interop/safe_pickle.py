@@ -203,6 +203,6 @@ def safe_load(data: bytes, where: str) -> Any:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             struct.error, MemoryError, RecursionError) as exc:
-        kind = "truncated" if isinstance(exc, EOFError) else "damaged"
+        kind = "truncated" if isinstance(exc, EOFError) or "truncated" in str(exc) else "damaged"
         raise UserError(f"{where}: the pickle is {kind} ({type(exc).__name__}: {str(exc)[:80]}); "
                         f"expected a whole NVlabs network pickle") from None
