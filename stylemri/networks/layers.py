@@ -68,8 +68,9 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         return x[:, :, ::down, ::down] if down > 1 else x
     # conv2d is a correlation: flip the filter to get a true convolution (matters for odd/asymmetric use).
     k = (f * gain).flip([0, 1]).to(dtype=x.dtype, device=x.device)
-    k = k[None, None].expand(x.shape[1], 1, *k.shape)
-    return F.conv2d(x, k, stride=down, groups=x.shape[1])
+    channels = int(c)  # a plain int: a traced/exported graph keeps a kernel of known shape
+    k = k[None, None].expand(channels, 1, *k.shape)
+    return F.conv2d(x, k, stride=down, groups=channels)
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

@@ -105,8 +105,11 @@ def transfer_state(source: Mapping[str, torch.Tensor], target: Mapping[str, torc
 
 # ---- train --init / --freeze-d ------------------------------------------------------------------------
 def _init_record(path: str | os.PathLike) -> tuple[Path, dict, NetworkConfig]:
-    json_path = find_checkpoint(path, "latest").resolve()
-    meta = ckpt.read_meta(json_path)
+    try:
+        json_path = find_checkpoint(path, "latest").resolve()
+        meta = ckpt.read_meta(json_path)
+    except UserError as exc:
+        raise UserError(f"--init {exc}") from None
     try:
         net = from_dict(RunConfig, meta["config"]).network
     except (KeyError, ValueError, TypeError) as exc:
