@@ -12,7 +12,7 @@ STAMP := $(VENV)/.stylemri-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test,metrics,explore]"
+	$(BIN)/pip install -q -e ".[test,metrics,explore,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -317,6 +317,14 @@ class TrainConfig:
     threads: int | None = setting(None, resumable=True,
                                   help="CPU threads of torch (default: the cores this process may use, 1 when the "
                                        "machine is already busier than its cores; printed at the start)")
+    # Transfer learning (training/transfer.py, docs/interop.md): where the weights started, and FreezeD.
+    init: str | None = setting(None, group="run", metavar="RUN_OR_CHECKPOINT",
+                               help="start from the weights and network shape of another run or an imported NVlabs "
+                                    "model: same resolution; channels and classes may differ (recorded: the "
+                                    "checkpoint's path and SHA-256)")
+    init_sha256: str | None = setting(None, flag=None, label="init_sha256")  # of --init's tensor file, at the start
+    freeze_d: int = setting(0, metavar="N", help="keep D's first N layers from the input as initialised (FreezeD, "
+                                                 "NVlabs --freezed; default 0)")
 
     def __post_init__(self) -> None:
         _check(self, TRAIN_RULES)
@@ -358,6 +366,7 @@ TRAIN_RULES: list[Rule] = [
     ("beta2_start", lambda v: 0 <= v < 1, "a number in [0, 1) like 0.9"),
     ("aug_p_final", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("threads", _positive, "an integer >= 1"),
+    ("freeze_d", lambda v: v >= 0, "0 (train every layer) or the number of D layers to freeze"),
 ]
 
 

@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "stylemri.cli.analyse",
     "stylemri.cli.audit",
     "stylemri.cli.explore",
+    "stylemri.cli.interop",
 ]
 
 

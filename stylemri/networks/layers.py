@@ -63,14 +63,14 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    x = F.pad(x, [px0, px1, py0, py1])  # negative pads crop: one op, which TorchScript traces and ONNX exports
     if f is None:
         return x[:, :, ::down, ::down] if down > 1 else x
     # conv2d is a correlation: flip the filter to get a true convolution (matters for odd/asymmetric use).
     k = (f * gain).flip([0, 1]).to(dtype=x.dtype, device=x.device)
-    k = k[None, None].expand(x.shape[1], 1, *k.shape)
-    return F.conv2d(x, k, stride=down, groups=x.shape[1])
+    channels = int(c)  # a plain int: a traced/exported graph keeps a kernel of known shape
+    k = k[None, None].expand(channels, 1, *k.shape)
+    return F.conv2d(x, k, stride=down, groups=channels)
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -95,8 +95,8 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
 
 def _resample_pads(kernel: int, f: torch.Tensor | None, up: int, down: int) -> list[int]:
     """Total [x0, x1, y0, y1] padding of a 'same' kernel x kernel conv combined with FIR up/down."""
-    p = kernel // 2
-    fw = 1 if f is None else f.shape[-1]
+    p = int(kernel) // 2  # plain ints (also under torch.jit.trace: weight and filter sizes are fixed)
+    fw = 1 if f is None else int(f.shape[-1])
     px0 = px1 = p
     if up > 1:
         px0 += (fw + up - 1) // 2
@@ -116,7 +116,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     """
     if up > 1 and down > 1:
         raise ValueError("conv2d_resample: up and down together are not supported")
-    out_ch, in_per_group, kh, kw = w.shape
+    out_ch, in_per_group, kh, kw = (int(s) for s in w.shape)
     if kh != kw or kh % 2 != 1:
         raise ValueError(f"conv2d_resample: expected an odd square kernel, got {kh}x{kw}")
     px0, px1, _, _ = _resample_pads(kw, f, up, down)

@@ -48,7 +48,12 @@ def run_data_config(flags: RunFlags) -> DataConfig:
     from stylemri.training import presets
 
     preset = flags.preset or "auto"
-    resolution = presets.training_resolution(preset, flags.network.get("resolution"))
+    given_res = flags.network.get("resolution")
+    if given_res is None and flags.train.get("init"):  # --init without --resolution: the source's resolution
+        from stylemri.training.transfer import init_resolution
+
+        given_res = init_resolution(flags.train["init"])
+    resolution = presets.training_resolution(preset, given_res)
     xflip = presets.default_xflip(preset) if flags.xflip is None else flags.xflip
     return replace(flags.data, resolution=resolution, dims=flags.network.get("dims") or 2, xflip=xflip)
 
@@ -58,6 +63,13 @@ def resolve_run(flags: RunFlags, dataset: Any, data_cfg: DataConfig, world_size:
     from stylemri.training import presets
 
     net, train = given(flags)
+    if train.get("init"):  # --init: the network shape of the run it starts from; network flags given still win
+        from stylemri.config import to_dict
+        from stylemri.training.transfer import resolve_init
+
+        record, sha, init_net = resolve_init(train["init"], data_cfg.resolution)
+        net = {**to_dict(init_net), **net}
+        train.update(init=str(record), init_sha256=sha)
     net["resolution"] = data_cfg.resolution  # decided once, by `run_data_config`
     net["img_channels"] = data_cfg.channels
     net["c_dim"] = dataset.num_classes if flags.conditional else 0
@@ -68,6 +80,11 @@ def resolve_run(flags: RunFlags, dataset: Any, data_cfg: DataConfig, world_size:
     train.setdefault("num_workers", 0 if flags.device_type == "cpu" else 2)
     net_cfg, train_cfg = presets.resolve(flags.preset or "auto", world_size=world_size, net=net, train=train,
                                          device_type=flags.device_type)
+    if train_cfg.freeze_d:  # checked here, before a run folder exists
+        from stylemri.networks import build_discriminator
+        from stylemri.training.transfer import frozen_parameters
+
+        frozen_parameters(build_discriminator(net_cfg), train_cfg.freeze_d)
     data_cfg = replace(data_cfg, source=resolve_source(data_cfg.source), source_given=data_cfg.source)
     return RunConfig(data=data_cfg, network=net_cfg, train=train_cfg, version=__version__,
                      fingerprint=dataset.fingerprint, class_names=tuple(dataset.class_names),

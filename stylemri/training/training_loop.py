@@ -24,6 +24,7 @@ from stylemri.version import __version__
 from stylemri.config import RunConfig, to_dict
 from stylemri.data import InfiniteLoader, MRIDataset
 from stylemri.device import apply_threads
+from stylemri.errors import UserError
 from stylemri.io import save_grid, to_uint8
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.networks.precision import set_precision
@@ -41,6 +42,7 @@ from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
 from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
 from stylemri.training.schedule import Phase, Schedule, fade_reals, resets_optimizer
+from stylemri.training.transfer import frozen_parameters, init_modules
 from stylemri.volumes_io import mid_slices
 
 MAX_RECOVERIES = 5  # NaN recoveries (reload + halve lr) before giving up
@@ -128,6 +130,8 @@ class Trainer:
         self.reduced_resolutions = set_precision(self.G, DTYPES[self.precision], self.t.fp16_res)
         set_precision(self.D, DTYPES[self.precision], self.t.fp16_res)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.frozen_d = frozen_parameters(self.D, self.t.freeze_d)  # --freeze-d N (FreezeD): never trained
+        self.init_reports: dict[str, Any] = {}
         torch.manual_seed(derive_seed(self.t.seed, "train", self.dist.rank))
 
     def _build_optimizers(self) -> None:
@@ -198,6 +202,9 @@ class Trainer:
             self.resumed_from = Path(resume_from)
             self._load_state(self.resumed_from, keep_guard_counters=False)
         else:
+            if self.t.init:  # --init: weights from another run or an imported model (training/transfer.py)
+                self.init_reports = init_modules(self.t.init, self.t.init_sha256,
+                                                 {"G": self.G, "D": self.D, "G_ema": self.G_ema}, self.cfg.network.z_dim)
             ddp.broadcast_modules([self.G, self.D, self.G_ema], self.dist)
         if self.dist.is_main:
             write_run_config(self.run_dir, self.cfg)  # every resolved value, as trained (updated on resume)
@@ -364,6 +371,9 @@ class Trainer:
 
     def _load_state(self, path: Path, *, keep_guard_counters: bool) -> None:
         tensors, meta = ckpt.read_checkpoint(path)
+        if "counters" not in meta:
+            raise UserError(f"{path}: an imported model ({(meta.get('imported') or {}).get('format', 'no training state')}), "
+                            f"not a training checkpoint to resume; start a new run from it with --init")
         for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
             module.load_state_dict(ckpt.unpack_module(name, tensors))
         self.opt_G.load_state_dict(ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
@@ -475,6 +485,8 @@ class Trainer:
         other = self.D if module is self.G else self.G
         module.requires_grad_(True)
         other.requires_grad_(False)
+        for p in self.frozen_d if module is self.D else ():
+            p.requires_grad_(False)
         opt.zero_grad(set_to_none=True)
         stats, w_mean, real_logits = self.accumulate_phase(name, real, real_c, phase, gain)
         values = torch.stack([v.float().reshape([]) for v in stats.values()])
@@ -646,7 +658,9 @@ class Trainer:
                 "total_kimg": self.total_nimg / 1000, "resumed_from": str(self.resumed_from or "") or None,
                 "arch": self.cfg.network.arch, "resolution": self.cfg.network.resolution, "batch": self.t.batch,
                 "threads": self.threads.threads if self.threads else None,
-                "threads_reason": self.threads.reason if self.threads else None}
+                "threads_reason": self.threads.reason if self.threads else None,
+                "init": self.t.init, "init_transfer": {k: r.summary() for k, r in self.init_reports.items()},
+                "frozen_d_params": sum(p.numel() for p in self.frozen_d)}
 
     def _write_reals(self) -> list[Path]:
         def spread(indices: np.ndarray, n: int) -> np.ndarray:  # evenly through the data (e.g. all slice levels)
