@@ -200,6 +200,7 @@ TRAIN_RULES: list[Rule] = [
     ("beta2_start", lambda v: 0 <= v < 1, "a number in [0, 1) like 0.9"),
     ("aug_p_final", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("threads", _positive, "an integer >= 1"),
+    ("seed", lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io as _io
+import math
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from stylemri import generate as gen
 from stylemri import io
 from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
 from stylemri.cli.options import add_model_args, add_num, add_sampling_args, check_psi
-from stylemri.cli.use import class_of, describe, open_for, out_folder
+from stylemri.cli.use import class_of, describe, open_for, out_folder, refuse_volumes
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
@@ -58,10 +59,28 @@ def sample_per_class(ds, n: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- project
 
 
-def cmd_project(args: argparse.Namespace) -> int:
+MAX_W_SAMPLES = 100_000  # latents averaged for the starting mean w (NVlabs' projector uses 10,000)
+
+
+def _check_project_args(args: argparse.Namespace) -> None:
+    """Every number of `project` checked before the model loads: one line naming the flag."""
     if args.steps < 1 or args.steps > 100000:
         raise UserError(f"--steps {args.steps}: expected 1 to 100000 optimisation steps")
+    if not 1 <= args.w_samples <= MAX_W_SAMPLES:
+        raise UserError(f"--w-samples {args.w_samples}: expected 1 to {MAX_W_SAMPLES:,} latents for the mean w")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr {args.lr}: expected a positive, finite learning rate (default 0.1)")
+    for flag, value in (("--mse-weight", args.mse_weight), ("--ssim-weight", args.ssim_weight),
+                        ("--l1-weight", args.l1_weight), ("--d-weight", args.d_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} {value}: expected 0 (off) or a positive, finite weight")
+    gen.check_seed(args.seed)
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    _check_project_args(args)
     model = open_for(args)
+    refuse_volumes(model, "project", "it inverts one 2-D slice; a volume run has no 2-D image space")
     G = model.G
     target = project.load_target(args.image, G.resolution, G.img_channels, slice_index=args.slice, axis=args.axis)
     k = class_of(args, model, default_first=False)
@@ -205,6 +224,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise UserError(f"--num {args.num}: expected 2 to 100000 samples per class")
     if args.method not in embed.METHODS:
         raise UserError(f"--method {args.method}: expected one of {', '.join(embed.METHODS)}")
+    gen.check_seed(args.seed, args.num)
     psi = check_psi(args.trunc)
     runs = list(args.run)
     if len(runs) > 2:
@@ -295,8 +315,11 @@ def _summary_line(key: str, s) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.num < 1 or args.num > 1024:
         raise UserError(f"--num {args.num}: expected 1 to 1024 images")
+    gen.check_seed(args.seed, args.num)
     psi = check_psi(args.trunc)
     model = open_for(args)
+    refuse_volumes(model, "compare", "for the nearest real volume of each generated one: stylemri evaluate RUN "
+                                     "--metrics memorization")
     G = model.G
     source = args.data or model.config.data.source
     ds = load_real_data(model, source, args.split)
