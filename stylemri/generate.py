@@ -295,6 +295,7 @@ def write_volume_samples(outdir: str | Path, samples: Sequence[Any], volumes: to
 
 
 __all__ = ["write_volume_samples", 
-    "FORMATS", "MAX_IMAGES", "SEED_LIMIT", "Sample", "check_seed", "parse_seeds", "seeds_from_num", "safe_name", "class_stems", "plan_samples",
+    "FORMATS", "MAX_IMAGES", "SEED_LIMIT", "Sample", "check_seed", "parse_seeds", "seeds_from_num",
+    "safe_name", "class_stems", "plan_samples",
     "write_png", "write_npy", "images_to_volume", "NiftiWriter", "write_nifti", "write_samples",
 ]

@@ -140,5 +140,6 @@ def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, ba
     return torch.stack(means)
 
 
-__all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES", "seed_latents", "one_hot", "model_device", "check_noise", "map_latents", "synthesize",
+__all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES",
+           "seed_latents", "one_hot", "model_device", "check_noise", "map_latents", "synthesize",
            "generate_images", "class_mean_ws"]
