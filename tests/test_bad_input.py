@@ -94,6 +94,10 @@ CASES: list[tuple[str, int, str]] = [
     ("generate {nimg_text} --n 2 --outdir {new}", 0, f"using {{nimg_text}}/checkpoints/{OLDER}.json"),
     ("train --resume {foreign_arch}", 2, "the checkpoint does not fit the run's configuration"),
     ("train --resume {foreign_arch}", 2, "size mismatch for"),
+    ("interpolate {run} --seeds 0,1 --fps nan --outdir {new}", 2, "--fps nan: expected frames per second"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --zoom 100000 --outdir {new}", 2, "--zoom 100000: expected"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --steps nan,1 --outdir {new}", 2, "--steps nan,1: expected"),
+    ("project {run} {png} --slice 3 --outdir {new}", 2, "--slice 3: {png} is one 2-D image"),
 ]
 
 

@@ -75,6 +75,9 @@ def _check_project_args(args: argparse.Namespace) -> None:
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} {value}: expected 0 (off) or a positive, finite weight")
     gen.check_seed(args.seed)
+    if args.slice is not None and not str(args.image).lower().endswith((".nii", ".nii.gz")):
+        raise UserError(f"--slice {args.slice}: {args.image} is one 2-D image; --slice picks a slice of a NIfTI "
+                        "volume (.nii/.nii.gz)")
 
 
 def cmd_project(args: argparse.Namespace) -> int:
@@ -138,6 +141,10 @@ def _d_features_grad(D: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     steps = edit.parse_steps(args.steps)
+    if not all(math.isfinite(step) for step in steps) or len(steps) > 1000:
+        raise UserError(f"--steps {args.steps}: expected at most 1000 finite multiples of the direction")
+    if args.zoom < 1 or args.zoom > 64:
+        raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
     model = open_for(args)
     G = model.G
     a, b = edit.parse_direction(args.direction, model.class_names, G.c_dim, model.class_index)

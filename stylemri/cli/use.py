@@ -147,7 +147,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     psi = check_psi(args.trunc)
     if args.zoom < 1 or args.zoom > 64:
         raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
-    if args.fps <= 0 or args.fps > 100:
+    if not 0 < args.fps <= 100:  # also NaN
         raise UserError(f"--fps {args.fps}: expected frames per second between 0 and 100")
     seeds = gen.parse_seeds(args.seeds) if args.seeds else []
     _check_walk_size(args, seeds)
