@@ -15,15 +15,138 @@ from typing import Any, Callable, TypeVar
 from stylemri.errors import UserError
 
 T = TypeVar("T")
+_AUTO = "auto"  # `setting(flag=_AUTO)`: the flag is `--` + the field name with dashes
 
-# Command-line spellings of config fields whose flag is not `--` + the field name with dashes.
-FLAGS = {"num_workers": "--workers", "tf32": "--no-tf32", "img_channels": "--channels", "source": "--data",
-         "c_dim": "c_dim (number of classes)", "d_map_layers": "d_map_layers", "map_lr_mul": "map_lr_mul"}
+
+def setting(default: Any, *, help: str = "", flag: str | None = _AUTO, resumable: bool = False,
+            metavar: str | None = None, parse: Callable[[str], Any] | None = None, group: str = "training",
+            switch: str | None = None, label: str | None = None) -> Any:
+    """A config field with what the command line needs to know about it (read by `settings`):
+
+    flag: how the user sets it (None: set by another option or derived, never a flag of its own);
+    help: the --help text; resumable: may change when resuming a run (it does not change what the weights
+    are trained towards); parse: text -> value for anything but int/float/str (a dict sets several fields);
+    group: the --help section (run, duration, network, training); switch: "on" (--x) or "both" (--x/--no-x)
+    for booleans; label: how errors name a field without a flag. Adding a training setting is one such field.
+    """
+    meta = {"flag": flag, "help": help, "resumable": resumable, "metavar": metavar, "parse": parse,
+            "group": group, "switch": switch, "label": label}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults: use a tuple")
+    return field(default=default, metadata=meta)
+
+
+def flag_of(cls: type, name: str) -> str:
+    """How the user spells field `name` of config class `cls` (`num_workers` -> `--workers`)."""
+    meta = next((f.metadata for f in dataclasses.fields(cls) if f.name == name), {})
+    spelled = meta.get("flag", _AUTO)
+    if spelled == _AUTO:
+        return "--" + name.replace("_", "-")
+    return spelled if spelled is not None else (meta.get("label") or name)
 
 
 def flag(name: str) -> str:
-    """The flag a user types to set config field `name` (`num_workers` -> `--workers`)."""
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+    """The flag a user types to set config field `name` of the training, network or data config."""
+    for cls in (TrainConfig, NetworkConfig, DataConfig):
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return flag_of(cls, name)
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One command-line setting of a config class: its field, flag and what `setting` recorded."""
+
+    name: str
+    flag: str
+    type: Callable[[str], Any]
+    help: str
+    resumable: bool
+    metavar: str | None
+    group: str
+    switch: str | None
+    parse: Callable[[str], Any] | None
+
+
+def settings(cls: type) -> list[Setting]:
+    """The fields of `cls` that are set by a flag of their own, in field order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flag", _AUTO) is None or f.metadata.get("group") is None:
+            continue  # set by another option (a shared flag, --conditional, --preset) or derived
+        m = f.metadata
+        out.append(Setting(f.name, flag_of(cls, f.name), m["parse"] or _scalar(hints[f.name]), m["help"],
+                           m["resumable"], m["metavar"], m["group"], m["switch"], m["parse"]))
+    return out
+
+
+def resumable(cls: type) -> frozenset[str]:
+    """Fields of `cls` that may change when a run is resumed."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
+
+
+def _scalar(tp: Any) -> Callable[[str], Any]:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+    if base in (int, float, str, bool):
+        return base
+    raise TypeError(f"{tp}: a setting of this type needs parse=")
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    """--betas B1,B2."""
+    try:
+        b1, b2 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--betas {text}: expected two numbers like 0,0.99") from None
+    return b1, b2
+
+
+def parse_ratio_or_none(text: str) -> float | None:
+    """--ema-rampup R or none."""
+    try:
+        return None if text.lower() == "none" else float(text)
+    except ValueError:
+        raise UserError(f"--ema-rampup {text}: expected a number or none") from None
+
+
+def parse_aug(spec: str) -> tuple[str, float]:
+    """`ada`, `fixed:P`, `diffaugment` or `none` -> (mode, p)."""
+    if spec in ("ada", "diffaugment", "none"):
+        return spec, 0.0
+    if spec.startswith("fixed:"):
+        try:
+            p = float(spec.split(":", 1)[1])
+        except ValueError:
+            p = -1.0
+        if 0.0 <= p <= 1.0:
+            return "fixed", p
+    raise UserError(f"--aug {spec}: expected ada, fixed:P (0 <= P <= 1), diffaugment or none")
+
+
+def _aug_values(spec: str) -> dict[str, Any]:
+    mode, p = parse_aug(spec)
+    return {"aug": mode, "aug_p": p} if mode == "fixed" else {"aug": mode}
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """--metrics fid,kid -> ("fid", "kid") (the training layer checks them against the metric registry)."""
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    if not names:
+        raise UserError(f"--metrics {text!r}: expected a comma-separated list of metric names like fid,swd")
+    return names
+
+
+def parse_batch_per_res(text: str) -> tuple[tuple[int, int], ...]:
+    """--batch-per-res 4:512,8:256 -> ((4, 512), (8, 256))."""
+    try:
+        pairs = tuple(sorted((int(r), int(b)) for r, b in (item.split(":") for item in text.split(",") if item)))
+    except ValueError:
+        raise UserError(f"--batch-per-res {text}: expected pairs like 4:512,8:256") from None
+    if not pairs:
+        raise UserError(f"--batch-per-res {text}: expected pairs like 4:512,8:256")
+    return pairs
 
 
 Rule = tuple[str, Callable[[Any], bool], str]  # (field, test of its value, what is expected)
@@ -39,7 +162,7 @@ def _check(cfg: Any, rules: list[Rule]) -> None:
     for name, ok, expected in rules:
         value = getattr(cfg, name)
         if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)) and not ok(value):
-            raise UserError(f"{flag(name)} {value:g}: expected {expected}")
+            raise UserError(f"{flag_of(type(cfg), name)} {value:g}: expected {expected}")
 
 
 def check_resolution(resolution: Any, flag: str = "--resolution") -> int:
@@ -52,44 +175,49 @@ def check_resolution(resolution: Any, flag: str = "--resolution") -> int:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where images come from and how they become (C, R, R) tensors in [-1, 1]."""
+    """Where images come from and how they become (C, R, R) tensors in [-1, 1].
 
-    source: str = "builtin:mni152"  # runs store a folder or file as an absolute path
-    resolution: int = 64
-    channels: int = 1
-    split: str = "train"  # train | validate (val) | test | all: split folders, or the split file
-    classes: tuple[str, ...] | None = None  # keep only these classes
-    axis: str = "axial"  # NIfTI slicing axis: axial | coronal | sagittal
-    min_content: float = 0.1  # NIfTI: minimum fraction of voxels above a low threshold to keep a slice
-    xflip: bool = True  # random horizontal flip (never vertical)
-    cache_dir: str | None = None  # None: the user cache folder
-    subject_pattern: str | None = None  # regex with one capture group naming the subject (patient) of a file
-    split_file: str | None = None  # CSV source,subject,class,split (`stylemri data split`): chooses --split
-    labels: str | None = None  # CSV with a subject or file column and label columns: the classes
-    label_column: str | None = None  # which label column of `labels` is the class
-    source_given: str | None = None  # `source` as the user typed it (runs keep it for the record)
-    dims: int = 2  # 2: slices (C, R, R); 3: whole volumes (C, R, R, R), see docs/volumes.md
+    Its flags are the shared data options of cli/options.py (`add_data_args`); the metadata here names them
+    in errors and says which may change when a run is resumed."""
+
+    source: str = setting("builtin:mni152", flag="--data", group=None)  # runs store a folder or file as an absolute path
+    resolution: int = setting(64, flag=None, label="--resolution")  # a run's: the network's resolution
+    channels: int = setting(1, group=None)
+    split: str = setting("train", group=None)  # train | validate (val) | test | all: split folders, or the split file
+    classes: tuple[str, ...] | None = setting(None, group=None)  # keep only these classes
+    axis: str = setting("axial", group=None)  # NIfTI slicing axis: axial | coronal | sagittal
+    min_content: float = setting(0.1, group=None)  # NIfTI: minimum fraction of voxels above a low threshold
+    xflip: bool = setting(True, group=None)  # random horizontal flip (never vertical); `train` default: off
+    cache_dir: str | None = setting(None, group=None, resumable=True)  # None: the user cache folder
+    subject_pattern: str | None = setting(None, group=None)  # regex with one capture group naming the subject
+    split_file: str | None = setting(None, group=None)  # CSV source,subject,class,split (`stylemri data split`)
+    labels: str | None = setting(None, group=None)  # CSV with a subject or file column and label columns
+    label_column: str | None = setting(None, group=None)  # which label column of `labels` is the class
+    source_given: str | None = setting(None, flag=None)  # `source` as the user typed it (runs keep it)
+    dims: int = setting(2, flag=None, label="--dims")  # 2: slices (C, R, R); 3: whole volumes (C, R, R, R)
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
     """Architecture hyper-parameters, named as NVlabs names them so a paper's config can be reproduced."""
 
-    arch: str = "stylegan2"  # stylegan | stylegan2
-    resolution: int = 64
-    img_channels: int = 1
-    c_dim: int = 0  # number of classes for a conditional model; 0 = unconditional
-    z_dim: int = 512
-    w_dim: int = 512
-    map_layers: int = 2
-    map_lr_mul: float = 0.01
-    channel_base: int = 16384
-    channel_max: int = 512
-    mbstd_group: int = 4
-    mbstd_features: int = 1
-    conv_clamp: float | None = None
-    d_map_layers: int = 8  # label-embedding layers of the projection discriminator (NVlabs default)
-    dims: int = 2  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
+    arch: str = setting("stylegan2", group=None)  # stylegan | stylegan2 (`train --arch`, with its choices)
+    resolution: int = setting(64, group=None)  # the shared --resolution flag
+    img_channels: int = setting(1, flag="--channels", group=None)
+    c_dim: int = setting(0, flag=None, label="c_dim (number of classes)")  # `train --conditional`; 0 = unconditional
+    z_dim: int = setting(512, group="network", help="latent size (default 512)")
+    w_dim: int = setting(512, group="network", help="intermediate latent size (default 512)")
+    map_layers: int = setting(2, group="network", help="mapping network depth (auto: 2 for StyleGAN2, 8 for StyleGAN)")
+    map_lr_mul: float = setting(0.01, flag=None, label="map_lr_mul")
+    channel_base: int = setting(16384, group="network", help="channels = min(channel_base / resolution, "
+                                "channel_max) (auto: 16384, 32768 from 512 px)")
+    channel_max: int = setting(512, group="network", help="maximum channels per layer (default 512)")
+    mbstd_group: int = setting(4, group="network", help="minibatch-stddev group size (auto: min(batch per process, 4))")
+    mbstd_features: int = setting(1, group="network", help="minibatch-stddev features (default 1)")
+    conv_clamp: float | None = setting(None, group="network", help="clamp conv outputs to +-N (for reduced "
+                                       "precision; default off)")
+    d_map_layers: int = setting(8, flag=None, label="d_map_layers")  # label embedding of the projection D (NVlabs)
+    dims: int = setting(2, group=None)  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
 
     def __post_init__(self) -> None:
         _check(self, NETWORK_RULES)
@@ -100,65 +228,95 @@ class TrainConfig:
     """How a model is trained: losses, regularization, augmentation, schedule, duration, bookkeeping.
 
     Every field is resolved once (presets, then the StyleGAN2-ADA "auto" heuristics, then CLI flags) and
-    saved in the run's config.json, so a run can be reproduced and resumed from that file alone.
+    saved in the run's config.json, so a run can be reproduced and resumed from that file alone. Each field
+    with `help` is a `train` flag (cli/train.py builds them from this class; resumable ones may change on
+    --resume): adding a training setting is adding one field here.
     """
 
-    preset: str = "auto"  # auto | stylegan-adni | stylegan2-adni (where the defaults came from)
-    seed: int = 0
-    kimg: float = 25000.0  # duration in thousands of real images shown to D
-    epochs: float | None = None  # as given on the command line; `kimg` holds the resolved duration
-    batch: int = 32  # global batch (all ranks together) at the final resolution
-    batch_per_res: tuple[tuple[int, int], ...] = ()  # progressive: (resolution, global batch) pairs
-    loss: str = "ns"  # ns (non-saturating logistic) | wgangp | r3gan (relativistic pairing + R1 + R2)
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
-    betas: tuple[float, float] = (0.0, 0.99)
-    eps: float = 1e-8
-    r1_gamma: float = 10.0  # ns / r3gan: R1 weight (gamma; r3gan: also R2's); 0 turns them off
-    r1_interval: int = 16  # lazy R1: every N D steps, scaled by N
-    pl_weight: float = 2.0  # path-length regularization weight; 0 turns it off
-    pl_interval: int = 4  # lazy path length: every N G steps
-    pl_decay: float = 0.01
-    pl_batch_shrink: int = 2
-    style_mixing: float = 0.9  # probability of mixing two latents at a random crossover
-    wgan_lambda: float = 10.0  # wgangp: gradient-penalty weight
-    wgan_epsilon: float = 0.001  # wgangp: drift penalty on real scores
-    wgan_target: float = 1.0
-    ema_kimg: float = 10.0  # EMA half-life of G in kimg
-    ema_rampup: float | None = 0.05  # half-life <= rampup * images shown so far; None = no ramp-up
-    aug: str = "ada"  # ada | fixed | diffaugment | none
-    aug_p: float = 0.0  # initial (ada) or constant (fixed) augmentation probability
-    augpipe: str = "bgc"  # ada / fixed: a named pipe of training/augment.py PIPE_SPECS (NVlabs' --augpipe)
-    ada_target: float = 0.6
-    ada_interval: int = 4  # adjust p every N steps
-    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
-    progressive: bool = False  # StyleGAN progressive growing from `start_res`
-    start_res: int = 4
-    fade_kimg: float = 600.0  # progressive: fade-in length of each new resolution
-    stable_kimg: float = 600.0  # progressive: stabilization length of each resolution
-    reset_opt_on_grow: bool = True  # progressive: fresh Adam moments at each new resolution (NVlabs)
-    tick_kimg: float = 4.0  # one log line / csv row per tick
-    sample_ticks: int = 10  # sample grid every N ticks (and at the end)
-    checkpoint_ticks: int = 50  # checkpoint every N ticks (and at the end, on signals)
-    keep_checkpoints: int = 5  # keep the last K checkpoints (plus the best, when a metric is tracked)
-    nan_patience: int = 4  # consecutive non-finite steps before reloading the last good checkpoint
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with a loss scaler)
-    fp16_res: int = 4  # reduced precision only in the top N resolutions of G and D (NVlabs num_fp16_res)
-    batch_gpu: int | None = None  # images per process and round (gradient accumulation); None: whole batch
-    tf32: bool = False  # TF32 matmuls/convs on CUDA (off as in NVlabs: it changes fp32 results)
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the main G/D passes (regularization passes stay eager)
-    num_workers: int = 2  # data-loader worker processes (per rank)
-    metrics: tuple[str, ...] = ()  # evaluated at every checkpoint (fid, kid, swd, pr); the first picks `best`
-    metric_num: int = 5000  # generated images per evaluation
-    metrics_every: float = 0.0  # also checkpoint + evaluate every N kimg (0: at checkpoints only)
+    preset: str = setting("auto", flag="--preset", group=None)  # auto | stylegan-adni | stylegan2-adni
+    seed: int = setting(0, group="run", help="random seed (default 0)")
+    kimg: float = setting(25000.0, group="duration", metavar="K", resumable=True,
+                          help="duration in thousands of images shown (default 25000)")
+    epochs: float | None = setting(None, group="duration", metavar="E", resumable=True,
+                                   help="duration in passes over the data")  # `kimg` holds the resolved duration
+    batch: int = setting(32, help="global batch over all processes (auto: max(min(4096 / res, 32) * gpus ...))")
+    batch_per_res: tuple[tuple[int, int], ...] = setting(
+        (), metavar="R:B,...", parse=parse_batch_per_res,
+        help="progressive: global batch per resolution, e.g. 4:512,8:256,16:128")
+    loss: str = setting("ns", metavar="NAME", help="ns (non-saturating + R1), wgangp (WGAN-GP + drift) or r3gan "
+                        "(R3GAN's relativistic pairing loss + R1 + R2, gamma/2 each); default by --arch")
+    g_lr: float = setting(0.0025, help="G learning rate (auto: 0.0025; StyleGAN 0.001)")
+    d_lr: float = setting(0.0025, help="D learning rate (auto: 0.0025; StyleGAN 0.001)")
+    betas: tuple[float, float] = setting((0.0, 0.99), metavar="B1,B2", parse=parse_pair,
+                                         help="Adam betas (default 0,0.99)")
+    eps: float = setting(1e-8, flag=None, label="eps")
+    r1_gamma: float = setting(10.0, help="R1 weight (auto: 0.0002 * res^2 / batch); 0 = off")
+    r1_interval: int = setting(16, help="lazy R1 every N D steps (default 16)")
+    pl_weight: float = setting(2.0, help="path-length regularization weight (StyleGAN2: 2, StyleGAN: 0 = off)")
+    pl_interval: int = setting(4, help="lazy path length every N G steps (default 4)")
+    pl_decay: float = setting(0.01, help="decay of the path-length mean (default 0.01)")
+    pl_batch_shrink: int = setting(2, help="path-length batch = batch / N (default 2)")
+    style_mixing: float = setting(0.9, help="style-mixing probability (default 0.9)")
+    wgan_lambda: float = setting(10.0, help="WGAN-GP gradient-penalty weight (default 10)")
+    wgan_epsilon: float = setting(0.001, help="WGAN-GP drift weight (default 0.001)")
+    wgan_target: float = setting(1.0, flag=None, label="wgan_target")
+    ema_kimg: float = setting(10.0, help="EMA half-life of G in kimg (auto: batch * 10 / 32)")
+    ema_rampup: float | None = setting(0.05, metavar="R|none", parse=parse_ratio_or_none,
+                                       help="EMA ramp-up ratio (auto 0.05) or none")
+    aug: str = setting("ada", metavar="MODE", parse=_aug_values,
+                       help="ada, fixed:P, diffaugment or none (augmentation of everything D sees); default ada with "
+                            "--loss ns, none with --loss wgangp (ADA needs a logistic D: ada + wgangp is refused)")
+    aug_p: float = setting(0.0, metavar="P", help="initial ADA probability (default 0)")
+    augpipe: str = setting("bgc", metavar="NAME", help="ADA pipe: bgc (default), bg, bgcf, bgcfn (+ filter, noise), "
+                                                      "bgcfnc (+ cutout)")
+    ada_target: float = setting(0.6, help="ADA target for E[sign(D(real))] (default 0.6)")
+    ada_interval: int = setting(4, help="adjust ADA p every N steps (default 4)")
+    ada_kimg: float = setting(500.0, help="ADA p can go from 0 to 1 in this many kimg (default 500)")
+    progressive: bool = setting(False, switch="both",
+                                help="progressive growing (StyleGAN only; on by default for --arch stylegan)")
+    start_res: int = setting(4, help="progressive: first resolution (default 4)")
+    fade_kimg: float = setting(600.0, help="progressive: fade-in kimg per resolution (default 600)")
+    stable_kimg: float = setting(600.0, help="progressive: stabilization kimg per resolution (default 600)")
+    reset_opt_on_grow: bool = setting(True, flag=None, label="reset_opt_on_grow")  # fresh Adam moments per resolution
+    tick_kimg: float = setting(4.0, resumable=True, help="log line, losses.csv row every N kimg (default 4)")
+    sample_ticks: int = setting(10, resumable=True, help="sample grid every N ticks (default 10)")
+    checkpoint_ticks: int = setting(50, resumable=True, help="checkpoint every N ticks (default 50)")
+    keep_checkpoints: int = setting(5, resumable=True, help="keep the last N checkpoints (default 5)")
+    nan_patience: int = setting(4, resumable=True, help="non-finite steps in a row before reloading the last "
+                                                        "checkpoint with halved learning rates (default 4)")
+    precision: str = setting("auto", resumable=True, metavar="NAME",
+                             help="fp32, bf16 or fp16 (with a loss scaler) in the top --fp16-res resolutions; mapping, "
+                                  "R1 and path length stay fp32 (default auto: bf16 on CUDA, fp32 on CPU)")
+    fp16_res: int = setting(4, resumable=True, help="reduced precision only in the top N resolutions of G and D, conv "
+                                                    "outputs clamped to +-256 (default 4, as NVlabs; 0 = all fp32)")
+    batch_gpu: int | None = setting(None, resumable=True, help="images per process and round: the batch is "
+                                    "accumulated over batch / (batch-gpu * processes) rounds, same gradient "
+                                    "(default: all at once)")
+    tf32: bool = setting(False, resumable=True, switch="on",
+                         help="allow TF32 matmuls and convolutions on CUDA (default off, as NVlabs: TF32 changes "
+                              "fp32 results)")
+    channels_last: bool = setting(False, resumable=True, switch="on", help="channels_last memory format")
+    compile: bool = setting(False, resumable=True, switch="on", help="torch.compile the main G and D passes "
+                            "(regularization passes stay eager)")
+    num_workers: int = setting(2, flag="--workers", resumable=True,
+                               help="data-loader processes per GPU (default: 2 on CUDA, 0 on CPU)")
+    metrics: tuple[str, ...] = setting((), resumable=True, metavar="M,...", parse=parse_names,
+                                       help="evaluate G_ema at every checkpoint: fid, kid, swd, pr (needs Inception "
+                                            "weights except swd); the first of fid/kid/swd keeps the best checkpoint")
+    metric_num: int = setting(5000, resumable=True, help="generated images per evaluation (5000)")
+    metrics_every: float = setting(0.0, resumable=True, help="with --metrics: also checkpoint and evaluate every N "
+                                                             "kimg (default 0: at the checkpoints only)")
     # Moving values (training/schedules.py, R3GAN's recipe): half-cosines over schedule_kimg (None: kimg).
-    schedule_kimg: float | None = None
-    lr_final: float = 1.0  # both learning rates end at this multiple of their start (1: constant)
-    gamma_final: float = 1.0  # R1 (and R2) weight ends at this multiple of --r1-gamma (1: constant)
-    beta2_start: float | None = None  # Adam beta2 rises from this to the second --betas value (None: constant)
-    aug_p_final: float | None = None  # --aug fixed:P: p moves from P to this (None: constant)
-    threads: int | None = None  # CPU threads of torch (None: training/threads.py's policy)
+    schedule_kimg: float | None = setting(None, help="length of the cosine schedules below (default: --kimg)")
+    lr_final: float = setting(1.0, help="cosine decay of both learning rates to this multiple (R3GAN; default 1 = "
+                                        "constant)")
+    gamma_final: float = setting(1.0, help="cosine decay of the R1 (and R2) weight to this multiple (default 1)")
+    beta2_start: float | None = setting(None, help="Adam beta2 rises (cosine) from this to the second --betas value "
+                                                   "(R3GAN: 0.9; default: constant)")
+    aug_p_final: float | None = setting(None, help="with --aug fixed:P: p moves (cosine) from P to this value")
+    threads: int | None = setting(None, resumable=True,
+                                  help="CPU threads of torch (default: the cores this process may use, 1 when the "
+                                       "machine is already busier than its cores; printed at the start)")
 
     def __post_init__(self) -> None:
         _check(self, TRAIN_RULES)
@@ -273,4 +431,4 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
-__all__ = ["flag", "DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]
+__all__ = ["flag", "flag_of", "setting", "settings", "Setting", "resumable", "parse_aug", "DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]

@@ -76,10 +76,10 @@ CASES: list[tuple[str, int, str]] = [
     ("evaluate {run} --metrics swd --num 1000000000 --out {new}", 2, "--num 1000000000: expected 2 to 50,000"),
     ("evaluate {run3d} --metrics memorization --num 5000 --out {new}", 2,
      "--num 5000: expected at most 1,000 generated volumes"),
-    ("interpolate {run3d} --classes AD,NC --frames 2 --class-samples 1000000000 --outdir {new}", 2,
-     "--class-samples 1000000000: expected 1 to 100,000 latents"),
-    ("edit {run3d} --latent {latent} --direction AD-NC --class-samples 1000000000 --outdir {new}", 2,
-     "--class-samples 1000000000: expected 1 to 100,000 latents"),
+    ("interpolate {run3d} --classes AD,NC --frames 2 --w-samples 1000000000 --outdir {new}", 2,
+     "--w-samples 1000000000: expected 1 to 100,000 latents"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --w-samples 1000000000 --outdir {new}", 2,
+     "--w-samples 1000000000: expected 1 to 100,000 latents"),
     # -- item 3: values checked ------------------------------------------------------------------------------------
     ("project {run} {png} --lr nan --outdir {new}", 2, "--lr nan: expected a positive, finite learning rate"),
     ("project {run} {png} --w-samples 0 --outdir {new}", 2, "--w-samples 0: expected 1 to 100,000"),
@@ -88,7 +88,7 @@ CASES: list[tuple[str, int, str]] = [
     ("compare {run} --seed -1 --outdir {new}", 2, "--seed -1 (first of 16 consecutive seeds): expected"),
     ("evaluate {run} --metrics swd --num 4 --seed -1 --out {new}", 2, "--seed -1 (first of 4 consecutive seeds)"),
     ("evaluate {run} --metrics swd --num 4 --seed 4294967295 --out {new}", 2, "--seed 4294967295 (first of 4"),
-    ("fid {data} {data} --resolution 16 --seed -1 --json {new}", 2, "--seed -1: expected an integer seed"),
+    ("fid {data} {data} --resolution 16 --seed -1 --json-out {new}", 2, "--seed -1: expected an integer seed"),
     ("train --data {data} --out {new} --seed -1", 2, "--seed -1: expected an integer in [0, 2^32)"),
     ("generate {nimg_text} --n 2 --outdir {new}", 0, "nimg 'abc': expected a non-negative integer"),
     ("generate {nimg_text} --n 2 --outdir {new}", 0, f"using {{nimg_text}}/checkpoints/{OLDER}.json"),
@@ -96,8 +96,20 @@ CASES: list[tuple[str, int, str]] = [
     ("train --resume {foreign_arch}", 2, "size mismatch for"),
     ("interpolate {run} --seeds 0,1 --fps nan --outdir {new}", 2, "--fps nan: expected frames per second"),
     ("edit {run3d} --latent {latent} --direction AD-NC --zoom 100000 --outdir {new}", 2, "--zoom 100000: expected"),
-    ("edit {run3d} --latent {latent} --direction AD-NC --steps nan,1 --outdir {new}", 2, "--steps nan,1: expected"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --multiples nan,1 --outdir {new}", 2, "--multiples nan,1: expected"),
     ("project {run} {png} --slice 3 --outdir {new}", 2, "--slice 3: {png} is one 2-D image"),
+    # -- issue 21: shared flags checked the same way in every command, renamed flags ------------------------------
+    ("evaluate {run} --metrics swd --num 4 --trunc 100 --out {new}", 2, "--trunc 100.0: expected a truncation psi"),
+    ("audit {run} --trunc 100 --outdir {new}", 2, "--trunc 100.0: expected a truncation psi"),
+    ("compare {run} --trunc nan --outdir {new}", 2, "--trunc nan: expected a truncation psi"),
+    ("audit {run} --n 2 --outdir {new}", 2, "--num 2: expected 4 to 5,000 images"),  # --n: no "ambiguous option"
+    ("fid {data} {data} --n x --json-out {new}", 2, "--num x: expected a whole number of images"),
+    ("swd {data} {data} --batch 0 --json-out {new}", 2, "--batch 0: expected a positive number of images"),
+    ("swd {data} {data} --channels 2 --json-out {new}", 2, "--channels 2: expected 1 (grey MRI) or 3 (RGB)"),
+    ("mix {run} --rows 0 --cols 1 --layers 9 --outdir {new}", 2, "--layers 9: layers must lie in"),
+    ("train --data {data} --out {new} --metrics bogus", 2, "--metrics bogus: expected a comma-separated subset of"),
+    ("train --data {data} --out {new} --metrics ,", 2, "--metrics ',': expected a comma-separated list"),
+    ("train --data {data} --out {new} --seed x", 2, "--seed x: expected an integer seed"),
 ]
 
 
@@ -225,4 +237,5 @@ def test_resume_error_names_only_flags_that_exist(world, capsys):
     known = set(train._option_string_actions)
     named = [w.rstrip(",)") for w in err.split("(only ", 1)[1].split() if w.startswith("--")]
     assert named and all(flag in known for flag in named), named
-    assert "--num-workers" not in err and "--tf32" not in err
+    # tf32 is set by --tf32 (the hidden --no-tf32 is an old spelling of its default): the error names --tf32
+    assert "--num-workers" not in err and "--no-tf32" not in err and "--tf32," in err

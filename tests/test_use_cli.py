@@ -145,13 +145,13 @@ def test_checkpoint_selection(runs, tmp_path, capsys):
 
 
 def test_mix(runs, tmp_path, capsys):
-    rc, out, _ = run_cli(capsys, "mix", runs["cond"], "--rows", "0-2", "--cols", "10-13", "--styles", "0-1",
+    rc, out, _ = run_cli(capsys, "mix", runs["cond"], "--rows", "0-2", "--cols", "10-13", "--layers", "0-1",
                          "--outdir", tmp_path)
     assert rc == 0 and "layers 0, 1 of 6" in out
     (path,) = tmp_path.glob("kimg-*/mix/*.png")
     assert np.asarray(Image.open(path)).shape == (4 * (RES + 2) + 2, 5 * (RES + 2) + 2)
-    assert run_cli(capsys, "mix", runs["AD"], "--rows", "0", "--cols", "1", "--styles", "fine", "--outdir", tmp_path)[0] == 0
-    one_line_error(capsys, "mix", runs["cond"], "--rows", "0", "--cols", "1", "--styles", "9", "--outdir", tmp_path, match="--styles 9")
+    assert run_cli(capsys, "mix", runs["AD"], "--rows", "0", "--cols", "1", "--layers", "fine", "--outdir", tmp_path)[0] == 0
+    one_line_error(capsys, "mix", runs["cond"], "--rows", "0", "--cols", "1", "--layers", "9", "--outdir", tmp_path, match="--layers 9")
 
 
 def test_interpolate(runs, tmp_path, capsys):
@@ -164,7 +164,7 @@ def test_interpolate(runs, tmp_path, capsys):
     with Image.open(gifs[0]) as im:
         assert im.is_animated and im.size == (RES, RES)
     rc, out, _ = run_cli(capsys, "interpolate", runs["cond"], "--classes", "NC,AD", "--seeds", "4", "--frames", "5",
-                         "--class-samples", "64", "--zoom", "2", "--outdir", tmp_path)
+                         "--w-samples", "64", "--zoom", "2", "--outdir", tmp_path)
     assert rc == 0 and "NC -> AD" in out
     (strip,) = tmp_path.glob("kimg-*/interpolate/walk_NC_to_AD.png")
     assert np.asarray(Image.open(strip)).shape == (2 * (2 * RES + 2) + 2, 5 * (2 * RES + 2) + 2)
@@ -197,7 +197,7 @@ def test_project_then_edit(runs, tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(folder / "target.png")), ds.batch_uint8([k])[0][0, 0].numpy())
 
     rc, out, _ = run_cli(capsys, "edit", runs["cond"], "--latent", folder / "projected_w.npy", "--direction", "AD-NC",
-                         "--steps", "-1..1", "--class-samples", "128", "--outdir", tmp_path)
+                         "--multiples", "-1..1", "--w-samples", "128", "--outdir", tmp_path)
     assert rc == 0 and "projected_noise.npz" in out
     (edits,) = tmp_path.glob("kimg-*/edit/projected_w_AD-NC")
     steps = sorted(edits.glob("step_*.png"))
@@ -211,7 +211,7 @@ def test_project_then_edit(runs, tmp_path, capsys):
     means = smp.class_mean_ws(G, num_samples=128, seed=0)
     np.save(tmp_path / "nc_mean.npy", means[1].numpy())
     rc, out, _ = run_cli(capsys, "edit", runs["cond"], "--latent", tmp_path / "nc_mean.npy", "--direction", "AD-NC",
-                         "--steps", "0,1", "--class-samples", "128", "--outdir", tmp_path)
+                         "--multiples", "0,1", "--w-samples", "128", "--outdir", tmp_path)
     assert rc == 0 and "stored constant noise" in out
     (walk,) = tmp_path.glob("kimg-*/edit/nc_mean_AD-NC")
     for step, k in (("+0.00", 1), ("+1.00", 0)):

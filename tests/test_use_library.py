@@ -86,7 +86,7 @@ def test_parse_styles():
     assert mixing.parse_styles("fine", 6, 16) == [4, 5]  # below 64 px: thirds
     assert mixing.parse_styles("0-2,5", 6, 16) == [0, 1, 2, 5]
     for bad in ("6", "x", "3-1", "0-9"):
-        with pytest.raises(UserError, match="--styles"):
+        with pytest.raises(UserError, match="--layers"):
             mixing.parse_styles(bad, 6, 16)
 
 
@@ -95,7 +95,7 @@ def test_parse_steps_and_direction():
     assert edit.parse_steps("-1..1:0.5") == [-1.0, -0.5, 0.0, 0.5, 1.0]
     assert edit.parse_steps("-2,0,2.5") == [-2.0, 0.0, 2.5]
     for bad in ("3..-3", "a..b", "", "1..2:0"):
-        with pytest.raises(UserError, match="--steps"):
+        with pytest.raises(UserError, match="--multiples"):
             edit.parse_steps(bad)
     def lookup(names):
         def find(name):

@@ -37,7 +37,7 @@ def test_interpolate_writes_mid_slice_strip_and_gif(run3d, tmp_path, capsys):
     # 3 frames of 8 x 24 mid-slice triples (axial, coronal, sagittal), 2-pixel padding
     assert np.asarray(Image.open(strip)).shape[:2] == (8 + 4, 3 * (24 + 2) + 2)
     assert Image.open(gif).size == (24, 8)
-    assert cli.main(["interpolate", str(run3d), "--classes", "NC,AD", "--frames", "2", "--class-samples", "8",
+    assert cli.main(["interpolate", str(run3d), "--classes", "NC,AD", "--frames", "2", "--w-samples", "8",
                      "--outdir", str(tmp_path)]) == 0
     assert next(tmp_path.rglob("walk_NC_to_AD.png")).is_file()
 
@@ -48,7 +48,7 @@ def test_edit_along_class_direction_shows_mid_slices(run3d, tmp_path):
     latent = tmp_path / "w.npy"
     np.save(latent, ws.numpy())
     assert cli.main(["edit", str(run3d), "--latent", str(latent), "--direction", "AD-NC", "--steps", "-1..1",
-                     "--class-samples", "8", "--outdir", str(tmp_path)]) == 0
+                     "--w-samples", "8", "--outdir", str(tmp_path)]) == 0
     step = next(tmp_path.rglob("step_+1.00.png"))
     assert np.asarray(Image.open(step)).shape[:2] == (8, 24)
 

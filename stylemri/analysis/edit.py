@@ -53,17 +53,17 @@ def parse_steps(spec: str) -> list[float]:
         lo, hi = float(m.group(1)), float(m.group(2))
         step = float(m.group(3)) if m.group(3) else 1.0
         if step <= 0 or hi < lo:
-            raise UserError(f"--steps {spec}: expected LO..HI[:STEP] with LO <= HI and STEP > 0")
+            raise UserError(f"--multiples {spec}: expected LO..HI[:STEP] with LO <= HI and STEP > 0")
         count = math.floor((hi - lo) / step + 1e-9) + 1
         if count > 1000:
-            raise UserError(f"--steps {spec}: {count} steps; expected at most 1000")
+            raise UserError(f"--multiples {spec}: {count} steps; expected at most 1000")
         return [round(lo + k * step, 10) for k in range(count)]
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
     if not values:
-        raise UserError(f"--steps {spec}: expected LO..HI[:STEP] like -3..3, or a list like -2,0,2")
+        raise UserError(f"--multiples {spec}: expected LO..HI[:STEP] like -3..3, or a list like -2,0,2")
     return list(dict.fromkeys(values))  # a step given twice is drawn (and written) once
 
 

@@ -40,7 +40,7 @@ def parse_styles(spec: str, num_ws: int, resolution: int) -> list[int]:
     groups = style_groups(num_ws, resolution)
     if text in groups:
         if not groups[text]:
-            raise UserError(f"--styles {spec}: this {resolution} px model has no {text} layers; "
+            raise UserError(f"--layers {spec}: this {resolution} px model has no {text} layers; "
                             f"give layer indices 0-{num_ws - 1}")
         return groups[text]
     layers: set[int] = set()
@@ -50,9 +50,9 @@ def parse_styles(spec: str, num_ws: int, resolution: int) -> list[int]:
         try:
             lo, hi = (int(m.group(1)), int(m.group(2))) if m else (int(part), int(part))
         except ValueError:
-            raise UserError(f"--styles {spec}: expected coarse, middle, fine, or layer indices like 0-3") from None
+            raise UserError(f"--layers {spec}: expected coarse, middle, fine, or layer indices like 0-3") from None
         if lo > hi or hi >= num_ws:
-            raise UserError(f"--styles {spec}: layers must lie in 0-{num_ws - 1} for this model")
+            raise UserError(f"--layers {spec}: layers must lie in 0-{num_ws - 1} for this model")
         layers.update(range(lo, hi + 1))
     return sorted(layers)
 

@@ -82,8 +82,8 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # the shared flags' validators raise UserError while parsing
         with _sigterm_unwinds(), warnings.catch_warnings():
             warnings.simplefilter("always", StylemriWarning)
             warnings.showwarning = _show_warning

@@ -19,14 +19,14 @@ import torch
 from stylemri import generate as gen
 from stylemri import io
 from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
-from stylemri.cli.options import add_model_args, add_num, add_sampling_args, check_psi
+from stylemri.cli.options import (
+    add_alias, add_class, add_flag, add_model_args, add_num, add_sampling_args, add_seed, add_trunc,
+)
 from stylemri.cli.use import class_of, describe, open_for, out_folder, refuse_volumes
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
 from stylemri.networks.sampling import one_hot
-
-SPLITS = ("train", "validate", "test", "all")
 
 
 def _np_savez(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -59,15 +59,10 @@ def sample_per_class(ds, n: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- project
 
 
-MAX_W_SAMPLES = 100_000  # latents averaged for the starting mean w (NVlabs' projector uses 10,000)
-
-
 def _check_project_args(args: argparse.Namespace) -> None:
     """Every number of `project` checked before the model loads: one line naming the flag."""
     if args.steps < 1 or args.steps > 100000:
         raise UserError(f"--steps {args.steps}: expected 1 to 100000 optimisation steps")
-    if not 1 <= args.w_samples <= MAX_W_SAMPLES:
-        raise UserError(f"--w-samples {args.w_samples}: expected 1 to {MAX_W_SAMPLES:,} latents for the mean w")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr {args.lr}: expected a positive, finite learning rate (default 0.1)")
     for flag, value in (("--mse-weight", args.mse_weight), ("--ssim-weight", args.ssim_weight),
@@ -94,7 +89,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     result = project.project(G, target, steps=args.steps, w_plus=args.wplus, class_index=k, seed=args.seed,
                              initial_lr=args.lr, pixel_weight=args.mse_weight, l1_weight=args.l1_weight,
                              ssim_weight=args.ssim_weight, feature_weight=args.d_weight, features=features,
-                             optimize_noise=not args.fixed_noise, w_avg_samples=args.w_samples)
+                             optimize_noise=not args.model_noise, w_avg_samples=args.w_samples)
     stem = gen.safe_name(Path(args.image).name.split(".")[0]) + (f"_slice{args.slice}" if args.slice is not None else "")
     folder = out_folder(args, model, "project") / f"{stem}_{'wplus' if args.wplus else 'w'}"
     gen.write_png(folder / "target.png", result.target)
@@ -140,9 +135,9 @@ def _d_features_grad(D: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    steps = edit.parse_steps(args.steps)
+    steps = edit.parse_steps(args.multiples)
     if not all(math.isfinite(step) for step in steps) or len(steps) > 1000:
-        raise UserError(f"--steps {args.steps}: expected at most 1000 finite multiples of the direction")
+        raise UserError(f"--multiples {args.multiples}: expected at most 1000 finite multiples of the direction")
     if args.zoom < 1 or args.zoom > 64:
         raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
     model = open_for(args)
@@ -163,7 +158,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         used_noise = noise_file
     elif args.noise_from:
         raise UserError(f"--noise-from {args.noise_from}: no such file")
-    direction = edit.class_direction(G, a, b, num_samples=args.class_samples)
+    direction = edit.class_direction(G, a, b, num_samples=args.w_samples)
     images, edited = edit.edit_sequence(G, ws, direction, steps, layers=layers, noise_mode="const")
     from stylemri.volumes_io import views_for
 
@@ -179,7 +174,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     io.write_csv(folder / "steps.csv", ["step", "file"], [[s, f.name] for s, f in zip(steps, files)])
     print(f"model: {describe(model)}")
     print(f"direction {model.class_names[a]} - {model.class_names[b]} (difference of class-mean w over "
-          f"{args.class_samples} latents each; |d| = {float(direction.norm()):.3g}), "
+          f"{args.w_samples} latents each; |d| = {float(direction.norm()):.3g}), "
           f"steps {', '.join(f'{s:g}' for s in steps)}"
           + (f", layers {', '.join(map(str, layers))}" if layers else ""))
     print("noise maps: " + (f"from {used_noise}" if used_noise else "the model's stored constant noise"))
@@ -210,7 +205,7 @@ def _write_analysis(folder: Path, prefix: str, res: embed.EmbeddingResult, title
 
 def _analyse_all(codes: np.ndarray, labels: np.ndarray, names: list[str], what: str, args: argparse.Namespace,
                  folder: Path, prefix: str) -> tuple[dict, list[Path]]:
-    dims = [2, 3] if args.dims == "both" else [int(args.dims)]
+    dims = [2, 3] if args.plot_dims == "both" else [int(args.plot_dims)]
     written = [gen.write_npy(folder / f"{prefix}_codes.npy", codes),
                gen.write_npy(folder / f"{prefix}_labels.npy", labels)]
     summary: dict = {}
@@ -231,8 +226,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise UserError(f"--num {args.num}: expected 2 to 100000 samples per class")
     if args.method not in embed.METHODS:
         raise UserError(f"--method {args.method}: expected one of {', '.join(embed.METHODS)}")
-    gen.check_seed(args.seed, args.num)
-    psi = check_psi(args.trunc)
+    gen.check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too
+    psi = args.trunc  # checked while parsing (options.psi)
     runs = list(args.run)
     if len(runs) > 2:
         raise UserError(f"RUN: expected one run, or two per-class runs to compare; got {len(runs)}")
@@ -322,8 +317,8 @@ def _summary_line(key: str, s) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.num < 1 or args.num > 1024:
         raise UserError(f"--num {args.num}: expected 1 to 1024 images")
-    gen.check_seed(args.seed, args.num)
-    psi = check_psi(args.trunc)
+    gen.check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too
+    psi = args.trunc  # checked while parsing (options.psi)
     model = open_for(args)
     refuse_volumes(model, "compare", "for the nearest real volume of each generated one: stylemri evaluate RUN "
                                      "--metrics memorization")
@@ -383,19 +378,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=500, metavar="S", help="optimisation steps (default: 500)")
     p.add_argument("--wplus", action="store_true", help="one w per layer (W+): closer fits, less editable")
     p.add_argument("--slice", type=int, default=None, metavar="K", help="NIfTI: slice index (default: the middle)")
-    p.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial", help="NIfTI slicing axis")
-    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
-                   help="conditional model: start from this class's mean w (default: the mean over classes)")
+    add_flag(p, "--axis", default="axial")
+    add_class(p, "conditional model: start from this class's mean w (default: the mean over classes)")
     p.add_argument("--lr", type=float, default=0.1, help="peak Adam learning rate (default: 0.1)")
     p.add_argument("--mse-weight", type=float, default=1.0, help="weight of pixel MSE (default: 1)")
     p.add_argument("--ssim-weight", type=float, default=1.0, help="weight of 1 - MS-SSIM (default: 1)")
     p.add_argument("--l1-weight", type=float, default=0.0, help="weight of pixel L1 (default: 0)")
     p.add_argument("--d-weight", type=float, default=0.0,
                    help="weight of the discriminator-feature distance (default: 0 = off)")
-    p.add_argument("--fixed-noise", action="store_true",
-                   help="keep the model's stored noise maps instead of optimising them")
-    p.add_argument("--w-samples", type=int, default=5000, metavar="N", help="latents for the mean w (default: 5000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise (default: 0)")
+    _add_model_noise(p, "keep the model's stored noise maps instead of optimising them")
+    add_alias(p, "--fixed-noise", "model_noise", new="--model-noise", const=True, nargs=0)
+    add_flag(p, "--w-samples", default=5000, help="latents for the mean w (default: 5000)")
+    add_seed(p, "seed of the optimisation noise (default: 0)")
     p.set_defaults(func=cmd_project)
 
     p = sub.add_parser("edit", help="move a (projected) latent along a class direction",
@@ -406,16 +400,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--latent", required=True, metavar="FILE.npy", help="latent: (num_ws, w_dim) or (w_dim,)")
     p.add_argument("--direction", required=True, metavar="TO-FROM", help="e.g. AD-NC: towards AD, away from NC")
-    p.add_argument("--steps", default="-3..3", metavar="LO..HI[:STEP]",
+    p.add_argument("--multiples", default="-3..3", metavar="LO..HI[:STEP]",
                    help="multiples of the direction: -3..3, -1..1:0.25 or a list -2,0,2 (default: -3..3)")
-    p.add_argument("--layers", default=None, metavar="coarse|middle|fine|0-3",
-                   help="move only these layers (default: all)")
+    add_alias(p, "--steps", "multiples", new="--multiples")
+    add_flag(p, "--layers", default=None, help="move only these layers (default: all)")
     p.add_argument("--noise-from", default=None, metavar="FILE.npz",
                    help="noise maps to use (default: projected_noise.npz beside --latent, when present)")
-    p.add_argument("--model-noise", action="store_true",
-                   help="use the model's stored noise maps even if a projection's exist")
-    p.add_argument("--class-samples", type=int, default=2000, metavar="N",
-                   help="latents per class mean (default: 2000)")
+    _add_model_noise(p, "use the model's stored noise maps even if a projection's exist")
+    add_flag(p, "--w-samples", default=2000, help="latents per class mean (default: 2000)")
     p.add_argument("--zoom", type=int, default=1, metavar="K", help="enlarge strip and GIF K times (default: 1)")
     p.set_defaults(func=cmd_edit)
     # let `--steps -3..3` (a value starting with '-') parse as a value: argparse's own negative-number test
@@ -429,13 +421,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "class (from --data, or the run's training data when present). With two runs "
                                    "(RUN_AD RUN_NC) it compares their style codes.")
     add_model_args(p, runs="+", outdir_help="output folder (default: RUN/outputs); files go to DIR/kimg-<K>/embed*/")
-    p.add_argument("--data", default=None, metavar="SOURCE", help="real images for the discriminator-feature analysis")
-    p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
+    add_flag(p, "--data", dest="data", default=None, help="real images for the discriminator-feature analysis")
+    add_flag(p, "--split", default=None, help="split of --data (default: the run's)")
     add_num(p, 500, "samples per class (default: 500)")
     p.add_argument("--method", default="tsne", metavar="tsne|umap|pca", help="embedding method (default: tsne)")
-    p.add_argument("--dims", choices=("2", "3", "both"), default="both", help="embedding dimensions (default: both)")
-    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation of the style codes (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of latents, subsampling and t-SNE (default: 0)")
+    p.add_argument("--plot-dims", choices=("2", "3", "both"), default="both",
+                   help="dimensions of the embedding plots (default: both)")
+    add_alias(p, "--dims", "plot_dims", new="--plot-dims")
+    add_trunc(p, "truncation of the style codes (default: 1)")
+    add_seed(p, "seed of latents, subsampling and t-SNE (default: 0)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("compare", help="real vs generated side by side; nearest training image per generated one",
@@ -443,12 +437,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "conditional models) and, for each generated image, its nearest training image "
                                    "by pixel distance (mirror images included): a memorisation check.")
     add_model_args(p)
-    p.add_argument("--data", default=None, metavar="SOURCE", help="real images (default: the run's training data)")
-    p.add_argument("--split", choices=SPLITS, default=None, help="split of --data (default: the run's)")
+    add_flag(p, "--data", dest="data", default=None, help="real images (default: the run's training data)")
+    add_flag(p, "--split", default=None, help="split of --data (default: the run's)")
     add_num(p, 16, "images on each side (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="first seed and real-image sampling seed (default: 0)")
+    add_seed(p, "first seed and real-image sampling seed (default: 0)")
     add_sampling_args(p)
     p.set_defaults(func=cmd_compare)
+
+
+def _add_model_noise(p: argparse.ArgumentParser, help: str) -> None:
+    """--model-noise: the model's stored noise maps (project: instead of optimised ones; edit: instead of the
+    projection's)."""
+    p.add_argument("--model-noise", action="store_true", help=help)
 
 
 __all__ = ["register"]

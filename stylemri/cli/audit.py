@@ -14,8 +14,8 @@ from stylemri.errors import UserError
 
 
 def register(subparsers: Any) -> None:
-    from stylemri.cli.common import add_subject_args
-    from stylemri.device import DEVICE_HELP
+    from stylemri.cli.options import SPLITS, add_device, add_flag, add_num, add_outdir, add_run, add_seed, \
+        add_subject_args, add_trunc
 
     p = subparsers.add_parser(
         "audit", help="can synthetic scans be shared and used? fidelity, privacy and usefulness in one report",
@@ -27,35 +27,34 @@ def register(subparsers: Any) -> None:
                     "on synthetic / real / both, tested on holdout patients; class consistency; morphometry). "
                     "Writes DIR/report.html and DIR/audit.json, each section with a pass/warn/fail verdict.",
     )
-    p.add_argument("run", metavar="RUN", nargs="?", default=None, help="trained run directory (or one checkpoint)")
+    add_run(p, runs="?", help="trained run directory (or one checkpoint)")
     p.add_argument("--synthetic", default=None, metavar="DIR",
                    help="audit these images instead of a run's (class sub-folders are the classes)")
-    p.add_argument("--data", default=None, metavar="SOURCE",
-                   help="the training patients' images (default: the run's data and split; required with --synthetic)")
+    add_flag(p, "--data", dest="data", default=None,
+             help="the training patients' images (default: the run's data and split; required with --synthetic)")
     p.add_argument("--holdout", default=None, metavar="SOURCE",
                    help="real images of patients never trained on: a folder, a split folder, or a split file "
                         "(.csv from 'stylemri data split') of the data source")
-    p.add_argument("--holdout-split", default=None, choices=("train", "val", "validate", "test", "all"),
+    p.add_argument("--holdout-split", default=None, choices=SPLITS,
                    help="the holdout's split of --holdout (split folders / split file) or, without --holdout, of the "
                         "data source itself (e.g. test)")
-    p.add_argument("--num", type=int, default=200, metavar="N", help="images per set and class (default: 200)")
-    p.add_argument("--outdir", default=None, metavar="DIR",
-                   help="output folder (default: RUN/audit/kimg-K, or ./audit with --synthetic)")
-    p.add_argument("--resolution", type=int, default=None, metavar="R",
-                   help="with --synthetic: image size the sets are compared at (default: 64)")
-    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG", help="which checkpoint of RUN")
-    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default: 1, none)")
-    p.add_argument("--seed", type=int, default=0, help="first generation seed; also sampling/bootstrap seed")
+    add_num(p, 200, "images per set and class (default: 200)")
+    add_outdir(p, "output folder (default: RUN/audit/kimg-K, or ./audit with --synthetic)")
+    add_flag(p, "--resolution", default=None,
+             help="with --synthetic: image size the sets are compared at (default: 64)")
+    add_flag(p, "--checkpoint", default="latest", help="which checkpoint of RUN (default: latest)")
+    add_trunc(p, "truncation psi (default: 1, none)")
+    add_seed(p, "first generation seed; also sampling/bootstrap seed (default: 0)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap replicates (default: 200)")
     p.add_argument("--features", default="inception", choices=("inception", "pixels16"),
                    help="feature space of fidelity/privacy (default: inception; pixels16 is fast, not comparable)")
-    p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (see `stylemri fid`)")
+    add_flag(p, "--inception", default=None, help="Inception TorchScript file (see `stylemri fid`)")
     p.add_argument("--classifier-epochs", type=int, default=10, metavar="E",
                    help="usefulness CNN epochs (default: 10; cost is linear in it)")
     p.add_argument("--no-classifiers", dest="classifiers", action="store_false",
                    help="skip the usefulness classifiers (the slowest part on a CPU)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data and feature cache folder")
+    add_device(p)
+    add_flag(p, "--cache-dir", default=None, help="prepared-data and feature cache folder")
     add_subject_args(p)
     p.set_defaults(func=cmd_audit)
 
@@ -83,7 +82,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _data_config(args: argparse.Namespace, base: Any) -> Any:
-    from stylemri.cli.common import subject_options_from_args
+    from stylemri.cli.options import subject_options_from_args
     from stylemri.config import replace
 
     changes: dict[str, Any] = {k: v for k, v in subject_options_from_args(args).items() if v is not None}

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 
-from stylemri.cli.common import add_data_args, cache_progress, data_config_from_args, print_data_warnings
+from stylemri.cli.options import add_data_args, cache_progress, data_config_from_args, print_data_warnings
 from stylemri.cli.subjects import format_subjects, register_split
 from stylemri.data import DataReport, MRIDataset, load_dataset
 from stylemri.errors import UserError

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from stylemri.cli.options import add_batch, add_device, add_num, add_outdir, check_batch
+from stylemri.cli.options import (
+    add_batch, add_class, add_device, add_flag, add_num, add_outdir, add_run, add_seed, add_trunc,
+)
 from stylemri.generate import check_seed
 from stylemri.config import replace
 from stylemri.errors import UserError
@@ -25,24 +27,21 @@ def register(subparsers: Any) -> None:
                     "training image of each generated one, per subject when subjects are known). Prints a "
                     "table and writes metrics.json (and the memorization CSV/figures) into RUN/kimg-<K>/ (or --outdir).",
     )
-    p.add_argument("run", metavar="RUN", help="run directory (or one checkpoint's .json)")
-    p.add_argument("--data", dest="source", default=None, metavar="SOURCE",
-                   help="real images to compare with (default: the run's training data)")
-    p.add_argument("--split", choices=("train", "val", "validate", "test", "all"), default=None,
-                   help="split of the real data (default: the run's)")
+    add_run(p, help="run directory (or one checkpoint's .json)")
+    add_flag(p, "--data", dest="source", default=None,
+             help="real images to compare with (default: the run's training data)")
+    add_flag(p, "--split", default=None, help="split of the real data (default: the run's)")
     p.add_argument("--metrics", default="fid,kid", metavar="M,...",
                    help=f"comma-separated subset of {','.join(METRICS)} (default: %(default)s)")
     add_num(p, 3000, "generated images per class (default: 3000)")
-    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
-                   help="evaluate this class only (conditional models; default: every class)")
-    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
-                   help="which checkpoint of the run (default: latest)")
-    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI", help="truncation psi (default: 1, none)")
-    p.add_argument("--seed", type=int, default=0, help="first seed of the generated images (default: 0)")
-    p.add_argument("--inception", default=None, metavar="PATH", help="Inception TorchScript file (see `stylemri fid`)")
+    add_class(p, "evaluate this class only (conditional models; default: every class)", dest="class_name")
+    add_flag(p, "--checkpoint", default="latest")
+    add_trunc(p, "truncation psi (default: 1, none)")
+    add_seed(p, "first seed of the generated images (default: 0)")
+    add_flag(p, "--inception", default=None, help="Inception TorchScript file (see `stylemri fid`)")
     add_device(p)
     add_batch(p, 32, "images per batch (default: 32)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data and feature cache folder")
+    add_flag(p, "--cache-dir", default=None, help="prepared-data and feature cache folder")
     add_outdir(p, "output folder (default: the run folder); metrics.json and the memorization files go to "
                   "DIR/kimg-<K>/ for the checkpoint used")
     p.set_defaults(func=cmd_evaluate)
@@ -60,8 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not 2 <= args.num <= MAX_EVALUATE_NUM:
         raise UserError(f"--num {args.num}: expected 2 to {MAX_EVALUATE_NUM:,} generated images per class "
                         "(they are held in memory)")
-    check_seed(args.seed, args.num)
-    check_batch(args.batch)
+    check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too; --batch checked while parsing
     model = stylemri.load(args.run, checkpoint=args.checkpoint, device=args.device)
     device = model.device
     if "swd" in names and model.resolution < 16:

@@ -10,8 +10,8 @@ import numpy as np
 
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
+from stylemri.metrics.evaluate import VOLUME_METRICS
 
-VOLUME_METRICS = ("fid", "kid", "swd", "memorization")
 MAX_EVALUATE_VOLUMES = 1000  # generated volumes per class, all held in memory (1 GiB of float32 at 64^3)
 
 

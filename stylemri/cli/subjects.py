@@ -8,7 +8,7 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from stylemri.cli.options import add_outdir, require_outdir
+from stylemri.cli.options import SHARED, add_flag, add_outdir, add_seed, add_subject_args, require_outdir
 from stylemri.data.annotate import SubjectSummary, annotate_files
 from stylemri.data.sources import scan_source
 from stylemri.data.splits import SPLITS, check_fractions, make_split
@@ -40,23 +40,19 @@ def register_split(actions: argparse._SubParsersAction) -> None:
             "--split-file DIR/split.csv --split train|val|test. Only the file list is read; nothing is decoded.",
             100),
         epilog=SPLIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="SOURCE", help="image folder, NIfTI file/folder, or builtin:mni152")
+    p.add_argument("source", metavar="SOURCE", help=SHARED["--data"].help)
     add_outdir(p, "folder to write the split file into (required)")
     p.add_argument("--name", default="split.csv", metavar="FILE.csv", help="file name in DIR (default: %(default)s)")
     p.add_argument("--val", type=float, default=0.1, metavar="F", help="fraction of subjects for val (default: 0.1)")
     p.add_argument("--test", type=float, default=0.2, metavar="F", help="fraction of subjects for test (default: 0.2)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    add_seed(p, "random seed (default: 0)")
     p.add_argument("--stratify", choices=("class", "none"), default="class",
                    help="split each class separately (class, default) or all subjects together (none)")
-    p.add_argument("--split", choices=("all", "train", "validate", "test"), default="all",
-                   help="split only the files of this split folder, e.g. re-split 'train' and keep the official "
-                        "test folder (default: all files)")
-    p.add_argument("--classes", default=None, metavar="A,B", help="keep only these classes (comma-separated)")
-    p.add_argument("--subject-pattern", default=None, metavar="REGEX",
-                   help="regex with one capture group giving the subject of a file (default: built-in rules)")
-    p.add_argument("--labels", default=None, metavar="FILE.csv",
-                   help="class labels from a table with a 'subject' or 'file' column (replaces class folders)")
-    p.add_argument("--label-column", default=None, metavar="NAME", help="the column of --labels with the class")
+    add_flag(p, "--split", default="all",
+             help="split only the files of this split folder, e.g. re-split 'train' and keep the official "
+                  "test folder (default: all files)")
+    add_flag(p, "--classes", default=None)
+    add_subject_args(p, split_file=False)
     p.set_defaults(func=cmd_split)
 
 
@@ -72,7 +68,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--outdir {args.outdir}: exists and is not a folder; expected a folder")
     scan = scan_source(args.source)
-    files = [f for f in scan.files if args.split == "all" or f.split == args.split]
+    split = "validate" if args.split == "val" else args.split
+    files = [f for f in scan.files if split == "all" or f.split == split]
     if not files:
         raise UserError(f"--split {args.split}: {args.source} has no such split folder; expected one of: "
                         f"{', '.join((*scan.splits, 'all'))}")

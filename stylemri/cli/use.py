@@ -16,7 +16,8 @@ from stylemri import generate as gen
 from stylemri import io
 from stylemri.analysis import interpolate, mixing
 from stylemri.cli.options import (
-    add_batch, add_model_args, add_num, add_sampling_args, check_batch, check_psi, require_outdir,
+    add_batch, add_class, add_flag, add_model_args, add_num, add_sampling_args, 
+    require_outdir,
 )
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
@@ -65,8 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise UserError(f"--num {args.num}: --seeds {args.seeds} names {len(seeds)} seeds; give one or the other")
     else:
         seeds = gen.seeds_from_num(16 if args.num is None else args.num)
-    check_batch(args.batch)
-    psi = check_psi(args.trunc)
+    psi = args.trunc  # checked while parsing (options.psi)
     model = open_for(args)
     k = class_of(args, model, default_first=False)
     samples = gen.plan_samples(seeds, k, model.class_names, model.G.c_dim)
@@ -103,10 +103,10 @@ def cmd_mix(args: argparse.Namespace) -> int:
     if len(rows) * len(cols) > MAX_MIX_CELLS:
         raise UserError(f"--rows {args.rows} --cols {args.cols}: {len(rows):,} x {len(cols):,} = "
                         f"{len(rows) * len(cols):,} cells; expected at most {MAX_MIX_CELLS:,} (e.g. 32 x 32)")
-    psi = check_psi(args.trunc)
+    psi = args.trunc  # checked while parsing (options.psi)
     model = open_for(args)
     G = model.G
-    layers = mixing.parse_styles(args.styles, G.num_ws, G.resolution)
+    layers = mixing.parse_styles(args.layers, G.num_ws, G.resolution)
     k = class_of(args, model, default_first=True)
     result = mixing.style_mixing(G, rows, cols, layers, psi=psi, noise_mode=args.noise, class_index=k)
     if model.config.network.dims == 3:  # volumes: each cell shows its axial | coronal | sagittal mid-slices
@@ -117,11 +117,11 @@ def cmd_mix(args: argparse.Namespace) -> int:
         result = with_fields(result, row_images=views_for(result.row_images, 3),
                              col_images=views_for(result.col_images, 3), mixed=views_for(result.mixed, 3))
     folder = out_folder(args, model, "mix")
-    label = str(args.styles).replace(",", "_").replace("-", "to")
+    label = str(args.layers).replace(",", "_").replace("-", "to")
     path = io.save_image(folder / f"mix_{label}.png", mixing.mixing_grid(result))
     print(f"model: {describe(model)}")
     cls = f", class {model.class_names[k]}" if k is not None else ""
-    print(f"styles {args.styles}: layers {', '.join(map(str, layers))} of {G.num_ws} taken from the column seeds{cls}")
+    print(f"layers {args.layers}: layers {', '.join(map(str, layers))} of {G.num_ws} taken from the column seeds{cls}")
     print(f"wrote style-mixing grid ({len(rows)} rows x {len(cols)} columns; top row: column seeds, left column: "
           f"row seeds) to {path}")
     return 0
@@ -144,7 +144,7 @@ def _check_walk_size(args: argparse.Namespace, seeds: list[int]) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    psi = check_psi(args.trunc)
+    psi = args.trunc  # checked while parsing (options.psi)
     if args.zoom < 1 or args.zoom > 64:
         raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
     if not 0 < args.fps <= 100:  # also NaN
@@ -161,7 +161,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                             "conditional model")
         ks = [model.class_index(c) for c in names]
         frames = interpolate.class_walk(G, ks, args.frames, seeds=seeds, noise_mode=args.noise,
-                                        num_samples=args.class_samples)
+                                        num_samples=args.w_samples)
         stem = "walk_" + "_to_".join(gen.safe_name(c) for c in names)
         what = f"class-mean walk {' -> '.join(names)}" + (f" (+ seeds {','.join(map(str, seeds))})" if seeds else "")
     else:
@@ -198,9 +198,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--class, a conditional model draws every seed for every class.")
     add_model_args(p, outdir_help="output folder (required); files go to DIR/kimg-<K>/ for the checkpoint used")
     add_num(p, None, f"number of seeds, 0..N-1 (default: 16; at most {gen.MAX_IMAGES:,})")
-    p.add_argument("--seeds", default=None, metavar="LIST", help="seeds, e.g. 0-9,42 (instead of --num)")
-    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
-                   help="class to generate (conditional models; default: every class)")
+    add_flag(p, "--seeds", default=None, help="seeds, e.g. 0-9,42 (instead of --num)")
+    add_class(p, "class to generate (conditional models; default: every class)")
     add_sampling_args(p)
     p.add_argument("--format", choices=gen.FORMATS, default="png",
                    help="png: 8-bit, exactly [-1,1] -> [0,255] rounded and clipped; png16: 16-bit; npy: float32 "
@@ -211,16 +210,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("mix", help="style-mixing figure: which layers carry shape vs texture",
                        description="Style mixing (Karras et al. 2019, fig. 3): each cell is its row seed with the "
-                                   "--styles layers taken from its column seed. coarse = layers at 4-8 px (0-3), "
+                                   "--layers taken from its column seed. coarse = layers at 4-8 px (0-3), "
                                    "middle = 16-32 px (4-7), fine = 64 px and up (8+); below 64 px the layers are "
                                    "split in three equal groups.")
     add_model_args(p)
     p.add_argument("--rows", required=True, metavar="SEEDS", help="row seeds (keep their other layers), e.g. 0-4")
-    p.add_argument("--cols", required=True, metavar="SEEDS", help="column seeds (give the --styles layers), e.g. 10-14")
-    p.add_argument("--styles", default="coarse", metavar="coarse|middle|fine|0-3",
-                   help="layers copied from the column seeds: a group or indices like 0-3 or 0,2,5 (default: coarse)")
-    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
-                   help="class for a conditional model (default: the first class)")
+    p.add_argument("--cols", required=True, metavar="SEEDS", help="column seeds (give the --layers), e.g. 10-14")
+    add_flag(p, "--layers", default="coarse",
+             help="layers copied from the column seeds: a group or indices like 0-3 or 0,2,5 (default: coarse)")
+    add_class(p, "class for a conditional model (default: the first class)")
     add_sampling_args(p)
     p.set_defaults(func=cmd_mix)
 
@@ -229,17 +227,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "conditional model, between the class means (mean w of each class): the "
                                    "'progression from CN to AD' picture. Writes an animated GIF and a PNG strip.")
     add_model_args(p)
-    p.add_argument("--seeds", default=None, metavar="A,B,...",
-                   help="seeds to walk through in order; with --classes, extra rows walking each seed's own "
+    add_flag(p, "--seeds", default=None,
+             help="seeds to walk through in order; with --classes, extra rows walking each seed's own "
                         "latent from class to class")
     p.add_argument("--space", choices=interpolate.SPACES, default="w",
                    help="w: linear in W (default); z: spherical in Z")
     p.add_argument("--frames", type=int, default=16, metavar="F", help="frames per segment (default: 16)")
-    p.add_argument("--classes", default=None, metavar="NC,AD", help="walk between these classes' mean w")
-    p.add_argument("--class", dest="cls", default=None, metavar="NAME",
-                   help="class of a seed walk on a conditional model (default: the first class)")
-    p.add_argument("--class-samples", type=int, default=2000, metavar="N",
-                   help="latents averaged per class mean (default: 2000)")
+    add_flag(p, "--classes", default=None, help="walk between these classes' mean w, e.g. NC,AD")
+    add_class(p, "class of a seed walk on a conditional model (default: the first class)")
+    add_flag(p, "--w-samples", default=2000, help="latents averaged per class mean (default: 2000)")
     p.add_argument("--fps", type=float, default=12.0, help="GIF frames per second (default: 12)")
     p.add_argument("--zoom", type=int, default=1, metavar="K",
                    help="enlarge the GIF and strip K times, nearest neighbour (default: 1)")

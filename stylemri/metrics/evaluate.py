@@ -54,38 +54,50 @@ class MetricInputs:
 
 MetricFn = Callable[[MetricInputs], Any]
 _REGISTRY: dict[str, MetricFn] = {}
+_KINDS: dict[str, frozenset[str]] = {}  # name -> where it applies: training, volumes, inception
 
 
-def register_metric(name: str) -> Callable[[MetricFn], MetricFn]:
-    """Add a metric under `name` (as NVlabs' metric_main.register_metric): `evaluate` runs it by name."""
+def register_metric(name: str, *, training: bool = False, volumes: bool = False,
+                    inception: bool = False) -> Callable[[MetricFn], MetricFn]:
+    """Add a metric under `name` (as NVlabs' metric_main.register_metric): `evaluate` runs it by name.
+
+    training: `train --metrics` may evaluate it at checkpoints; volumes: defined for 3-D runs (metrics/volumes.py);
+    inception: needs Inception features. The registry is the only list of metric names."""
     def add(fn: MetricFn) -> MetricFn:
         _REGISTRY[name] = fn
+        _KINDS[name] = frozenset(k for k, on in (("training", training), ("volumes", volumes),
+                                                 ("inception", inception)) if on)
         return fn
     return add
 
 
-@register_metric("fid")
+def metric_names(kind: str | None = None) -> tuple[str, ...]:
+    """Registered names in registration order; with `kind` (training, volumes, inception) only those."""
+    return tuple(n for n in _REGISTRY if kind is None or kind in _KINDS[n])
+
+
+@register_metric("fid", training=True, volumes=True, inception=True)
 def _fid(x: MetricInputs) -> float:
     return fid_mod.fid_from_features(x.real_features, x.fake_features)
 
 
-@register_metric("kid")
+@register_metric("kid", training=True, volumes=True, inception=True)
 def _kid(x: MetricInputs) -> dict[str, float]:
     return kid_mod.kid(x.real_features, x.fake_features, num_subsets=x.kid_subsets, seed=x.seed).to_dict()
 
 
-@register_metric("pr")
+@register_metric("pr", training=True, inception=True)
 def _pr(x: MetricInputs) -> dict[str, float]:
     return precision_recall.prdc(x.real_features, x.fake_features)
 
 
-@register_metric("swd")
+@register_metric("swd", training=True, volumes=True)
 def _swd(x: MetricInputs) -> dict[str, Any]:
     cfg = x.swd_config or swd_mod.SWDConfig(seed=x.seed)
     return swd_mod.swd(x.real.batches(max(x.batch_size, 64)), iter([x.fake]), cfg)
 
 
-@register_metric("memorization")
+@register_metric("memorization", volumes=True)
 def _memorization(x: MetricInputs) -> dict[str, Any]:
     """Nearest training image of each generated one; per subject when subjects are known; files in out_dir."""
     train_feats = None
@@ -118,8 +130,10 @@ def _memorization(x: MetricInputs) -> dict[str, Any]:
     return out
 
 
-METRICS = tuple(_REGISTRY)  # canonical order: the order of registration
-INCEPTION_METRICS = ("fid", "kid", "pr")
+METRICS = metric_names()  # canonical order: the order of registration
+INCEPTION_METRICS = metric_names("inception")
+TRAINING_METRICS = metric_names("training")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
+VOLUME_METRICS = metric_names("volumes")
 
 
 def parse_metrics(spec: str | Sequence[str]) -> tuple[str, ...]:

@@ -117,7 +117,7 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], classes: Sequence[
     return torch.cat(out)
 
 
-MAX_CLASS_SAMPLES = 100_000  # latents per class mean (--class-samples): it bounds the run time of the mean
+MAX_CLASS_SAMPLES = 100_000  # latents per class mean (--w-samples): it bounds the run time of the mean
 
 
 @torch.no_grad()
@@ -126,7 +126,7 @@ def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, ba
 
     For an unconditional model this is one row: the model's mean w."""
     if not 1 <= num_samples <= MAX_CLASS_SAMPLES:
-        raise UserError(f"--class-samples {num_samples}: expected 1 to {MAX_CLASS_SAMPLES:,} latents per class mean")
+        raise UserError(f"--w-samples {num_samples}: expected 1 to {MAX_CLASS_SAMPLES:,} latents per class mean")
     gen = torch.Generator().manual_seed(seed)
     means = []
     for k in range(max(G.c_dim, 1)):

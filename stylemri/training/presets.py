@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from stylemri.config import NetworkConfig, TrainConfig, check_resolution
+from stylemri.config import NetworkConfig, TrainConfig, check_resolution, parse_aug  # noqa: F401 (parse_aug: old home)
 from stylemri.errors import UserError
+from stylemri.networks import ARCHS
 
 PRESETS: dict[str, str] = {
     "auto": "StyleGAN2-ADA 'auto': batch, channels, lr, R1 gamma and EMA from resolution and process count",
@@ -20,8 +21,6 @@ PRESETS: dict[str, str] = {
                      "no augmentation, real x-flips on (as the seeds)",
     "stylegan2-adni": "StyleGAN2 256 px (NVlabs paper256): batch 64, non-saturating + R1 (gamma 1) + path length, ADA",
 }
-ARCHS = ("stylegan", "stylegan2")
-TRAINING_METRICS = ("fid", "kid", "swd", "pr")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
 LOSSES = ("ns", "wgangp", "r3gan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FP16_CONV_CLAMP = 256.0  # NVlabs: conv outputs clamped to +-256 whenever reduced precision is on
@@ -116,20 +115,6 @@ def preset_values(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     raise UserError(f"--preset {name}: expected one of {', '.join(PRESETS)}")
 
 
-def parse_aug(spec: str) -> tuple[str, float]:
-    """`ada`, `fixed:P`, `diffaugment` or `none` -> (mode, p)."""
-    if spec in ("ada", "diffaugment", "none"):
-        return spec, 0.0
-    if spec.startswith("fixed:"):
-        try:
-            p = float(spec.split(":", 1)[1])
-        except ValueError:
-            p = -1.0
-        if 0.0 <= p <= 1.0:
-            return "fixed", p
-    raise UserError(f"--aug {spec}: expected ada, fixed:P (0 <= P <= 1), diffaugment or none")
-
-
 def resolve(
     preset: str = "auto",
     *,
@@ -173,6 +158,19 @@ def resolve(
         train_values["batch_per_res"] = tuple(sorted(per_res.items()))
     _validate(net_values, train_values, world_size)
     return NetworkConfig(**_known(NetworkConfig, net_values)), TrainConfig(**_known(TrainConfig, train_values))
+
+
+def network_config(preset: str, *, resolution: int | None = None, world_size: int = 1,
+                   **net: Any) -> NetworkConfig:
+    """The network `train --preset PRESET` builds with these network values (`img_channels` and `c_dim` come
+    from the data there, from `net` here): what `info networks --preset PRESET` counts."""
+    from stylemri.training.resolve import volume_defaults
+
+    net = dict(net, resolution=training_resolution(preset, resolution))
+    train: dict[str, Any] = {}
+    if net.get("dims") == 3:
+        volume_defaults(net, train)
+    return resolve(preset, world_size=world_size, net=net, train=train)[0]
 
 
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -224,11 +222,7 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
             raise UserError(f"--{key.replace('_', '-')} {train[key]}: expected an integer >= 1")
     if not 0.0 <= train.get("style_mixing", 0.9) <= 1.0:
         raise UserError(f"--style-mixing {train['style_mixing']}: expected a probability in [0, 1]")
-    metrics = tuple(train.get("metrics", ()))
-    unknown = [m for m in metrics if m not in TRAINING_METRICS]
-    if unknown:
-        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of "
-                        f"{','.join(TRAINING_METRICS)}")
+    check_metrics(tuple(train.get("metrics", ())))
     if train.get("metric_num", 5000) < 2:
         raise UserError(f"--metric-num {train['metric_num']}: expected at least 2 generated images")
     if train.get("precision", "auto") not in PRECISIONS:
@@ -236,6 +230,16 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
     if int(train.get("fp16_res", 4)) < 0:
         raise UserError(f"--fp16-res {train['fp16_res']}: expected 0 (all fp32) or more resolutions")
     _validate_batch_gpu(train, world_size)
+
+
+def check_metrics(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """Training-time metrics: names the metric registry marks `training` (fid, kid, swd, pr)."""
+    from stylemri.metrics.evaluate import TRAINING_METRICS
+
+    if any(m not in TRAINING_METRICS for m in metrics):
+        raise UserError(f"--metrics {','.join(metrics)}: expected a comma-separated subset of "
+                        f"{','.join(TRAINING_METRICS)}")
+    return metrics
 
 
 def _validate_batch_gpu(train: dict[str, Any], world_size: int) -> None:
