@@ -50,9 +50,13 @@ COLUMNS = ("KID x1e3", "FID", "precision", "recall", "density", "coverage", "con
 # ------------------------------------------------------------------------------------------------ training
 
 
+STOPPED_BY_SIGTERM = 143  # `stylemri train` after a clean SIGTERM stop: checkpoint written, kimg not reached
+
+
 def train(flags: str, out: Path, minutes: float | None) -> tuple[Path, dict[str, Any]]:
     """Run `stylemri train --data builtin:mni152 FLAGS` in a subprocess; with `minutes`, SIGTERM it then
-    (the trainer finishes the step, checkpoints and exits 0). Returns the run dir and timing facts."""
+    (the trainer finishes the step, checkpoints and exits 143: stopped by the time budget, and the run is
+    still evaluated). Returns the run dir and timing facts (`stopped_by_budget`)."""
     out.mkdir(parents=True, exist_ok=True)
     before = set(out.iterdir())
     cmd = [sys.executable, "-m", "stylemri", "train", "--data", "builtin:mni152", *shlex.split(flags),
@@ -61,19 +65,22 @@ def train(flags: str, out: Path, minutes: float | None) -> tuple[Path, dict[str,
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
+    budget = False
     try:
         proc.wait(timeout=None if minutes is None else minutes * 60)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
+        budget = True
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not (budget and proc.returncode == STOPPED_BY_SIGTERM):
         raise SystemExit(f"training exited with {proc.returncode}")
     new = sorted(set(out.iterdir()) - before)
     runs = [p for p in new if p.is_dir()]
     if len(runs) != 1:
         raise SystemExit(f"expected one new run directory in {out}, found {[str(p) for p in runs]}")
-    return runs[0], {"train_wall_s": round(wall, 1), "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return runs[0], {"train_wall_s": round(wall, 1), "load_before": load_before, "load_after": os.getloadavg()[0],
+                     "stopped_by_budget": budget and proc.returncode == STOPPED_BY_SIGTERM}
 
 
 def run_speed(run: Path) -> dict[str, Any]:
@@ -220,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     run = args.run
     if args.train is not None:
         run, facts = train(args.train, args.out, args.minutes)
+        if facts["stopped_by_budget"]:
+            print(f"training stopped by the time budget (--minutes {args.minutes:g}, exit 143); evaluating {run}")
     facts.update(run_speed(run))
     cpts = checkpoints_to_evaluate(run, args.all_checkpoints)
     model = load(cpts[-1])

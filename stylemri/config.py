@@ -367,6 +367,7 @@ TRAIN_RULES: list[Rule] = [
     ("aug_p_final", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("threads", _positive, "an integer >= 1"),
     ("freeze_d", lambda v: v >= 0, "0 (train every layer) or the number of D layers to freeze"),
+    ("seed", lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
 ]
 
 

@@ -61,6 +61,17 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+SEED_LIMIT = 2**32  # seeds are NVlabs' np.random.RandomState(seed) seeds: integers in [0, 2^32)
+
+
+def check_seed(seed: int, count: int = 1, flag: str = "--seed") -> int:
+    """A --seed that starts `count` consecutive seeds (seed .. seed + count - 1), all in [0, 2^32)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 or seed + max(count, 1) > SEED_LIMIT:
+        what = f" (first of {count:,} consecutive seeds)" if count > 1 else ""
+        raise UserError(f"{flag} {seed}{what}: expected an integer seed in [0, 2^32)")
+    return seed
+
+
 def seeds_from_num(num: int) -> list[int]:
     """--num N -> seeds 0..N-1, capped like --seeds."""
     if num < 1:
@@ -284,6 +295,7 @@ def write_volume_samples(outdir: str | Path, samples: Sequence[Any], volumes: to
 
 
 __all__ = ["write_volume_samples", 
-    "FORMATS", "MAX_IMAGES", "Sample", "parse_seeds", "seeds_from_num", "safe_name", "class_stems", "plan_samples",
+    "FORMATS", "MAX_IMAGES", "SEED_LIMIT", "Sample", "check_seed", "parse_seeds", "seeds_from_num",
+    "safe_name", "class_stems", "plan_samples",
     "write_png", "write_npy", "images_to_volume", "NiftiWriter", "write_nifti", "write_samples",
 ]

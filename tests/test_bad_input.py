@@ -61,11 +61,48 @@ CASES: list[tuple[str, int, str]] = [
     # -- item 11, 12 ------------------------------------------------------------------------------------------
     ("evaluate {run} --metrics memorization --num 4 --out {new}", 0, "come from one subject"),
     ("project {run} {nan} --steps 2 --outdir {new}", 2, "every value of the (16, 16) array is NaN"),
+    # -- issue 20 item 1: a 3-D run in a 2-D command works on mid-slices (mix) or says it is 2-D only ----------
+    ("mix {run3d} --rows 0-1 --cols 2-3 --outdir {new}", 0, "wrote style-mixing grid (2 rows x 2 columns"),
+    ("project {run3d} {png} --steps 2 --outdir {new}", 2, "a 3-D run (--dims 3); stylemri project works on 2-D"),
+    ("compare {run3d} --num 2 --outdir {new}", 2, "a 3-D run (--dims 3); stylemri compare works on 2-D"),
+    ("audit {run3d} --num 4 --holdout {vol} --outdir {new}", 2, "a 3-D run (--dims 3); stylemri audit works on 2-D"),
+    ("explore {run3d} --port 0", 2, "a 3-D run (--dims 3); stylemri explore works on 2-D"),
+    # -- item 2: every count has a cap ---------------------------------------------------------------------------
+    ("mix {run} --rows 0-1999 --cols 0-1999 --outdir {new}", 2, "4,000,000 cells; expected at most 1,024"),
+    ("interpolate {run} --seeds 0,1 --frames 10000000 --outdir {new}", 2, "images in the walk (1 row(s), 2 keyframes); "
+                                                                           "expected at most 4,096"),
+    ("project {run} {png} --w-samples 1000000000 --outdir {new}", 2, "--w-samples 1000000000: expected 1 to 100,000"),
+    ("audit {run} --num 1000000000 --holdout {data} --outdir {new}", 2, "--num 1000000000: expected 4 to 5,000"),
+    ("evaluate {run} --metrics swd --num 1000000000 --out {new}", 2, "--num 1000000000: expected 2 to 50,000"),
+    ("evaluate {run3d} --metrics memorization --num 5000 --out {new}", 2,
+     "--num 5000: expected at most 1,000 generated volumes"),
+    ("interpolate {run3d} --classes AD,NC --frames 2 --w-samples 1000000000 --outdir {new}", 2,
+     "--w-samples 1000000000: expected 1 to 100,000 latents"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --w-samples 1000000000 --outdir {new}", 2,
+     "--w-samples 1000000000: expected 1 to 100,000 latents"),
+    # -- item 3: values checked ------------------------------------------------------------------------------------
+    ("project {run} {png} --lr nan --outdir {new}", 2, "--lr nan: expected a positive, finite learning rate"),
+    ("project {run} {png} --w-samples 0 --outdir {new}", 2, "--w-samples 0: expected 1 to 100,000"),
+    ("project {run} {png} --seed -1 --outdir {new}", 2, "--seed -1: expected an integer seed in [0, 2^32)"),
+    ("embed {run} --num 4 --seed -1 --outdir {new}", 2, "--seed -1 (first of 4 consecutive seeds): expected"),
+    ("compare {run} --seed -1 --outdir {new}", 2, "--seed -1 (first of 16 consecutive seeds): expected"),
+    ("evaluate {run} --metrics swd --num 4 --seed -1 --out {new}", 2, "--seed -1 (first of 4 consecutive seeds)"),
+    ("evaluate {run} --metrics swd --num 4 --seed 4294967295 --out {new}", 2, "--seed 4294967295 (first of 4"),
+    ("fid {data} {data} --resolution 16 --seed -1 --json-out {new}", 2, "--seed -1: expected an integer seed"),
+    ("train --data {data} --out {new} --seed -1", 2, "--seed -1: expected an integer in [0, 2^32)"),
+    ("generate {nimg_text} --n 2 --outdir {new}", 0, "nimg 'abc': expected a non-negative integer"),
+    ("generate {nimg_text} --n 2 --outdir {new}", 0, f"using {{nimg_text}}/checkpoints/{OLDER}.json"),
+    ("train --resume {foreign_arch}", 2, "the checkpoint does not fit the run's configuration"),
+    ("train --resume {foreign_arch}", 2, "size mismatch for"),
+    ("interpolate {run} --seeds 0,1 --fps nan --outdir {new}", 2, "--fps nan: expected frames per second"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --zoom 100000 --outdir {new}", 2, "--zoom 100000: expected"),
+    ("edit {run3d} --latent {latent} --direction AD-NC --multiples nan,1 --outdir {new}", 2, "--multiples nan,1: expected"),
+    ("project {run} {png} --slice 3 --outdir {new}", 2, "--slice 3: {png} is one 2-D image"),
     # -- issue 21: shared flags checked the same way in every command, renamed flags ------------------------------
     ("evaluate {run} --metrics swd --num 4 --trunc 100 --out {new}", 2, "--trunc 100.0: expected a truncation psi"),
     ("audit {run} --trunc 100 --outdir {new}", 2, "--trunc 100.0: expected a truncation psi"),
     ("compare {run} --trunc nan --outdir {new}", 2, "--trunc nan: expected a truncation psi"),
-    ("audit {run} --n 2 --outdir {new}", 2, "--num 2: expected at least 4 images"),  # --n: no "ambiguous option"
+    ("audit {run} --n 2 --outdir {new}", 2, "--num 2: expected 4 to 5,000 images"),  # --n: no "ambiguous option"
     ("fid {data} {data} --n x --json-out {new}", 2, "--num x: expected a whole number of images"),
     ("swd {data} {data} --batch 0 --json-out {new}", 2, "--batch 0: expected a positive number of images"),
     ("swd {data} {data} --channels 2 --json-out {new}", 2, "--channels 2: expected 1 (grey MRI) or 3 (RGB)"),
@@ -98,15 +135,37 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert rc == 0
     (run,) = (root / "runs").iterdir()
     paths = {"run": run, "data": data, "cache": cache, "file": root / "a_file", "png": data / "case_001_slice_0.png",
-             "nan": root / "nan.npy"}
+             "nan": root / "nan.npy", "latent": root / "w.npy", "vol": root / "volumes",
+             "run3d": _train_3d(root / "volumes", root / "runs3d", cache)}
     paths["file"].write_text("not a folder\n")
     np.save(paths["nan"], np.full((16, 16), np.nan, np.float32))
+    np.save(paths["latent"], np.zeros(16, np.float32))  # a w for either run (w_dim 16)
     for name, damage in DAMAGES.items():
         copy = root / name
         shutil.copytree(run, copy)
         damage(copy / "checkpoints")
         paths[name] = copy
     return {k: str(v) for k, v in paths.items()}
+
+
+def _train_3d(volumes: Path, runs: Path, cache: Path) -> Path:
+    """A conditional 3-D run (AD, NC) at 8^3 voxels: seconds on one thread."""
+    from test_volumes_data import ellipsoid, write_nifti
+
+    for i, cls in enumerate(["AD", "AD", "NC", "NC"]):
+        write_nifti(volumes / cls / f"sub-{i}.nii.gz", ellipsoid((14 + i, 16, 12), i))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rc = cli.main(["train", "--data", str(volumes), "--cache-dir", str(cache), "--conditional", "--kimg", "0.004",
+                       "--tick-kimg", "0.004", "--out", str(runs), "--dims", "3", "--resolution", "8", "--batch", "4",
+                       "--channel-base", "64", "--channel-max", "16", "--z-dim", "16", "--w-dim", "16",
+                       "--map-layers", "1", "--workers", "0", "--quiet", "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    (run,) = runs.iterdir()
+    return run
 
 
 def _flip_byte(ckpts: Path, name: str = NEWEST, at: int = -100) -> None:
@@ -148,6 +207,8 @@ DAMAGES = {
     "latest_folder": _latest_folder,
     "cfg_wrong_type": lambda c: _config(c, lambda d: {**d, "network": {**d["network"], "resolution": "abc"}}),
     "cfg_empty": lambda c: _config(c, lambda d: {}),
+    "nimg_text": lambda c: _record(c, nimg="abc"),
+    "foreign_arch": lambda c: _config(c, lambda d: {**d, "network": {**d["network"], "channel_max": 32}}),
 }
 
 

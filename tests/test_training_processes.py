@@ -93,20 +93,36 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_p
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_finishes_the_step_checkpoints_and_exits_0(tmp_path, cache_dir, sig):
+def test_signal_finishes_the_step_checkpoints_and_exits_128_plus_signal(tmp_path, cache_dir, sig):
     runs = tmp_path / "runs"
     proc = _start(["--out", str(runs), "--cache-dir", cache_dir, "--kimg", "100", "--tick-kimg", "0.008",
                    "--checkpoint-ticks", "1000", "--sample-ticks", "1000", *TINY])
     _wait_for(lambda: any(runs.glob("*/losses.csv")), 120, proc)  # a tick has been trained
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err[-2000:]  # not done: never 0
     last = err.strip().splitlines()[-1]
     run = _only_run(runs)
     assert f"resume with: stylemri train --resume {run}" in last and sig.name in last
     meta = ckpt.read_meta(ckpt.CheckpointManager(run / "checkpoints").latest())
     assert meta["nimg"] > 0 and f"at {meta['nimg'] / 1000:.3f} kimg" in last
     assert "Traceback" not in err
+
+
+def test_sigterm_during_generate_exits_143_and_leaves_no_temporary_file(tmp_path, cache_dir):
+    runs, out = tmp_path / "runs", tmp_path / "generated"
+    assert cli.main(["train", "--out", str(runs), "--cache-dir", cache_dir, "--kimg", "0.008", "--tick-kimg",
+                     "0.008", "--quiet", "--device", "cpu", *TINY]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "stylemri", "generate", str(_only_run(runs)), "--num", "1000000",
+                             "--outdir", str(out), "--device", "cpu"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(list(out.rglob("*.png"))) >= 3, 120, proc)  # mid-run: index.csv is still a temp file
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "terminated (SIGTERM)" in lines[0], err[-2000:]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
 def _final(run: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -17,19 +17,18 @@ from stylemri.audit import stats
 from stylemri.audit.verdicts import THRESHOLDS, Finding, enough
 from stylemri.metrics import fid as fid_mod
 from stylemri.metrics import kid as kid_mod
-from stylemri.metrics.precision_recall import knn_radii
+from stylemri.metrics.precision_recall import distances as _dist
+from stylemri.metrics.precision_recall import knn_radii, zero_radius_warning
 
-ALPHAS = np.linspace(0.0, 1.0, 31)  # Alaa et al.'s grid of alpha / beta levels
-
-
-def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(d2, 0.0))
+ALPHA_LEVELS = 30  # Alaa et al.'s code and synthcity: np.linspace(0, 1, 30) alpha / beta levels
+ALPHAS = np.linspace(0.0, 1.0, ALPHA_LEVELS)
 
 
 def prdc_per_sample(real: np.ndarray, fake: np.ndarray, k: int = 3, k_density: int = 5) -> dict[str, np.ndarray]:
-    """Per-image contributions whose means are precision, recall, density and coverage (see
-    stylemri.metrics.precision_recall.prdc, which the tests compare against)."""
+    """Per-image contributions whose means are precision, recall, density and coverage, with the same
+    boundary rules as stylemri.metrics.precision_recall.prdc (which the tests compare against): `<=` for
+    precision / recall (Kynkäänniemi et al.), `<` for density / coverage (Naeem et al.); plus
+    `zero_radius_real`, the number of real features whose k-NN radius is 0 (repeated features)."""
     r = np.asarray(real, np.float64)
     f = np.asarray(fake, np.float64)
     radii = knn_radii(r, tuple(sorted({k, k_density})))
@@ -38,8 +37,9 @@ def prdc_per_sample(real: np.ndarray, fake: np.ndarray, k: int = 3, k_density: i
     return {
         "precision": (d <= radii[k][:, None]).any(axis=0).astype(np.float64),
         "recall": (d <= fake_radii[None, :]).any(axis=1).astype(np.float64),
-        "density": (d <= radii[k_density][:, None]).sum(axis=0) / float(k_density),
-        "coverage": (d <= radii[k_density][:, None]).any(axis=1).astype(np.float64),
+        "density": (d < radii[k_density][:, None]).sum(axis=0) / float(k_density),
+        "coverage": (d < radii[k_density][:, None]).any(axis=1).astype(np.float64),
+        "zero_radius_real": int((radii[min(k, k_density)] == 0).sum()),
     }
 
 
@@ -116,6 +116,7 @@ def compare(reference: np.ndarray, other: np.ndarray, reps: int, seed: int) -> d
         stats.bootstrap_sets(lambda i, j: _kid_resampled(kxx, kyy, kxy, i, j), (len(x), len(y)), reps, seed + 1))
     if min(len(x), len(y)) > 5:  # k-NN metrics need more points than neighbours
         rows = prdc_per_sample(x, y)
+        out["zero_radius_real"] = rows.pop("zero_radius_real")
         for name, vals in rows.items():
             out[name] = stats.mean_with_interval(vals, reps, seed + 2)
         in_alpha, covered = alpha_beta_per_sample(x, y)
@@ -128,8 +129,11 @@ def compare(reference: np.ndarray, other: np.ndarray, reps: int, seed: int) -> d
 
 def measure_class(train: np.ndarray, holdout: np.ndarray, synthetic: np.ndarray, reps: int,
                   seed: int) -> dict[str, Any]:
-    """Synthetic vs training beside holdout vs training (the floor), features of equal N."""
-    return {"synthetic": compare(train, synthetic, reps, seed), "floor": compare(train, holdout, reps, seed)}
+    """Synthetic vs training beside holdout vs training (the floor), features of equal N; warns once when
+    training features repeat (zero k-NN radii), which both comparisons share."""
+    res = {"synthetic": compare(train, synthetic, reps, seed), "floor": compare(train, holdout, reps, seed)}
+    zero_radius_warning(res["synthetic"].get("zero_radius_real", 0), len(train), 3)
+    return res
 
 
 def findings(cls: str, res: dict[str, Any], n: int) -> list[Finding]:

@@ -75,5 +75,10 @@ def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: s
                    trunc: float = 1.0) -> Generator:
     """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
     import stylemri
+    from stylemri.errors import UserError
 
-    return Generator(stylemri.load(run, checkpoint=checkpoint, device=device), trunc=trunc)
+    model = stylemri.load(run, checkpoint=checkpoint, device=device)
+    if model.config.network.dims == 3:  # every audit stage compares 2-D (C, R, R) images
+        raise UserError(f"{run}: a 3-D run (--dims 3); stylemri audit works on 2-D slice runs only (for volumes: "
+                        f"stylemri evaluate RUN --metrics swd,fid,kid,memorization)")
+    return Generator(model, trunc=trunc)

@@ -2,16 +2,21 @@
 
 Only this package prints; library code returns values. A `UserError` or an `OSError` (disk full, read-only
 folder, a file where a folder belongs) anywhere becomes one line on stderr and exit code 2, never a
-traceback; a `StylemriWarning` becomes one `stylemri: warning:` line.
+traceback; a `StylemriWarning` becomes one `stylemri: warning:` line. SIGTERM (a scheduler's time limit, `kill`)
+unwinds the command like Ctrl-C does, so every temporary file is removed, and exits 143 (128 + SIGTERM);
+`train` installs its own handlers (checkpoint first) for both signals.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from stylemri import __version__
 from stylemri.errors import StylemriWarning, UserError, describe_oserror
@@ -51,11 +56,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread so `with` blocks and `except BaseException` clean-ups run
+    (atomic writes drop their temporary files) instead of the process dying where it stands."""
+
+
+TERMINATED_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a process killed by SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM raises `Terminated` (main thread only; other callers keep theirs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # the shared flags' validators raise UserError while parsing
-        with warnings.catch_warnings():
+        with _sigterm_unwinds(), warnings.catch_warnings():
             warnings.simplefilter("always", StylemriWarning)
             warnings.showwarning = _show_warning
             rc = args.func(args)
@@ -68,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stylemri: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("stylemri: terminated (SIGTERM); nothing half-written was left", file=sys.stderr)
+        return TERMINATED_EXIT
     return int(rc or 0)
 
 

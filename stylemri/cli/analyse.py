@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io as _io
+import math
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
 from stylemri.cli.options import (
     add_alias, add_class, add_flag, add_model_args, add_num, add_sampling_args, add_seed, add_trunc,
 )
-from stylemri.cli.use import class_of, describe, open_for, out_folder
+from stylemri.cli.use import class_of, describe, open_for, out_folder, refuse_volumes
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
@@ -58,10 +59,26 @@ def sample_per_class(ds, n: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- project
 
 
-def cmd_project(args: argparse.Namespace) -> int:
+def _check_project_args(args: argparse.Namespace) -> None:
+    """Every number of `project` checked before the model loads: one line naming the flag."""
     if args.steps < 1 or args.steps > 100000:
         raise UserError(f"--steps {args.steps}: expected 1 to 100000 optimisation steps")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr {args.lr}: expected a positive, finite learning rate (default 0.1)")
+    for flag, value in (("--mse-weight", args.mse_weight), ("--ssim-weight", args.ssim_weight),
+                        ("--l1-weight", args.l1_weight), ("--d-weight", args.d_weight)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} {value}: expected 0 (off) or a positive, finite weight")
+    gen.check_seed(args.seed)
+    if args.slice is not None and not str(args.image).lower().endswith((".nii", ".nii.gz")):
+        raise UserError(f"--slice {args.slice}: {args.image} is one 2-D image; --slice picks a slice of a NIfTI "
+                        "volume (.nii/.nii.gz)")
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    _check_project_args(args)
     model = open_for(args)
+    refuse_volumes(model, "project", "it inverts one 2-D slice; a volume run has no 2-D image space")
     G = model.G
     target = project.load_target(args.image, G.resolution, G.img_channels, slice_index=args.slice, axis=args.axis)
     k = class_of(args, model, default_first=False)
@@ -119,6 +136,10 @@ def _d_features_grad(D: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     steps = edit.parse_steps(args.multiples)
+    if not all(math.isfinite(step) for step in steps) or len(steps) > 1000:
+        raise UserError(f"--multiples {args.multiples}: expected at most 1000 finite multiples of the direction")
+    if args.zoom < 1 or args.zoom > 64:
+        raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
     model = open_for(args)
     G = model.G
     a, b = edit.parse_direction(args.direction, model.class_names, G.c_dim, model.class_index)
@@ -205,6 +226,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise UserError(f"--num {args.num}: expected 2 to 100000 samples per class")
     if args.method not in embed.METHODS:
         raise UserError(f"--method {args.method}: expected one of {', '.join(embed.METHODS)}")
+    gen.check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too
     psi = args.trunc  # checked while parsing (options.psi)
     runs = list(args.run)
     if len(runs) > 2:
@@ -295,8 +317,11 @@ def _summary_line(key: str, s) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.num < 1 or args.num > 1024:
         raise UserError(f"--num {args.num}: expected 1 to 1024 images")
+    gen.check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too
     psi = args.trunc  # checked while parsing (options.psi)
     model = open_for(args)
+    refuse_volumes(model, "compare", "for the nearest real volume of each generated one: stylemri evaluate RUN "
+                                     "--metrics memorization")
     G = model.G
     source = args.data or model.config.data.source
     ds = load_real_data(model, source, args.split)

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_audit)
 
 
+MAX_AUDIT_NUM = 5000  # images per set and class: the k-NN, kernel and bootstrap matrices grow as N^2
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if (args.run is None) == (args.synthetic is None):
         raise UserError("expected a RUN to generate from or --synthetic DIR (one of them)")
@@ -66,8 +69,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError("--synthetic: expected --data SOURCE, the training patients' images")
     if args.synthetic is not None and not Path(args.synthetic).is_dir():
         raise UserError(f"--synthetic {args.synthetic}: no such folder; expected images in class sub-folders")
-    if args.num < 4:
-        raise UserError(f"--num {args.num}: expected at least 4 images per set and class (200 for a verdict)")
+    if not 4 <= args.num <= MAX_AUDIT_NUM:
+        raise UserError(f"--num {args.num}: expected 4 to {MAX_AUDIT_NUM:,} images per set and class "
+                        "(200 for a verdict)")
+    from stylemri.generate import check_seed
+
+    check_seed(args.seed, args.num)
     if args.bootstrap < 10:
         raise UserError(f"--bootstrap {args.bootstrap}: expected at least 10 replicates")
     if args.resolution is not None and (args.resolution < 4 or args.resolution & (args.resolution - 1)):

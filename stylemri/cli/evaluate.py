@@ -11,6 +11,7 @@ import numpy as np
 from stylemri.cli.options import (
     add_batch, add_class, add_device, add_flag, add_num, add_outdir, add_run, add_seed, add_trunc,
 )
+from stylemri.generate import check_seed
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
@@ -46,14 +47,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+MAX_EVALUATE_NUM = 50_000  # generated images per class: the FID50k protocol; held as uint8 (3.3 GB at 256 px)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stylemri.data import load_dataset
     from stylemri.metrics.metric_utils import source_from_dataset
     import stylemri
 
     names = parse_metrics(args.metrics)
-    if args.num < 2:
-        raise UserError(f"--num {args.num}: expected at least 2 generated images")
+    if not 2 <= args.num <= MAX_EVALUATE_NUM:
+        raise UserError(f"--num {args.num}: expected 2 to {MAX_EVALUATE_NUM:,} generated images per class "
+                        "(they are held in memory)")
+    check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too; --batch checked while parsing
     model = stylemri.load(args.run, checkpoint=args.checkpoint, device=args.device)
     device = model.device
     if "swd" in names and model.resolution < 16:

@@ -47,6 +47,9 @@ def cmd_explore(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # first: a busy port fails before the model loads
     try:
         service = ModelService.open(args.run, args.checkpoint, args.device)
+        if service.model.config.network.dims == 3:  # refused here, not at the page's first image request
+            raise UserError(f"{args.run}: a 3-D run (--dims 3); stylemri explore works on 2-D slice runs only "
+                            f"(for volumes: stylemri generate RUN writes NIfTI volumes and mid-slice PNGs)")
         neighbours = None
         if args.data is not None:
             neighbours = load_training(args.data, service.model.config, service.resolution, args.cache_dir)

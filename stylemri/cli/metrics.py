@@ -121,6 +121,9 @@ def _print_skipped(info: dict[str, Any]) -> None:
 
 
 def _sets(args: argparse.Namespace) -> tuple[list[Any], list[np.ndarray], dict[str, Any]]:
+    from stylemri.generate import check_seed
+
+    check_seed(args.seed)  # --batch is checked while parsing (options.batch_size)
     cfgs = _configs(args)
     datasets = [_load(c) for c in cfgs]
     subsets = [_subset(ds, args.num, args.seed) for ds in datasets]

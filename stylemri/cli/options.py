@@ -64,8 +64,20 @@ def check_batch(batch: int) -> int:
 
 
 def seed(text: str) -> int:
-    """--seed: an integer seed."""
+    """--seed: an integer seed (each command checks its range with generate.check_seed(seed, count): the
+    --num consecutive seeds it starts must all lie in [0, 2^32))."""
     return _number("--seed", text, int, "an integer seed")
+
+
+MAX_W_SAMPLES = 100_000  # latents averaged for a mean w (NVlabs' projector uses 10,000)
+
+
+def w_samples(text: str) -> int:
+    """--w-samples: 1 to 100,000 latents averaged for a mean w (project's start, edit/interpolate class means)."""
+    value = _number("--w-samples", text, int, "a whole number of latents")
+    if not 1 <= value <= MAX_W_SAMPLES:
+        raise UserError(f"--w-samples {value}: expected 1 to {MAX_W_SAMPLES:,} latents for the mean w")
+    return value
 
 
 def resolution(text: str) -> int:
@@ -141,7 +153,7 @@ SHARED: dict[str, Flag] = {f.name: f for f in (
     Flag("--arch", None, str, ARCHS, help="architecture: stylegan (2019, progressive) or stylegan2 (2020)"),
     Flag("--dims", None, int, (2, 3),
          help="2 = slices (default); 3 = whole NIfTI volumes, 3-D StyleGAN2 (docs/volumes.md)"),
-    Flag("--w-samples", "N", count, old=("--class-samples",)),
+    Flag("--w-samples", "N", w_samples, old=("--class-samples",)),
 )}
 
 
@@ -398,4 +410,4 @@ __all__ = ["SHARED", "Flag", "SPLITS", "AXES", "NOISE_MODES", "add_flag", "add_a
            "require_outdir", "add_config_flags", "config_values", "add_num", "add_batch", "add_seed", "add_class", "add_run", "add_model_args",
            "add_trunc", "add_sampling_args", "add_data_args", "add_subject_args", "data_config_from_args",
            "subject_options_from_args", "print_data_warnings", "cache_progress", "check_batch", "check_psi", "psi",
-           "count", "batch_size", "seed", "resolution", "fraction", "channels"]
+           "count", "batch_size", "seed", "w_samples", "MAX_W_SAMPLES", "resolution", "fraction", "channels"]

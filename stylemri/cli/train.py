@@ -32,7 +32,8 @@ examples:
   torchrun --nproc_per_node=4 -m stylemri train --data ~/data/AD_NC --batch 64   # 4 GPUs, global batch 64
 
 Values come from --preset (default auto: StyleGAN2-ADA's heuristics from resolution and process count),
-then from any flag given. Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits 0.
+then from any flag given. Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits 130
+(SIGINT) or 143 (SIGTERM); 0 only when the requested kimg is reached.
 docs/training.md explains every option and the files of a run.
 """
 
@@ -180,6 +181,17 @@ class ConsoleCallbacks:
         print(json.dumps(_jsonable(obj)), flush=True)
 
 
+# A clean stop that did not reach --kimg is not a success: 128 + the signal, as a shell reports a process
+# killed by it, so `make`, `&&` chains and schedulers (SLURM's afterok) do not go on from a half-trained run.
+# A rank stopped because another rank got the signal reports SIGTERM's code (what schedulers send).
+INTERRUPTED_EXIT = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+
+
+def interrupted_exit_code(signal_name: str | None) -> int:
+    """130 after SIGINT, 143 after SIGTERM (or a stop without a signal of our own)."""
+    return INTERRUPTED_EXIT.get(signal_name or "SIGTERM", INTERRUPTED_EXIT["SIGTERM"])
+
+
 class StopFlag:
     """SIGINT/SIGTERM set the flag (the loop finishes its step and checkpoints); a second SIGINT aborts."""
 
@@ -259,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             callbacks.close()
         if info.is_main:
             _report(result, run_dir, stop.signal, args)
-        return 0
+        return interrupted_exit_code(stop.signal) if result.interrupted else 0
     finally:
         held.close()
         ddp.shutdown(info)

@@ -43,6 +43,13 @@ def class_of(args: argparse.Namespace, model: TrainedModel, *, default_first: bo
     return k
 
 
+def refuse_volumes(model: TrainedModel, command: str, instead: str) -> None:
+    """One line, before any work, for a 3-D run given to a command that works on 2-D slice runs only."""
+    if model.config.network.dims == 3:
+        raise UserError(f"{model.run_dir}: a 3-D run (--dims 3); stylemri {command} works on 2-D slice runs only "
+                        f"({instead})")
+
+
 def describe(model: TrainedModel) -> str:
     classes = f"classes {', '.join(model.class_names)}" if model.conditional else "unconditional"
     return f"{model.checkpoint} ({model.kimg:g} kimg, {model.resolution} px, {classes})"
@@ -88,14 +95,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- mix
 
 
+MAX_MIX_CELLS = 1024  # rows x columns of one style-mixing figure (32 x 32): every cell is one synthesis
+
+
 def cmd_mix(args: argparse.Namespace) -> int:
     rows, cols = gen.parse_seeds(args.rows), gen.parse_seeds(args.cols)
+    if len(rows) * len(cols) > MAX_MIX_CELLS:
+        raise UserError(f"--rows {args.rows} --cols {args.cols}: {len(rows):,} x {len(cols):,} = "
+                        f"{len(rows) * len(cols):,} cells; expected at most {MAX_MIX_CELLS:,} (e.g. 32 x 32)")
     psi = args.trunc  # checked while parsing (options.psi)
     model = open_for(args)
     G = model.G
     layers = mixing.parse_styles(args.layers, G.num_ws, G.resolution)
     k = class_of(args, model, default_first=True)
     result = mixing.style_mixing(G, rows, cols, layers, psi=psi, noise_mode=args.noise, class_index=k)
+    if model.config.network.dims == 3:  # volumes: each cell shows its axial | coronal | sagittal mid-slices
+        from dataclasses import replace as with_fields
+
+        from stylemri.volumes_io import views_for
+
+        result = with_fields(result, row_images=views_for(result.row_images, 3),
+                             col_images=views_for(result.col_images, 3), mixed=views_for(result.mixed, 3))
     folder = out_folder(args, model, "mix")
     label = str(args.layers).replace(",", "_").replace("-", "to")
     path = io.save_image(folder / f"mix_{label}.png", mixing.mixing_grid(result))
@@ -110,13 +130,27 @@ def cmd_mix(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- interpolate
 
 
+MAX_INTERPOLATE_IMAGES = 4096  # frames x rows of one walk: all are synthesised, then written as one GIF + strip
+
+
+def _check_walk_size(args: argparse.Namespace, seeds: list[int]) -> None:
+    """Refuse a walk whose frames would not fit (e.g. --frames 10000000) before the model loads."""
+    keys = len([c for c in args.classes.split(",") if c.strip()]) if args.classes else len(seeds)
+    rows = 1 + len(seeds) if args.classes else 1
+    total = rows * (args.frames * (keys - 1) - (keys - 2)) if keys >= 2 and args.frames >= 2 else 0
+    if total > MAX_INTERPOLATE_IMAGES:
+        raise UserError(f"--frames {args.frames}: {total:,} images in the walk ({rows} row(s), {keys} keyframes); "
+                        f"expected at most {MAX_INTERPOLATE_IMAGES:,}: fewer frames or seeds")
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
     psi = args.trunc  # checked while parsing (options.psi)
     if args.zoom < 1 or args.zoom > 64:
         raise UserError(f"--zoom {args.zoom}: expected an integer from 1 to 64")
-    if args.fps <= 0 or args.fps > 100:
+    if not 0 < args.fps <= 100:  # also NaN
         raise UserError(f"--fps {args.fps}: expected frames per second between 0 and 100")
     seeds = gen.parse_seeds(args.seeds) if args.seeds else []
+    _check_walk_size(args, seeds)
     model = open_for(args)
     G = model.G
     folder = out_folder(args, model, "interpolate")
@@ -209,4 +243,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_interpolate)
 
 
-__all__ = ["register", "open_for", "out_folder", "class_of", "describe"]
+__all__ = ["register", "open_for", "out_folder", "class_of", "refuse_volumes", "describe"]

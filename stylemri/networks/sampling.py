@@ -117,13 +117,16 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], classes: Sequence[
     return torch.cat(out)
 
 
+MAX_CLASS_SAMPLES = 100_000  # latents per class mean (--w-samples): it bounds the run time of the mean
+
+
 @torch.no_grad()
 def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, batch: int = 256) -> torch.Tensor:
     """Mean w of each class (num_classes, w_dim) over `num_samples` random z per class (untruncated).
 
     For an unconditional model this is one row: the model's mean w."""
-    if num_samples < 1:
-        raise UserError(f"number of samples {num_samples}: expected at least 1")
+    if not 1 <= num_samples <= MAX_CLASS_SAMPLES:
+        raise UserError(f"--w-samples {num_samples}: expected 1 to {MAX_CLASS_SAMPLES:,} latents per class mean")
     gen = torch.Generator().manual_seed(seed)
     means = []
     for k in range(max(G.c_dim, 1)):
@@ -137,5 +140,6 @@ def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, ba
     return torch.stack(means)
 
 
-__all__ = ["NOISE_MODES", "seed_latents", "one_hot", "model_device", "check_noise", "map_latents", "synthesize",
+__all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES",
+           "seed_latents", "one_hot", "model_device", "check_noise", "map_latents", "synthesize",
            "generate_images", "class_mean_ws"]

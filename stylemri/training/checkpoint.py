@@ -324,6 +324,9 @@ def read_meta(json_path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: expected a stylemri checkpoint record ({FORMAT})")
     if not isinstance(meta.get("tensor_bytes"), int) or not isinstance(meta.get("tensor_sha256"), str):
         raise UserError(f"{path}: expected tensor_bytes and tensor_sha256 in the checkpoint record")
+    nimg = meta.get("nimg")
+    if isinstance(nimg, bool) or not isinstance(nimg, int) or nimg < 0:
+        raise UserError(f"{path}: nimg {nimg!r}: expected a non-negative integer (images trained so far)")
     return meta
 
 

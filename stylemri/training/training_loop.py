@@ -374,14 +374,20 @@ class Trainer:
         if "counters" not in meta:
             raise UserError(f"{path}: an imported model ({(meta.get('imported') or {}).get('format', 'no training state')}), "
                             f"not a training checkpoint to resume; start a new run from it with --init")
-        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-            module.load_state_dict(ckpt.unpack_module(name, tensors))
-        self.opt_G.load_state_dict(ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
-        self.opt_D.load_state_dict(ckpt.unpack_optimizer("opt_D", tensors, meta["opt_D"]))
-        self.loss.pl_mean.copy_(tensors["loss.pl_mean"].reshape([]).to(self.device))
-        c = meta["counters"]
-        self.nimg, self.step_idx, self.tick = int(c["nimg"]), int(c["step"]), int(c["tick"])
-        self.tick_start_nimg = int(c["tick_start_nimg"])
+        try:  # tensors of another architecture (a config.json edited, files copied between runs): one line
+            for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+                module.load_state_dict(ckpt.unpack_module(name, tensors))
+            self.opt_G.load_state_dict(ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
+            self.opt_D.load_state_dict(ckpt.unpack_optimizer("opt_D", tensors, meta["opt_D"]))
+            self.loss.pl_mean.copy_(tensors["loss.pl_mean"].reshape([]).to(self.device))
+            c = meta["counters"]
+            self.nimg, self.step_idx, self.tick = int(c["nimg"]), int(c["step"]), int(c["tick"])
+            self.tick_start_nimg = int(c["tick_start_nimg"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            first = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # the first mismatch
+            raise UserError(f"{path}: the checkpoint does not fit the run's configuration (network or optimizer "
+                            f"of another architecture, or a damaged record): {first[:200]}") from None
         self.resolution = c.get("resolution")
         self._last_phase = self.schedule.at(max(self.nimg - 1, 0)) if self.nimg else None
         if not keep_guard_counters:
