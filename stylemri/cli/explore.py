@@ -47,6 +47,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # first: a busy port fails before the model loads
     try:
         service = ModelService.open(args.run, args.checkpoint, args.device)
+        if service.model.covariates is not None:
+            from stylemri.cli.use import refuse_covariate_model
+
+            refuse_covariate_model(service.model, cmd_explore)
         neighbours = None
         if args.data is not None:
             neighbours = load_training(args.data, service.model.config, service.resolution, args.cache_dir)
