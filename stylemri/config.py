@@ -10,7 +10,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from stylemri.errors import UserError
 
@@ -111,6 +111,25 @@ def parse_ratio_or_none(text: str) -> float | None:
         raise UserError(f"--ema-rampup {text}: expected a number or none") from None
 
 
+def parse_condition(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`--condition age,sex` -> ("age", "sex"); empty names and repeats are an error."""
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text)]
+    if not items or any(not s for s in items):
+        raise UserError(f"--condition {text}: expected comma-separated column names of --labels, like age,sex")
+    lowered = [s.lower() for s in items]
+    repeated = sorted({s for s in items if lowered.count(s.lower()) > 1})
+    if repeated:
+        raise UserError(f"--condition {text}: {', '.join(repeated)} named more than once")
+    return tuple(items)
+
+
+def check_missing_mode(mode: str) -> str:
+    """`--missing`: drop (leave out images without a value) or indicator (keep them, flagged)."""
+    if mode not in ("drop", "indicator"):
+        raise UserError(f"--missing {mode}: expected drop or indicator")
+    return mode
+
+
 def parse_aug(spec: str) -> tuple[str, float]:
     """`ada`, `fixed:P`, `diffaugment` or `none` -> (mode, p)."""
     if spec in ("ada", "diffaugment", "none"):
@@ -195,6 +214,50 @@ class DataConfig:
     label_column: str | None = setting(None, group=None)  # which label column of `labels` is the class
     source_given: str | None = setting(None, flag=None)  # `source` as the user typed it (runs keep it)
     dims: int = setting(2, flag=None, label="--dims")  # 2: slices (C, R, R); 3: whole volumes (C, R, R, R)
+    condition: tuple[str, ...] = setting((), group="covariates", metavar="COL,...", parse=parse_condition,
+                                         help="condition G and D on these columns of --labels (numbers: continuous, "
+                                              "standardised; other values: categorical, one-hot), with or instead of "
+                                              "--conditional's classes (docs/covariates.md)")
+    missing: str = setting("drop", group="covariates", metavar="drop|indicator", parse=check_missing_mode,
+                           help="images without a row or with a missing --condition value: drop them (default) or "
+                                "keep them with a missing indicator per column")
+
+
+@dataclass(frozen=True)
+class CovariateColumn:
+    """One covariate as a run was trained on it: how its value becomes entries of the condition vector.
+
+    Continuous: (x - mean) / std, with the training range [low, high] that generation refuses to leave.
+    Categorical: one-hot over `categories` (sorted as seen in training)."""
+
+    name: str
+    kind: str  # continuous | categorical
+    mean: float = 0.0
+    std: float = 1.0
+    low: float = 0.0
+    high: float = 0.0
+    categories: tuple[str, ...] = ()
+    missing: int = 0  # training images without a value (dropped, or fed with the missing indicator)
+
+
+@dataclass(frozen=True)
+class CovariateScaling:
+    """Every covariate of a run and the missing-value rule: stored in config.json, used by every command.
+
+    The vector is [each column's entries in order] + [one missing indicator per column, with
+    `missing == "indicator"`]; a class model puts its one-hot before it."""
+
+    columns: tuple[CovariateColumn, ...] = ()
+    missing: str = "drop"  # drop | indicator
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def dim(self) -> int:
+        width = sum(1 if c.kind == "continuous" else len(c.categories) for c in self.columns)
+        return width + (len(self.columns) if self.missing == "indicator" else 0)
 
 
 @dataclass(frozen=True)
@@ -218,6 +281,7 @@ class NetworkConfig:
                                        "precision; default off)")
     d_map_layers: int = setting(8, flag=None, label="d_map_layers")  # label embedding of the projection D (NVlabs)
     dims: int = setting(2, group=None)  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
+    cov_dim: int = setting(0, flag=None, label="cov_dim (covariate vector size)")  # from --condition
 
     def __post_init__(self) -> None:
         _check(self, NETWORK_RULES)
@@ -336,6 +400,7 @@ NETWORK_RULES: list[Rule] = [
     ("resolution", lambda v: 4 <= v <= 1024 and int(v) & (int(v) - 1) == 0, "a power of two from 4 to 1024"),
     ("img_channels", _positive, "1 (grey MRI) or 3 (RGB)"),
     ("c_dim", lambda v: v >= 0, "0 (unconditional) or the number of classes"),
+    ("cov_dim", lambda v: v >= 0, "0 (no covariates) or the size of the covariate vector"),
     *((name, _positive, "a positive integer") for name in
       ("z_dim", "w_dim", "map_layers", "d_map_layers", "channel_base", "channel_max", "mbstd_group")),
     ("mbstd_features", lambda v: v >= 0, "0 (off) or more"),
@@ -384,6 +449,7 @@ class RunConfig:
     class_names: tuple[str, ...] = ()
     num_images: int = 0  # dataset size at the time of training
     voxel_mm: float | None = None  # 3-D runs: isotropic voxel size of the training volumes (NIfTI output)
+    covariates: CovariateScaling | None = None  # --condition runs: the covariates and their scaling
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -440,4 +506,6 @@ def replace(cfg: T, **changes: Any) -> T:
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
 
 
-__all__ = ["flag", "flag_of", "setting", "settings", "Setting", "resumable", "parse_aug", "DataConfig", "NetworkConfig", "TrainConfig", "RunConfig", "to_dict", "from_dict", "replace", "field"]
+__all__ = ["flag", "flag_of", "setting", "settings", "Setting", "resumable", "parse_aug", "parse_condition",
+           "check_missing_mode", "DataConfig", "CovariateColumn", "CovariateScaling", "NetworkConfig", "TrainConfig",
+           "RunConfig", "to_dict", "from_dict", "replace", "field"]

@@ -2,6 +2,7 @@
 
     model = stylemri.load("runs/00003-stylegan2-mni152-64", checkpoint="latest", device="auto")
     images = model.generate([0, 1, 2], class_name="AD", trunc=0.7)   # (3, 1, 64, 64) float32 in [-1, 1]
+    older = model.generate(range(8), covariates={"age": 80, "sex": "F"})  # a --condition run
 
 Which checkpoint (latest | best | KIMG), the EMA generator at the stage the run reached (a progressive
 run stopped early generates at the size it reached), the discriminator when a tool wants its features,
@@ -16,12 +17,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from stylemri.config import RunConfig, from_dict
+from stylemri.config import CovariateScaling, RunConfig, from_dict
+from stylemri.data.covariates import encode_settings
 from stylemri.device import resolve_device
 from stylemri.errors import UserError
 from stylemri.networks import build_discriminator, build_generator
@@ -85,23 +87,51 @@ class TrainedModel:
             return lowered.index(str(name).lower())
         raise UserError(f"--class {name}: the model has no such class; expected one of {', '.join(names) or '(none)'}")
 
+    @property
+    def covariates(self) -> CovariateScaling | None:
+        """A --condition run's covariates and their scaling (None for a class-only or unconditional model)."""
+        scaling = self.config.covariates
+        return scaling if scaling is not None and scaling.columns else None
+
+    def covariate_vectors(self, n: int, covariates: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+                          flag: str = "covariates") -> torch.Tensor | None:
+        """The encoded covariate vector of each of `n` images: one setting for all, or one per image; every
+        value checked (a covariate the model lacks, a value outside its training range: one UserError)."""
+        scaling = self.covariates
+        if scaling is None:
+            if covariates:
+                raise UserError(f"{flag}: this model was trained without covariates (no --condition); drop them")
+            return None
+        if covariates is None:
+            example = ",".join(f"{c.name}={c.categories[0] if c.categories else f'{(c.low + c.high) / 2:g}'}"
+                               for c in scaling.columns)
+            raise UserError(f"{flag}: this model is conditioned on {', '.join(scaling.names)}; expected a value for "
+                            f"each, e.g. {example}")
+        settings = [covariates] * n if isinstance(covariates, Mapping) else list(covariates)
+        if len(settings) != n:
+            raise UserError(f"{flag}: expected one setting or {n} (one per seed), got {len(settings)}")
+        return torch.from_numpy(encode_settings(scaling, settings, flag))
+
     def generate(self, seeds: Iterable[int], *, class_name: str | int | Sequence[str | int] | None = None,
-                 trunc: float = 1.0, noise: str = "const", batch: int = 1) -> torch.Tensor:
+                 trunc: float = 1.0, noise: str = "const", batch: int = 1,
+                 covariates: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> torch.Tensor:
         """One image per seed, (N, C, R, R) float32 in [-1, 1] (not clipped) on the CPU.
 
         Seed s names the same image whatever else is generated with it. `class_name`: one class for all
         seeds, or one per seed; None on a conditional model gives seed s the class s mod num_classes.
         `noise`: const (stored maps, reproducible), random (drawn from each seed) or none. `batch`: images
         per forward pass; 1 (default) keeps every image bit-identical whatever else is generated, larger is
-        faster but may change the last bit (batched kernels sum in another order)."""
+        faster but may change the last bit (batched kernels sum in another order). `covariates` (a
+        --condition run): one {name: value} setting for every seed, or one per seed, e.g. {"age": 80}."""
         if isinstance(seeds, (int, str)):
             raise TypeError(f"seeds {seeds!r}: expected a sequence of seeds, e.g. [3] or range(16)")
         seeds = [int(s) for s in seeds]
         check_noise(noise)
         if not math.isfinite(trunc):
             raise UserError(f"trunc {trunc}: expected a finite truncation psi (1 = none)")
+        vectors = self.covariate_vectors(len(seeds), covariates)
         return generate_images(self.G, seeds, self.classes_for(seeds, class_name), psi=trunc, noise=noise,
-                               batch=batch)
+                               batch=batch, covariates=vectors)
 
     def classes_for(self, seeds: Sequence[int], class_name: str | int | Sequence[str | int] | None
                     ) -> list[int | None]:

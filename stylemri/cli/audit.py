@@ -117,6 +117,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     gen = None
     if args.run is not None:
         gen = open_generator(args.run, args.checkpoint, device, args.trunc)
+        if gen.model.covariates is not None:
+            from stylemri.cli.use import refuse_covariate_model
+
+            refuse_covariate_model(gen.model, cmd_audit)
         data_cfg = _data_config(args, replace(gen.data_config, resolution=gen.resolution))
         outdir = Path(args.outdir) if args.outdir else gen.default_outdir
     else:

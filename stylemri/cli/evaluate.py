@@ -72,7 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         changes["split"] = args.split
     if args.cache_dir is not None:
         changes["cache_dir"] = args.cache_dir
-    ds = load_dataset(replace(data_cfg, **changes))
+    ds = load_dataset(replace(data_cfg, **changes), covariates=model.covariates)
     if model.config.network.dims == 3:  # whole volumes: 3-D SWD, slice FID/KID per axis, nearest volume
         from stylemri.cli.evaluate_volumes import evaluate_volume_run
 
@@ -96,7 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         def generate(start: int, count: int, cls: str | None = cls) -> np.ndarray:
             seeds = range(args.seed + start, args.seed + start + count)
-            return to_uint8(model.generate(seeds, class_name=cls, trunc=args.trunc, noise="const", batch=args.batch))
+            return to_uint8(model.generate(seeds, class_name=cls, trunc=args.trunc, noise="const", batch=args.batch,
+                                           covariates=_real_settings(model, ds, seeds)))
 
         tag = cls or "all"
         results["per_class"][tag] = evaluate(
@@ -104,14 +105,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch, cache_dir=args.cache_dir, seed=args.seed,
             out_dir=out_dir / "evaluate" / tag if "memorization" in names else None,
         )
+    if model.covariates is not None:
+        results["covariates"] = _covariate_proof(args, model, ds, out_dir)
     path = out_dir / "metrics.json"
     write_json(path, results)
     _print_table(results)
+    if "covariates" in results:
+        _print_proof(results["covariates"])
     for tag, res in results["per_class"].items():
         for note in res.get("notes", ()):
             print(f"note ({tag}): {note}")
     print(f"wrote {path}")
     return 0
+
+
+def _real_settings(model: Any, ds: Any, seeds: range) -> list[dict[str, Any]] | None:
+    """A covariate model's settings for these seeds: each seed requests the covariates of a real sample
+    (drawn by the seed), so the generated set has the real joint distribution of the covariates."""
+    if model.covariates is None:
+        return None
+    from stylemri.analysis.covariate_proof import requested_settings
+
+    return [requested_settings(ds, 1, seed)[1][0] for seed in seeds]
+
+
+def _covariate_proof(args: argparse.Namespace, model: Any, ds: Any, out_dir: Path) -> dict[str, Any]:
+    """Is each covariate learned? The predictor and morphometry checks (analysis.covariate_proof), with a figure."""
+    from stylemri.analysis.covariate_proof import proof_figure, prove_covariates, public
+    from stylemri.io import save_figure
+
+    result = prove_covariates(model, ds, args.num, seed=args.seed, batch=args.batch, trunc=args.trunc)
+    figure = save_figure(proof_figure(result), out_dir / "covariates.png")
+    return {**public(result), "figure": str(figure)}
+
+
+def _print_proof(proof: dict[str, Any]) -> None:
+    for name, col in proof["columns"].items():
+        csf = col["morphometry"]["csf_fraction"]
+        if col["kind"] == "continuous":
+            print(f"covariate {name}: predicted from generated images r {_fmt(col['generated']['r'])} vs requested "
+                  f"(real held-out floor r {_fmt(col['real_holdout']['r'])}); dark-CSF fraction slope "
+                  f"{_fmt(csf['generated']['slope'], '{:.3g}')} generated, {_fmt(csf['real']['slope'], '{:.3g}')} real; "
+                  f"curve r {_fmt(csf['curve_r'])}")
+        else:
+            print(f"covariate {name}: classified from generated images, accuracy {_fmt(col['generated']['accuracy'])} "
+                  f"(real held-out floor {_fmt(col['real_holdout']['accuracy'])}, chance {_fmt(col['chance'])})")
+    print(f"covariate figure: {proof['figure']}")
 
 
 def _class_indices(ds: Any, cls: str) -> np.ndarray:

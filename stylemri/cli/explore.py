@@ -50,6 +50,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
         if service.model.config.network.dims == 3:  # refused here, not at the page's first image request
             raise UserError(f"{args.run}: a 3-D run (--dims 3); stylemri explore works on 2-D slice runs only "
                             f"(for volumes: stylemri generate RUN writes NIfTI volumes and mid-slice PNGs)")
+        if service.model.covariates is not None:
+            from stylemri.cli.use import refuse_covariate_model
+
+            refuse_covariate_model(service.model, cmd_explore)
         neighbours = None
         if args.data is not None:
             neighbours = load_training(args.data, service.model.config, service.resolution, args.cache_dir)

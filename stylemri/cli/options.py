@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stylemri.config import DataConfig, check_resolution
-from stylemri.data.decode import AXES
 from stylemri.device import DEVICE_HELP
 from stylemri.errors import UserError
 from stylemri.networks import ARCHS
 from stylemri.networks.sampling import NOISE_MODES
 
 SPLITS = ("train", "validate", "val", "test", "all")  # val = validate: split folders or a split file
+AXES = ("axial", "coronal", "sagittal")
 
 
 # ---- validators: parse one command-line string, or raise a UserError naming the flag ------------------------
@@ -101,6 +101,20 @@ def channels(text: str) -> int:
     return value
 
 
+def covariate_setting(text: str) -> dict[str, str]:
+    """--set age=80,sex=F: a covariate setting (checked against the model when it is loaded)."""
+    from stylemri.data.covariates import parse_setting
+
+    return parse_setting(text)
+
+
+def covariate_walk(text: str) -> tuple[str, float, float]:
+    """--walk age=60:90: the covariate that moves, from START to STOP."""
+    from stylemri.data.covariates import parse_walk
+
+    return parse_walk(text)
+
+
 # ---- the table ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Flag:
@@ -154,6 +168,10 @@ SHARED: dict[str, Flag] = {f.name: f for f in (
     Flag("--dims", None, int, (2, 3),
          help="2 = slices (default); 3 = whole NIfTI volumes, 3-D StyleGAN2 (docs/volumes.md)"),
     Flag("--w-samples", "N", w_samples, old=("--class-samples",)),
+    Flag("--set", "NAME=V,...", covariate_setting,
+         help="covariates of a --condition model, e.g. age=80,sex=F (within the training range)"),
+    Flag("--walk", "NAME=START:STOP", covariate_walk,
+         help="covariate walk of a --condition model, e.g. age=60:90: same seed and noise, only it moves"),
 )}
 
 

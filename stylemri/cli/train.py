@@ -17,7 +17,7 @@ from stylemri.cli.options import (
     add_alias, add_config_flags, add_data_args, add_device, add_flag, add_outdir, cache_progress, config_values,
     data_config_from_args, print_data_warnings,
 )
-from stylemri.config import NetworkConfig, RunConfig, TrainConfig
+from stylemri.config import DataConfig, NetworkConfig, RunConfig, TrainConfig
 from stylemri.training.resolve import RunFlags, resolve_run, resume_run, run_data_config
 from stylemri.device import resolve_device
 from stylemri.errors import UserError, describe_oserror
@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar or tick lines; only the final summary")
     g.add_argument("--json-log", action="store_true", help="print one JSON object per tick and event on stdout")
     n, t = p.add_argument_group("network"), p.add_argument_group("training")
-    groups = {"run": g, "duration": g.add_mutually_exclusive_group(), "network": n, "training": t}
+    groups = {"run": g, "duration": g.add_mutually_exclusive_group(), "network": n, "training": t,
+              "covariates": p.add_argument_group("covariates (docs/covariates.md)")}
+    add_config_flags(groups, DataConfig, "data_")
     add_config_flags(groups, NetworkConfig, "net_")
     add_config_flags(groups, TrainConfig, "train_")
     t.add_argument("--lr", type=float, default=None, metavar="X", help="set both --g-lr and --d-lr")
@@ -91,7 +93,8 @@ def run_flags(args: argparse.Namespace) -> RunFlags:
         if getattr(args, key, None) is not None:
             net[key] = getattr(args, key)
     device_type = resolve_device(args.device).type
-    return RunFlags(network=net, train=config_values(args, TrainConfig, "train_"), data=data_config_from_args(args),
+    data = replace(data_config_from_args(args), **config_values(args, DataConfig, "data_"))  # + --condition, --missing
+    return RunFlags(network=net, train=config_values(args, TrainConfig, "train_"), data=data,
                     preset=args.preset, conditional=bool(args.conditional), xflip=args.xflip, lr=args.lr,
                     device_type=device_type)
 
@@ -237,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             data_cfg = cfg.data
         else:
             data_cfg = fresh_data
-        ds = _load_data(load_dataset, data_cfg, info, ddp)
+        ds = _load_data(load_dataset, data_cfg, info, ddp, cfg.covariates if args.resume is not None else None)
         if args.resume is not None:
             _check_same_data(cfg, ds, run_dir, args.allow_data_change)
         else:
@@ -285,15 +288,15 @@ def _resume_hint(run_dir: Path) -> str:
     return f"; {run_dir} holds no checkpoint yet: fix this and start the run again"
 
 
-def _load_data(load_dataset: Callable, data_cfg: Any, info: Any, ddp: Any) -> Any:
-    """Rank 0 prepares the cache first; the other ranks then read it."""
+def _load_data(load_dataset: Callable, data_cfg: Any, info: Any, ddp: Any, covariates: Any = None) -> Any:
+    """Rank 0 prepares the cache first; the other ranks then read it. `covariates`: a resumed run's scaling."""
     ds = None
     if info.is_main:
-        ds = load_dataset(data_cfg, progress=cache_progress())
+        ds = load_dataset(data_cfg, progress=cache_progress(), covariates=covariates)
         print_data_warnings(ds.report)
     ddp.barrier(info)
     if ds is None:
-        ds = load_dataset(data_cfg)
+        ds = load_dataset(data_cfg, covariates=covariates)
     return ds
 
 

@@ -19,13 +19,26 @@ from stylemri.cli.options import (
     add_batch, add_class, add_flag, add_model_args, add_num, add_sampling_args, 
     require_outdir,
 )
+from stylemri.config import to_dict
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
 
 
-def open_for(args: argparse.Namespace, run: str | None = None, checkpoint: str | None = None) -> TrainedModel:
-    """The model a command's RUN, --checkpoint and --device name."""
-    return stylemri.load(run or args.run, checkpoint=checkpoint or args.checkpoint, device=args.device)
+def open_for(args: argparse.Namespace, run: str | None = None, checkpoint: str | None = None, *,
+             covariates_ok: bool = False) -> TrainedModel:
+    """The model a command's RUN, --checkpoint and --device name. A --condition model only for the commands
+    that feed it covariates (generate --set, interpolate --walk): the others refuse it in one line."""
+    model = stylemri.load(run or args.run, checkpoint=checkpoint or args.checkpoint, device=args.device)
+    if model.covariates is not None and not covariates_ok:
+        refuse_covariate_model(model, getattr(args, "func", None))
+    return model
+
+
+def refuse_covariate_model(model: TrainedModel, command: object) -> None:
+    name = getattr(command, "__name__", "this command").removeprefix("cmd_")
+    raise UserError(f"{name}: {model.run_dir} is conditioned on covariates ({', '.join(model.covariates.names)}), "
+                    "which this command does not feed yet; expected a class or unconditional model (covariate "
+                    "models: generate --set, interpolate --walk, evaluate; docs/covariates.md)")
 
 
 def out_folder(args: argparse.Namespace, model: TrainedModel, command: str | None) -> Path:
@@ -52,6 +65,8 @@ def refuse_volumes(model: TrainedModel, command: str, instead: str) -> None:
 
 def describe(model: TrainedModel) -> str:
     classes = f"classes {', '.join(model.class_names)}" if model.conditional else "unconditional"
+    if model.covariates is not None:
+        classes = ("" if not model.conditional else classes + ", ") + f"covariates {', '.join(model.covariates.names)}"
     return f"{model.checkpoint} ({model.kimg:g} kimg, {model.resolution} px, {classes})"
 
 
@@ -67,14 +82,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         seeds = gen.seeds_from_num(16 if args.num is None else args.num)
     psi = args.trunc  # checked while parsing (options.psi)
-    model = open_for(args)
+    setting = args.set  # a dict (options.covariate_setting), checked against the model below
+    model = open_for(args, covariates_ok=True)
     k = class_of(args, model, default_first=False)
     samples = gen.plan_samples(seeds, k, model.class_names, model.G.c_dim)
     folder = outdir / model.tag
+    vector = model.covariate_vectors(1, setting, flag="--set")  # checked before anything is written
+    if setting is not None and vector is not None:
+        folder = folder / ("set_" + "_".join(f"{gen.safe_name(n)}-{gen.safe_name(v)}" for n, v in setting.items()))
 
     def images_of(part: list[gen.Sample]) -> torch.Tensor:
         return model.generate([s.seed for s in part], class_name=[s.class_index for s in part] if model.conditional
-                              else None, trunc=psi, noise=args.noise, batch=args.batch)
+                              else None, trunc=psi, noise=args.noise, batch=args.batch, covariates=setting)
 
     if model.config.network.dims == 3:  # whole volumes: one .nii.gz (real affine) + mid-slice PNG each
         images = images_of(samples)
@@ -84,8 +103,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
               f"voxels of {model.config.voxel_mm or 1.0:.3g} mm, psi {psi:g}, noise {args.noise}) to {folder}")
         return 0
     written = gen.write_samples(folder, samples, images_of, args.format)
+    if vector is not None:  # the setting and the vector the networks saw, beside the images
+        io.write_json(folder / "covariates.json", {"set": setting, "vector": vector[0].tolist(),
+                                                   "scaling": to_dict(model.covariates)})
     what = "1 NIfTI volume" if args.format == "nifti" else f"{len(samples)} {args.format} images"
     print(f"model: {describe(model)}")
+    if setting is not None:
+        print(f"covariates: {', '.join(f'{n}={v}' for n, v in setting.items())}")
     print(f"wrote {what} + grid.png + index.csv ({model.resolution} px, psi {psi:g}, noise {args.noise}) to {folder}")
     if args.format == "nifti":
         print(f"volume: {written[0]}")
@@ -151,9 +175,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise UserError(f"--fps {args.fps}: expected frames per second between 0 and 100")
     seeds = gen.parse_seeds(args.seeds) if args.seeds else []
     _check_walk_size(args, seeds)
-    model = open_for(args)
+    if args.walk is not None:
+        return _covariate_walk(args, seeds, psi)
+    if args.set is not None:
+        raise UserError("--set: expected --walk NAME=START:STOP with it (the covariate that moves)")
+    model = open_for(args, covariates_ok=True)
     G = model.G
     folder = out_folder(args, model, "interpolate")
+    if model.covariates is not None:
+        raise UserError(f"this model is conditioned on {', '.join(model.covariates.names)}: walk one covariate with "
+                        f"--walk NAME=START:STOP (and --set for the others)")
     if args.classes:
         names = [c.strip() for c in args.classes.split(",") if c.strip()]
         if not G.c_dim:
@@ -187,6 +218,32 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _covariate_walk(args: argparse.Namespace, seeds: list[int], psi: float) -> int:
+    """--walk age=60:90: each seed's frames at evenly spaced values; strip, GIF and difference figure."""
+    from stylemri.analysis.covariate_walk import covariate_walk, difference_figure
+
+    name, start, stop = args.walk  # parsed by options.covariate_walk
+    fixed = args.set or {}
+    if args.classes:
+        raise UserError("--classes with --walk: expected one of them (a class walk or a covariate walk)")
+    model = open_for(args, covariates_ok=True)
+    walk = covariate_walk(model, seeds or [0], name, start, stop, args.frames, fixed, psi=psi, noise=args.noise,
+                          class_name=class_of(args, model, default_first=True))
+    folder = out_folder(args, model, "interpolate")
+    stem = f"walk_{gen.safe_name(walk.name)}_{start:g}-{stop:g}_seeds_{'_'.join(map(str, walk.seeds[:8]))}"
+    gif = interpolate.write_gif(folder / f"{stem}.gif", walk.frames, duration_ms=round(1000 / args.fps),
+                                zoom=args.zoom)
+    strip = interpolate.write_strip(folder / f"{stem}.png", walk.frames, zoom=args.zoom)
+    diff = io.save_figure(difference_figure(walk), folder / f"{stem}_difference.png")
+    print(f"model: {describe(model)}")
+    print(f"{walk.name} {start:g} -> {stop:g} in {len(walk.values)} frames, seeds {','.join(map(str, walk.seeds))}, "
+          f"same noise" + (f", {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed else ""))
+    print(f"wrote animation {gif}")
+    print(f"wrote strip {strip}")
+    print(f"wrote difference map {diff}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ register
 
 
@@ -200,6 +257,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_num(p, None, f"number of seeds, 0..N-1 (default: 16; at most {gen.MAX_IMAGES:,})")
     add_flag(p, "--seeds", default=None, help="seeds, e.g. 0-9,42 (instead of --num)")
     add_class(p, "class to generate (conditional models; default: every class)")
+    add_flag(p, "--set", default=None, help="covariates of a --condition model, e.g. age=80,sex=F (within the "
+                                            "training range; files go to DIR/kimg-<K>/set_age-80_sex-F/)")
     add_sampling_args(p)
     p.add_argument("--format", choices=gen.FORMATS, default="png",
                    help="png: 8-bit, exactly [-1,1] -> [0,255] rounded and clipped; png16: 16-bit; npy: float32 "
@@ -236,6 +295,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flag(p, "--classes", default=None, help="walk between these classes' mean w, e.g. NC,AD")
     add_class(p, "class of a seed walk on a conditional model (default: the first class)")
     add_flag(p, "--w-samples", default=2000, help="latents averaged per class mean (default: 2000)")
+    add_flag(p, "--walk", default=None, help="covariate walk of a --condition model, e.g. age=60:90: same seed "
+                                             "(--seeds, default 0) and noise, only the covariate moves; also writes "
+                                             "the difference to the first frame")
+    add_flag(p, "--set", default=None, help="with --walk: the other covariates, e.g. sex=F")
     p.add_argument("--fps", type=float, default=12.0, help="GIF frames per second (default: 12)")
     p.add_argument("--zoom", type=int, default=1, metavar="K",
                    help="enlarge the GIF and strip K times, nearest neighbour (default: 1)")
@@ -243,4 +306,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_interpolate)
 
 
-__all__ = ["register", "open_for", "out_folder", "class_of", "refuse_volumes", "describe"]
+__all__ = ["register", "open_for", "refuse_covariate_model", "out_folder", "class_of", "refuse_volumes", "describe"]

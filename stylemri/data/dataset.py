@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stylemri.config import DataConfig, check_resolution
+from stylemri.config import CovariateScaling, DataConfig, check_resolution
 from stylemri.data.annotate import SubjectSummary, annotate_samples
 from stylemri.data.cache import SPLIT_CODES, CacheData, Progress, load_or_build
 from stylemri.data.resample import area_downsample
@@ -79,7 +79,8 @@ class MRIDataset(Dataset):
 
     def __init__(self, config: DataConfig, cache: CacheData, rows: np.ndarray, labels: np.ndarray,
                  class_names: list[str], report: DataReport, fingerprint: str, *,
-                 subjects: np.ndarray | None = None, splits: np.ndarray | None = None):
+                 subjects: np.ndarray | None = None, splits: np.ndarray | None = None,
+                 covariates: Any = None):
         self.config = config
         self.class_names = list(class_names)
         self.labels = np.asarray(labels, np.int64)
@@ -106,6 +107,8 @@ class MRIDataset(Dataset):
         # per-sample subject IDs (patients): see stylemri.data.subjects
         self.subjects: np.ndarray = (np.asarray(subjects, dtype=object) if subjects is not None
                                      else np.array([""] * len(self._rows), dtype=object))
+        # --condition: stylemri.data.covariates.SampleCovariates (scaling, per-sample vectors and raw values)
+        self.covariates = covariates
 
     # -- pickling for DataLoader workers under spawn: reopen the memmaps instead of copying them --------
     def __getstate__(self) -> dict[str, Any]:
@@ -209,8 +212,12 @@ def _as_index_array(indices: IndexLike) -> np.ndarray:
     return arr.astype(np.int64) if arr.size == 0 else arr
 
 
-def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress | None = None) -> MRIDataset:
-    """Scan `cfg.source`, build or reuse its prepared cache, select split and classes, return the dataset."""
+def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress | None = None,
+                 covariates: CovariateScaling | None = None) -> MRIDataset:
+    """Scan `cfg.source`, build or reuse its prepared cache, select split and classes, return the dataset.
+
+    With `cfg.condition` the samples carry covariates (`ds.covariates`), encoded with `covariates` (a run's
+    stored scaling) or, when None, with a scaling fitted on this selection (a new run)."""
     _validate(cfg)
     scan = scan_source(cfg.source, cfg.axis)
     if cfg.dims == 3:
@@ -240,10 +247,12 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     meta = cache.meta
     samples = cache.samples
     root = Path(meta["root"])
+    paths = [str(root / rel) for rel, _, _ in meta["files"]]
+    class_table = cfg.labels if (cfg.label_column or not cfg.condition) else None  # --condition alone: no classes
     ann = annotate_samples(
-        [str(root / rel) for rel, _, _ in meta["files"]], [f.class_name for f in scan.files],
+        paths, [f.class_name for f in scan.files],
         [f.split for f in scan.files], samples["file"], samples["label"], meta["class_names"],
-        subject_pattern=cfg.subject_pattern, labels=cfg.labels, label_column=cfg.label_column,
+        subject_pattern=cfg.subject_pattern, labels=class_table, label_column=cfg.label_column,
         split_file=cfg.split_file,
     )
     warnings += ann.files.notes
@@ -258,6 +267,9 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     keep = np.isin(ann.labels, [all_classes.index(c) for c in wanted])
     if split != "all" and (scan.splits or cfg.split_file):
         keep &= ann.splits == split
+    cov_rows = None
+    if cfg.condition:
+        keep, cov_rows = _covariate_selection(cfg, keep, paths, ann.files.subjects, samples["file"], warnings)
     rows = np.flatnonzero(keep)
     if rows.size == 0:
         raise UserError(f"{cfg.source}: no samples for --split {split}"
@@ -267,8 +279,10 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
     remap[[all_classes.index(c) for c in wanted]] = np.arange(len(wanted))
     labels = remap[ann.labels[rows]]
     fp_parts: list[Any] = [meta["fingerprint"], split, wanted]
+    sample_cov = _sample_covariates(cov_rows, rows, covariates, cfg) if cov_rows is not None else None
     if cfg.split_file or cfg.labels:  # the tables change the selection: hash what was selected
-        fp_parts.append(hashlib.sha256(rows.tobytes() + labels.tobytes()).hexdigest())
+        extra = sample_cov.vectors.tobytes() if sample_cov is not None else b""
+        fp_parts.append(hashlib.sha256(rows.tobytes() + labels.tobytes() + extra).hexdigest())
     fingerprint = hashlib.sha256(json.dumps(fp_parts).encode()).hexdigest()[:16]
     stats, skipped = meta["stats"], meta["skipped"]
     if stats["upsampled"]:
@@ -294,7 +308,59 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
         cache_built=cache.built, build_seconds=float(meta["build_seconds"]), subjects=ann.summary(rows),
     )
     return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint, subjects=ann.subjects[rows],
-                      splits=ann.splits[rows])
+                      splits=ann.splits[rows], covariates=sample_cov)
+
+
+def _covariate_selection(cfg: DataConfig, keep: np.ndarray, paths: list[str], file_subjects: Sequence[str],
+                         sample_files: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, Any]:
+    """Read the --condition columns, count what is missing (a report line), drop it with --missing drop."""
+    from stylemri.data.covariates import match_covariates, missing_mask, read_covariate_table, sample_values
+
+    assert cfg.labels is not None
+    table = read_covariate_table(cfg.labels, cfg.condition)
+    per_file, unmatched_rows = match_covariates(table, paths, file_subjects)
+    values = sample_values(table, per_file, sample_files)
+    miss = missing_mask(values)
+    no_row = np.array([per_file[f] is None for f in sample_files], bool)
+    name = Path(cfg.labels).name
+    selected = int(keep.sum())
+    lacking = keep & (no_row | miss.any(axis=1))
+    usable = keep.copy() if cfg.missing == "indicator" else keep & ~miss.any(axis=1)  # indicator: all kept
+    if selected and not (usable & ~miss.all(axis=1)).any():
+        raise UserError(f"{cfg.labels}: every one of the {selected} selected images lacks a value of "
+                        f"{', '.join(table.names)} ({int((keep & no_row).sum())} match no row); expected rows whose "
+                        f"{table.key_kind} matches the images, with values")
+    if lacking.any():
+        per_col = ", ".join(f"{n} {int((keep & miss[:, j] & ~no_row).sum())}" for j, n in enumerate(table.names))
+        what = "dropped (--missing drop)" if cfg.missing == "drop" else "kept with the missing indicator on"
+        warnings.append(f"{name}: {int(lacking.sum())} of {selected} image(s) lack a covariate value "
+                        f"({int((keep & no_row).sum())} match no row; missing values: {per_col}); {what}")
+    if unmatched_rows:
+        warnings.append(f"{name}: {unmatched_rows} row(s) match no image of the source")
+    if table.conflicting:
+        warnings.append(f"{name}: {table.conflicting} value(s) disagree between rows of one {table.key_kind}; "
+                        "treated as missing")
+    return (keep & usable), (table, values)
+
+
+def _sample_covariates(cov_rows: Any, rows: np.ndarray, covariates: CovariateScaling | None, cfg: DataConfig) -> Any:
+    """The selected samples' covariates, encoded with a run's scaling or one fitted on them."""
+    from stylemri.data.covariates import SampleCovariates, encode, fit_scaling
+
+    table, values = cov_rows
+    picked = {k: v[rows] for k, v in values.items()}
+    scaling = covariates if covariates is not None else fit_scaling(table, picked, cfg.missing)
+    _check_scaling(scaling, table, cfg)
+    return SampleCovariates(scaling, encode(scaling, picked), picked)
+
+
+def _check_scaling(scaling: CovariateScaling, table: Any, cfg: DataConfig) -> None:
+    """A run's stored scaling must describe the same columns, of the same kinds, as the table read now."""
+    now = [(n.lower(), k) for n, k in zip(table.names, table.kinds)]
+    stored = [(c.name.lower(), c.kind) for c in scaling.columns]
+    if now != stored:
+        raise UserError(f"{cfg.labels}: its --condition columns are now {', '.join(f'{n} ({k})' for n, k in now)}; "
+                        f"the model was trained with {', '.join(f'{n} ({k})' for n, k in stored)}")
 
 
 def _split_rank(name: str) -> int:
@@ -315,3 +381,10 @@ def _validate(cfg: DataConfig) -> None:
         raise UserError(f"--split {cfg.split}: expected train, validate (val), test or all")
     if not 0.0 <= cfg.min_content <= 1.0:
         raise UserError(f"--min-content {cfg.min_content}: expected a fraction between 0 and 1")
+    if cfg.condition and not cfg.labels:
+        raise UserError(f"--condition {','.join(cfg.condition)}: expected --labels FILE.csv with it (the table "
+                        "that holds the covariates)")
+    if cfg.missing not in ("drop", "indicator"):
+        raise UserError(f"--missing {cfg.missing}: expected drop or indicator")
+    if cfg.missing != "drop" and not cfg.condition:
+        raise UserError(f"--missing {cfg.missing}: expected --condition COL,... with it")

@@ -59,15 +59,18 @@ class _RankBatches(Dataset):
     """Batch k of this rank as one item, so a DataLoader's workers can build whole batches in parallel."""
 
     def __init__(self, ds: MRIDataset, order: StreamOrder, batch_size: int, world_size: int, rank: int,
-                 start: int, resolution: int, xflip: bool):
-        self.ds, self.order = ds, order
+                 start: int, resolution: int, xflip: bool, conditions: np.ndarray | None = None):
+        self.ds, self.order, self.conditions = ds, order, conditions
         self.batch_size, self.world_size, self.rank, self.start = batch_size, world_size, rank, start
         self.resolution, self.xflip = resolution, xflip
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.start + k * self.batch_size * self.world_size + self.rank * self.batch_size
         idx, flips = self.order.take(first, self.batch_size)
-        return self.ds.batch_uint8(idx, self.resolution, flips if self.xflip else None)
+        pixels, labels = self.ds.batch_uint8(idx, self.resolution, flips if self.xflip else None)
+        if self.conditions is not None:  # covariate runs: each image's condition vector instead of its label
+            return pixels, torch.from_numpy(self.conditions[idx])
+        return pixels, labels
 
 
 class _Count(Sampler[int]):
@@ -79,11 +82,14 @@ class _Count(Sampler[int]):
 
 
 class InfiniteLoader:
-    """Endless (images (B, C, r, r) float32 in [-1, 1], labels int64 (B,)) on `device`; B is per rank."""
+    """Endless (images (B, C, r, r) float32 in [-1, 1], labels int64 (B,)) on `device`; B is per rank.
+
+    `conditions` (N, D) float32, one row per sample (a covariate run's class one-hot + covariate vector):
+    yielded in place of the labels, so each real image travels with its own condition."""
 
     def __init__(self, ds: MRIDataset, batch_size: int, *, seed: int = 0, start: int = 0,
                  resolution: int | None = None, xflip: bool | None = None, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0, device: str | torch.device = "cpu"):
+                 num_workers: int = 0, device: str | torch.device = "cpu", conditions: np.ndarray | None = None):
         if batch_size <= 0:
             raise ValueError(f"batch_size {batch_size}: expected a positive integer")
         if world_size <= 0 or not 0 <= rank < world_size:
@@ -102,8 +108,10 @@ class InfiniteLoader:
         self.device = torch.device(device)
         self.start = start
         self.position = start  # samples of the global stream consumed so far (all ranks together)
+        if conditions is not None and len(conditions) != len(ds):
+            raise ValueError(f"conditions: expected one row per sample ({len(ds)}), got {len(conditions)}")
         self._batches = _RankBatches(ds, StreamOrder(len(ds), seed), batch_size, world_size, rank, start,
-                                     self.resolution, self.xflip)
+                                     self.resolution, self.xflip, conditions)
         self._step = 0
         self._iter: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylemri.data.decode import AXES  # the slicing axes, named once
 from stylemri.metrics.fid import fid_from_features
 from stylemri.metrics.kid import kid as kid_metric
 from stylemri.metrics.swd import SWDConfig, finalize_descriptors, pyramid_resolutions, sliced_wasserstein
 
+AXES = ("axial", "coronal", "sagittal")
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64) / 16.0
 
 

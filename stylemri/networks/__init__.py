@@ -39,6 +39,8 @@ def validate_config(cfg: NetworkConfig) -> NetworkConfig:
         raise UserError(f"img_channels {cfg.img_channels}: expected 1 (grey MRI) or 3 (RGB)")
     if cfg.c_dim < 0:
         raise UserError(f"c_dim {cfg.c_dim}: expected 0 (unconditional) or the number of classes")
+    if cfg.cov_dim < 0:
+        raise UserError(f"cov_dim {cfg.cov_dim}: expected 0 (no covariates) or the covariate vector size")
     for name in ("z_dim", "w_dim", "map_layers", "d_map_layers", "channel_base", "channel_max", "mbstd_group"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} {getattr(cfg, name)}: expected a positive integer")
@@ -67,7 +69,7 @@ def build_generator(cfg: NetworkConfig) -> Generator:
     else:
         synthesis = stylegan2.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base,
                                                cfg.channel_max, conv_clamp=cfg.conv_clamp)
-    return Generator(synthesis, cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.map_layers, cfg.map_lr_mul)
+    return Generator(synthesis, cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.map_layers, cfg.map_lr_mul, cov_dim=cfg.cov_dim)
 
 
 def build_discriminator(cfg: NetworkConfig) -> nn.Module:
@@ -75,7 +77,8 @@ def build_discriminator(cfg: NetworkConfig) -> nn.Module:
     validate_config(cfg)
     common = dict(c_dim=cfg.c_dim, resolution=cfg.resolution, img_channels=cfg.img_channels,
                   channel_base=cfg.channel_base, channel_max=cfg.channel_max, mbstd_group=cfg.mbstd_group,
-                  mbstd_features=cfg.mbstd_features, map_layers=cfg.d_map_layers, map_lr_mul=cfg.map_lr_mul)
+                  mbstd_features=cfg.mbstd_features, map_layers=cfg.d_map_layers, map_lr_mul=cfg.map_lr_mul,
+                  cov_dim=cfg.cov_dim)
     if cfg.dims == 3:
         return stylegan2_3d.Discriminator3d(**common, conv_clamp=cfg.conv_clamp)
     if cfg.arch == "stylegan":

@@ -74,14 +74,15 @@ class Generator(nn.Module):
     """z (+ label) -> mapping -> ws -> synthesis -> image in [-1, 1] scale; any synthesis with `num_ws`."""
 
     def __init__(self, synthesis: nn.Module, z_dim: int, c_dim: int, w_dim: int, map_layers: int,
-                 map_lr_mul: float) -> None:
+                 map_lr_mul: float, cov_dim: int = 0) -> None:
         super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.z_dim, self.c_dim, self.w_dim, self.cov_dim = z_dim, c_dim, w_dim, cov_dim
         self.img_channels = synthesis.img_channels
         self.resolution = synthesis.resolution
         self.synthesis = synthesis
         self.num_ws = synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=map_layers, lr_mul=map_lr_mul)
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=map_layers, lr_mul=map_lr_mul,
+                                      cov_dim=cov_dim)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -100,8 +101,8 @@ class Generator(nn.Module):
 
 
 def labels_for(d: nn.Module, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-    """Label embedding for a discriminator, validating shapes; None when unconditional."""
-    c = check_labels(c, d.c_dim, batch, "discriminator")
+    """Label (and covariate) embedding for a discriminator, validating shapes; None when unconditional."""
+    c = check_labels(c, d.c_dim + getattr(d, "cov_dim", 0), batch, "discriminator")
     return None if c is None else d.mapping(None, c)
 
 

@@ -1,4 +1,11 @@
-"""The mapping network z (+ class label) -> w, with the tracked average of w for the truncation trick."""
+"""The mapping network z (+ class label, + covariates) -> w, with the tracked average of w for truncation.
+
+The condition `c` is one float vector per sample: the class one-hot (c_dim entries), then the covariate
+vector (cov_dim entries: standardised values, one-hots, missing indicators; see stylemri.data.covariates).
+The class part is embedded and normalised as in NVlabs; the covariate part goes through its own linear
+embedding without normalisation, so that the size of a standardised value (age 60 vs 90) is not divided away.
+A class-only model (cov_dim 0) has exactly the parameters and outputs it had before covariates existed.
+"""
 
 from __future__ import annotations
 
@@ -29,18 +36,21 @@ class MappingNetwork(nn.Module):
     """
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
-                 lr_mul: float = 0.01, w_avg_beta: float | None = 0.995) -> None:
+                 lr_mul: float = 0.01, w_avg_beta: float | None = 0.995, cov_dim: int = 0) -> None:
         super().__init__()
-        if z_dim == 0 and c_dim == 0:
-            raise ValueError("MappingNetwork: needs a latent (z_dim > 0) or labels (c_dim > 0)")
+        if z_dim == 0 and c_dim == 0 and cov_dim == 0:
+            raise ValueError("MappingNetwork: needs a latent (z_dim > 0), labels (c_dim > 0) or covariates")
         if num_layers < 1:
             raise ValueError(f"map_layers {num_layers}: expected at least 1")
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.cov_dim = cov_dim
         self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
         embed_features = w_dim if c_dim > 0 else 0
         if c_dim > 0:
             self.embed = EqualLinear(c_dim, embed_features)
-        features = [z_dim + embed_features] + [w_dim] * num_layers
+        if cov_dim > 0:
+            self.cov_embed = EqualLinear(cov_dim, w_dim)
+        features = [z_dim + embed_features + (w_dim if cov_dim > 0 else 0)] + [w_dim] * num_layers
         for i in range(num_layers):
             setattr(self, f"fc{i}", EqualLinear(features[i], features[i + 1], activation="lrelu", lr_mul=lr_mul))
         if num_ws is not None and w_avg_beta is not None:
@@ -56,9 +66,11 @@ class MappingNetwork(nn.Module):
                 raise ValueError(f"mapping: expected z of shape (N, {self.z_dim}), got {None if z is None else tuple(z.shape)}")
             batch = z.shape[0]
             parts.append(normalize_2nd_moment(z.float()))
-        c = check_labels(c, self.c_dim, batch, "mapping")
-        if c is not None:
-            parts.append(normalize_2nd_moment(self.embed(c.float())))
+        c = check_labels(c, self.c_dim + self.cov_dim, batch, "mapping")
+        if c is not None and self.c_dim > 0:
+            parts.append(normalize_2nd_moment(self.embed(c[:, :self.c_dim].float())))
+        if c is not None and self.cov_dim > 0:
+            parts.append(self.cov_embed(c[:, self.c_dim:].float()))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
@@ -83,7 +95,8 @@ class MappingNetwork(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
+        cov = f", cov_dim={self.cov_dim}" if self.cov_dim else ""
+        return f"z_dim={self.z_dim}, c_dim={self.c_dim}{cov}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
 __all__ = ["MappingNetwork", "check_labels"]

@@ -40,6 +40,19 @@ def one_hot(indices: Sequence[int | None] | torch.Tensor, c_dim: int,
     return c
 
 
+def condition(class_part: torch.Tensor, covariates: torch.Tensor | None, cov_dim: int) -> torch.Tensor:
+    """The networks' condition vector: class one-hot (N, c_dim) then the covariate vector (N, cov_dim)."""
+    if cov_dim == 0:
+        if covariates is not None and covariates.numel() > 0:
+            raise ValueError("covariates given to a model trained without covariates")
+        return class_part
+    n = len(class_part)
+    if covariates is None or tuple(covariates.shape) != (n, cov_dim):
+        got = None if covariates is None else tuple(covariates.shape)
+        raise ValueError(f"a covariate model needs covariate vectors of shape ({n}, {cov_dim}), got {got}")
+    return torch.cat([class_part, covariates.to(class_part.device, torch.float32)], dim=1)
+
+
 def model_device(module: torch.nn.Module) -> torch.device:
     """Where a module's parameters (or buffers) live; CPU for an empty module."""
     for p in module.parameters():
@@ -95,9 +108,11 @@ def synthesize(G: torch.nn.Module, ws: torch.Tensor, *, noise: str = "const", ba
 
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: Sequence[int], classes: Sequence[int | None] | None = None, *,
-                    psi: float = 1.0, noise: str = "const", batch: int = 32) -> torch.Tensor:
+                    psi: float = 1.0, noise: str = "const", batch: int = 32,
+                    covariates: torch.Tensor | None = None) -> torch.Tensor:
     """One image per seed (and class index, for a conditional G): (N, C, R, R) float32 on the CPU.
 
+    `covariates`: a covariate model's encoded vectors (N, G.cov_dim), one per seed (stylemri.data.covariates).
     Seed s (with class k) gives the same image whatever else is asked for: its own z, its own noise."""
     seeds = [int(s) for s in seeds]
     check_noise(noise)
@@ -106,7 +121,7 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], classes: Sequence[
     if len(classes) != len(seeds):
         raise ValueError(f"{len(classes)} classes for {len(seeds)} seeds: expected one per seed")
     z = seed_latents(seeds, G.z_dim)
-    c = one_hot(classes, G.c_dim)
+    c = condition(one_hot(classes, G.c_dim), covariates, getattr(G, "cov_dim", 0))
     step = max(int(batch), 1)
     out = []
     for i in range(0, len(seeds), step):  # map and synthesise batch by batch: memory stays flat with N
@@ -140,6 +155,6 @@ def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, ba
     return torch.stack(means)
 
 
-__all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES",
-           "seed_latents", "one_hot", "model_device", "check_noise", "map_latents", "synthesize",
+__all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES", "seed_latents", "one_hot", "condition", "model_device", "check_noise",
+           "map_latents", "synthesize",
            "generate_images", "class_mean_ws"]

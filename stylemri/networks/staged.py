@@ -21,6 +21,7 @@ class StagedGenerator(nn.Module):
         self.G = G
         self.stage, self.alpha = int(stage), float(alpha)
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = G.z_dim, G.c_dim, G.w_dim, G.num_ws
+        self.cov_dim = getattr(G, "cov_dim", 0)
         self.img_channels = G.img_channels
         self.resolution = 4 * 2**self.stage
 
@@ -48,6 +49,7 @@ class StagedDiscriminator(nn.Module):
         self.D = D
         self.stage, self.alpha = int(stage), float(alpha)
         self.c_dim = D.c_dim
+        self.cov_dim = getattr(D, "cov_dim", 0)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, **_: Any) -> torch.Tensor:
         return self.D(img, c, stage=self.stage, alpha=self.alpha)

@@ -168,9 +168,10 @@ class Discriminator(nn.Module):
 
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, mbstd_group: int | None = 4, mbstd_features: int = 1,
-                 map_layers: int = 8, map_lr_mul: float = 0.01) -> None:
+                 map_layers: int = 8, map_lr_mul: float = 0.01, cov_dim: int = 0) -> None:
         super().__init__()
         self.c_dim, self.resolution, self.img_channels = c_dim, resolution, img_channels
+        self.cov_dim = cov_dim
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]  # ascending
         self.num_stages = len(self.block_resolutions) - 1
         self.fromrgb = nn.ModuleDict()
@@ -180,10 +181,10 @@ class Discriminator(nn.Module):
             if res > 4:
                 setattr(self, f"b{res}", DiscriminatorBlock(ch, channels_at(res // 2, channel_base, channel_max)))
         ch4 = channels_at(4, channel_base, channel_max)
-        cmap_dim = ch4 if c_dim > 0 else 0
-        if c_dim > 0:
+        cmap_dim = ch4 if c_dim + cov_dim > 0 else 0
+        if c_dim + cov_dim > 0:  # projection: score = <features, embed(class one-hot, covariates)>
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=map_layers, lr_mul=map_lr_mul,
-                                          w_avg_beta=None)
+                                          w_avg_beta=None, cov_dim=cov_dim)
         self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,

@@ -245,9 +245,10 @@ class Discriminator(nn.Module):
 
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, mbstd_group: int | None = 4, mbstd_features: int = 1,
-                 conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01) -> None:
+                 conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01, cov_dim: int = 0) -> None:
         super().__init__()
         self.c_dim, self.resolution, self.img_channels = c_dim, resolution, img_channels
+        self.cov_dim = cov_dim
         self.block_resolutions = [2 ** i for i in range(int(math.log2(resolution)), 2, -1)]
         for res in self.block_resolutions:
             tmp = channels_at(res, channel_base, channel_max)
@@ -255,10 +256,10 @@ class Discriminator(nn.Module):
                                        img_channels, conv_clamp=conv_clamp, conv=self.conv_class)
             setattr(self, f"b{res}", block)
         ch4 = channels_at(4, channel_base, channel_max)
-        cmap_dim = ch4 if c_dim > 0 else 0
-        if c_dim > 0:
+        cmap_dim = ch4 if c_dim + cov_dim > 0 else 0
+        if c_dim + cov_dim > 0:  # projection: score = <features, embed(class one-hot, covariates)>
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=map_layers, lr_mul=map_lr_mul,
-                                          w_avg_beta=None)
+                                          w_avg_beta=None, cov_dim=cov_dim)
         if resolution == 4:
             self.fromrgb4 = self.conv_class(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp)
         self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features, conv_clamp=conv_clamp,

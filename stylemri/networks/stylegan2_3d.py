@@ -131,9 +131,10 @@ class Discriminator3d(Discriminator):
 
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = VOLUME_CHANNEL_BASE,
                  channel_max: int = VOLUME_CHANNEL_MAX, mbstd_group: int | None = 4, mbstd_features: int = 1,
-                 conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01) -> None:
+                 conv_clamp: float | None = None, map_layers: int = 8, map_lr_mul: float = 0.01,
+                 cov_dim: int = 0) -> None:
         super().__init__(c_dim, resolution, img_channels, channel_base, channel_max, mbstd_group, mbstd_features,
-                         conv_clamp, map_layers, map_lr_mul)
+                         conv_clamp, map_layers, map_lr_mul, cov_dim=cov_dim)
 
 
 __all__ = [

@@ -73,6 +73,8 @@ def resolve_run(flags: RunFlags, dataset: Any, data_cfg: DataConfig, world_size:
     net["resolution"] = data_cfg.resolution  # decided once, by `run_data_config`
     net["img_channels"] = data_cfg.channels
     net["c_dim"] = dataset.num_classes if flags.conditional else 0
+    scaling = dataset.covariates.scaling if getattr(dataset, "covariates", None) is not None else None
+    net["cov_dim"] = scaling.dim if scaling is not None else 0  # --condition: the covariate vector's size
     if net.get("dims") == 3:
         volume_defaults(net, train)
     if "epochs" in train:
@@ -88,7 +90,7 @@ def resolve_run(flags: RunFlags, dataset: Any, data_cfg: DataConfig, world_size:
     data_cfg = replace(data_cfg, source=resolve_source(data_cfg.source), source_given=data_cfg.source)
     return RunConfig(data=data_cfg, network=net_cfg, train=train_cfg, version=__version__,
                      fingerprint=dataset.fingerprint, class_names=tuple(dataset.class_names),
-                     num_images=len(dataset), voxel_mm=getattr(dataset, "voxel_mm", None))
+                     num_images=len(dataset), voxel_mm=getattr(dataset, "voxel_mm", None), covariates=scaling)
 
 
 def resume_run(saved: RunConfig, flags: RunFlags, run_dir: Path | str = "") -> RunConfig:

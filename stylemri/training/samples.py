@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +30,26 @@ def grid_seeds(c_dim: int, resolution: int) -> tuple[list[int], list[int | None]
     return list(range(rows * cols)), [None] * (rows * cols), cols
 
 
+def covariate_grid(ds: Any, labels: np.ndarray | None, resolution: int
+                   ) -> tuple[list[int], list[int | None], torch.Tensor, int]:
+    """A covariate run's grid: one row per real sample spread from the lowest to the highest first covariate
+    (its class and covariates), seeds 0..cols-1 in each row; (seeds, classes, covariate vectors, columns)."""
+    from stylemri.data.covariates import ordering
+
+    cols = 8 if resolution <= 512 else 4
+    order = ordering(ds.covariates)
+    picks = order[np.linspace(0, len(order) - 1, min(8, len(order))).round().astype(int)]
+    seeds = [s for _ in picks for s in range(cols)]
+    classes = [int(labels[r]) if labels is not None else None for r in picks for _ in range(cols)]
+    vectors = torch.from_numpy(np.repeat(ds.covariates.vectors[picks], cols, axis=0))
+    return seeds, classes, vectors, cols
+
+
 def render_grid(G: torch.nn.Module, seeds: list[int], classes: list[int | None], stage: int | None = None,
-                alpha: float = 1.0, batch: int = 16) -> torch.Tensor:
+                alpha: float = 1.0, batch: int = 16, covariates: torch.Tensor | None = None) -> torch.Tensor:
     """The grid's images from G (normally G_ema) at a progressive stage; constant noise, no RNG consumed."""
-    return generate_images(at_stage(G, stage, alpha), seeds, classes, noise="const", batch=batch)
+    return generate_images(at_stage(G, stage, alpha), seeds, classes, noise="const", batch=batch,
+                           covariates=covariates)
 
 
 def save_progress_figure(samples_dir: Path, out_path: Path) -> Path | None:
@@ -63,4 +80,4 @@ def _resolution_of(path: Path) -> int:
     return int(re.findall(r"\d+", path.name)[0])
 
 
-__all__ = ["grid_seeds", "render_grid", "save_progress_figure"]
+__all__ = ["grid_seeds", "covariate_grid", "render_grid", "save_progress_figure"]

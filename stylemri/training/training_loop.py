@@ -40,7 +40,8 @@ from stylemri.training.run_dir import write_run_config
 from stylemri.training.schedules import is_scheduled, scheduled
 from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
-from stylemri.training.samples import grid_seeds, render_grid, save_progress_figure
+from stylemri.data.covariates import condition_vectors
+from stylemri.training.samples import covariate_grid, grid_seeds, render_grid, save_progress_figure
 from stylemri.training.schedule import Phase, Schedule, fade_reals, resets_optimizer
 from stylemri.training.transfer import frozen_parameters, init_modules
 from stylemri.volumes_io import mid_slices
@@ -98,6 +99,7 @@ class Trainer:
         self.device = self.dist.device
         self.cb = callbacks or Callbacks()
         self.c_dim = cfg.network.c_dim
+        self.cov_dim = cfg.network.cov_dim
         self._setup_backends()
         self._build_networks()
         self._build_optimizers()
@@ -183,7 +185,12 @@ class Trainer:
         self._last_phase: Phase | None = None
         self.loader: InfiniteLoader | None = None
         self.labels_np = np.asarray(self.ds.labels, dtype=np.int64)
+        self.cond_np = condition_vectors(self.labels_np, self.c_dim, self.ds.covariates.vectors) if self.cov_dim else None
         self.grid_seeds, self.grid_classes, self.grid_cols = grid_seeds(self.c_dim, self.cfg.network.resolution)
+        self.grid_covariates: torch.Tensor | None = None
+        if self.cond_np is not None:  # one row per covariate setting of real samples, low to high
+            self.grid_seeds, self.grid_classes, self.grid_covariates, self.grid_cols = covariate_grid(
+                self.ds, self.labels_np if self.c_dim else None, self.cfg.network.resolution)
         self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
         self.log: RunLog | None = None
         self.resumed_from: Path | None = None
@@ -236,13 +243,16 @@ class Trainer:
                            count=local, device=self.device, round_of=round_of)
 
     def _sample_c(self, purpose: str, total: int, round_of: tuple[int, int] = (0, 1)) -> torch.Tensor | None:
-        """Labels for generated images, drawn from the data's label distribution (this rank's rows)."""
-        if not self.c_dim:
+        """Labels for generated images, drawn from the data's label distribution (this rank's rows); with
+        covariates, whole condition vectors of real samples (class and covariates drawn together)."""
+        if not self.c_dim and self.cond_np is None:
             return None
         local = total // self.dist.world_size
         rand = BatchRandom(derive_seed(self.t.seed, self.step_idx, purpose), total, offset=self.dist.rank * local,
                            count=local, round_of=round_of)  # on the CPU: indices into a NumPy array
         idx = rand.randint(0, len(self.labels_np)).numpy()
+        if self.cond_np is not None:
+            return torch.from_numpy(self.cond_np[idx]).to(self.device)
         return one_hot(torch.from_numpy(self.labels_np[idx]).to(self.device), self.c_dim)
 
     def rounds(self, phase: Phase) -> int:
@@ -269,7 +279,7 @@ class Trainer:
         self.loader = InfiniteLoader(self.ds, phase.batch // self.dist.world_size, seed=self.t.seed, start=self.nimg,
                                      resolution=phase.resolution, rank=self.dist.rank,
                                      world_size=self.dist.world_size, num_workers=self.t.num_workers,
-                                     device=self.device)
+                                     device=self.device, conditions=self.cond_np)
 
     # ---- checkpoint state ---------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -359,13 +369,15 @@ class Trainer:
 
         def generate(start: int, count: int) -> np.ndarray:
             seeds = [(base + i) % 2**32 for i in range(start, start + count)]
-            classes = None
-            if self.c_dim:  # image i's label: a draw from the data's labels by its own seed
-                classes = [int(self.labels_np[np.random.RandomState(s ^ 0x5BD1E995).randint(len(self.labels_np))])
-                           for s in seeds]
+            classes, covariates = None, None
+            if self.c_dim or self.cov_dim:  # image i's label: a draw from the data's labels by its own seed
+                rows = [np.random.RandomState(s ^ 0x5BD1E995).randint(len(self.labels_np)) for s in seeds]
+                classes = [int(self.labels_np[r]) for r in rows] if self.c_dim else None
+                if self.cov_dim:
+                    covariates = torch.from_numpy(self.ds.covariates.vectors[rows])
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # per-image noise seeds must not move training's RNG
-                return to_uint8(generate_images(G, seeds, classes, noise="random", batch=16))
+                return to_uint8(generate_images(G, seeds, classes, noise="random", batch=16, covariates=covariates))
 
         return generate
 
@@ -471,7 +483,7 @@ class Trainer:
         real = fade_reals(real, phase)
         if self.t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        real_c = one_hot(labels.to(self.device), self.c_dim)
+        real_c = labels.to(self.device) if self.cond_np is not None else one_hot(labels.to(self.device), self.c_dim)
         step_stats: dict[str, float] = {}
         skipped = False
         for name, module, opt, gain in self._phases():
@@ -683,7 +695,8 @@ class Trainer:
 
     def _write_samples(self, tag: str) -> list[Path]:
         phase = self.schedule.at(max(self.nimg - 1, 0))  # volumes: axial | coronal | sagittal mid-slices
-        images = mid_slices(render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha))
+        images = mid_slices(render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha,
+                                             covariates=self.grid_covariates))
         path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
         if self.log is not None:
             self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
@@ -695,7 +708,8 @@ class Trainer:
             return
         stage = int(math.log2(resolution)) - 2
         n = min(8, len(self.grid_seeds))
-        images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage, 1.0)
+        images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage, 1.0,
+                             covariates=None if self.grid_covariates is None else self.grid_covariates[:n])
         save_grid(self.run_dir / "samples" / f"progress-{resolution:04d}px.png", images, ncols=n)
         self._progress_figure(final=False)
 
@@ -707,6 +721,7 @@ class Trainer:
             stage = int(math.log2(self.resolution)) - 2
             n = min(8, len(self.grid_seeds))
             images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage,
-                                 self.schedule.at(max(self.nimg - 1, 0)).alpha)
+                                 self.schedule.at(max(self.nimg - 1, 0)).alpha,
+                                 covariates=None if self.grid_covariates is None else self.grid_covariates[:n])
             save_grid(self.run_dir / "samples" / f"progress-{self.resolution:04d}px.png", images, ncols=n)
         save_progress_figure(self.run_dir / "samples", self.run_dir / "plots" / "progress_resolutions.png")
