@@ -90,7 +90,7 @@ class TrainedModel:
     @property
     def covariates(self) -> CovariateScaling | None:
         """A --condition run's covariates and their scaling (None for a class-only or unconditional model)."""
-        scaling = self.config.covariates
+        scaling = getattr(self.config, "covariates", None)  # a model built by hand may have no config
         return scaling if scaling is not None and scaling.columns else None
 
     def covariate_vectors(self, n: int, covariates: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
