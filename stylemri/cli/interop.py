@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stylemri.cli.options import add_outdir
+from stylemri.cli.options import add_flag, add_outdir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run", metavar="RUN", help="training run folder (or one checkpoint's .json/.safetensors)")
     e.add_argument("--format", required=True, choices=FORMATS, help="onnx (needs the export extra), "
                    "torchscript or safetensors")
-    e.add_argument("--checkpoint", default="latest", metavar="latest|best|KIMG",
-                   help="which checkpoint of the run (default: latest)")
+    add_flag(e, "--checkpoint", default="latest")
     add_outdir(e, "output folder (default: RUN/exports); files go to DIR/kimg-<K>/")
     e.set_defaults(func=cmd_export)
 
