@@ -72,9 +72,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if not is_loopback(args.host):
         print(f"stylemri: warning: --host {args.host}: the explorer is reachable from other machines, "
               f"without authentication", file=sys.stderr)
-    print(f"serving on {url_of(sock)}  (Ctrl-C stops)", flush=True)
     try:
-        serve(app, sock)
+        serve(app, sock, ready=lambda: print(f"serving on {url_of(sock)}  (Ctrl-C stops)", flush=True))
     except KeyboardInterrupt:
         pass
     finally:  # stopped: a Ctrl-C that uvicorn re-raises late must not turn a clean stop into exit 130

@@ -4,8 +4,9 @@ run uvicorn on it until Ctrl-C, which uvicorn turns into a graceful shutdown."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from stylemri.errors import UserError
 
@@ -48,15 +49,21 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
-    """Run `app` on the bound socket until interrupted (Ctrl-C / SIGTERM stop it gracefully)."""
+def serve(app: Any, sock: socket.socket, log_level: str = "warning", ready: Callable[[], None] | None = None) -> None:
+    """Run `app` on the bound socket until interrupted (Ctrl-C / SIGTERM stop it gracefully). `ready` runs
+    (e.g. prints the URL) once a Ctrl-C already stops the server: one that lands before uvicorn installs its
+    own handlers asks it to exit at start-up instead of being lost in the event loop's start."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: setattr(server, "should_exit", True))
     try:
+        if ready is not None:
+            ready()
         server.run(sockets=[sock])
     finally:
+        signal.signal(signal.SIGINT, previous)
         sock.close()
 
 
