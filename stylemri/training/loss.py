@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -42,6 +43,15 @@ from stylemri.training.schedule import Phase
 RandomFactory = Callable[[str, int], BatchRandom]  # (purpose, global rows) -> draws for this rank's rows
 LabelSampler = Callable[[str, int], "torch.Tensor | None"]  # (purpose, global rows) -> this rank's one-hot labels
 Reducer = Callable[[torch.Tensor], torch.Tensor]  # mean over ranks (identity on one process)
+
+
+def main_passes(G: torch.nn.Module, D: torch.nn.Module, compiled: bool) -> tuple[Any, torch.nn.Module]:
+    """The G (``.mapping`` / ``.synthesis``) and D that the main phases call: the networks themselves, or
+    their ``torch.compile`` twins (``--compile``). One boundary, so that tests/test_compile.py can compare the
+    fast path against the eager reference; R1/R2/path length always use the eager networks (double backward)."""
+    if not compiled:
+        return G, D
+    return SimpleNamespace(mapping=torch.compile(G.mapping), synthesis=torch.compile(G.synthesis)), torch.compile(D)
 
 
 class StyleGANLoss:

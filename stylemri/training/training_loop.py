@@ -14,7 +14,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +32,7 @@ from stylemri.training import distributed as ddp
 from stylemri.training.augment import AdaController, build_augment
 from stylemri.training.ema import ema_beta, update_ema
 from stylemri.training.logs import RunLog
-from stylemri.training.loss import StyleGANLoss
+from stylemri.training.loss import StyleGANLoss, main_passes
 from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
@@ -159,10 +158,7 @@ class Trainer:
         p0 = 1.0 if self.t.aug == "diffaugment" else self.t.aug_p
         self.ada = AdaController(p=p0, target=self.t.ada_target, interval=self.t.ada_interval,
                                  ada_kimg=self.t.ada_kimg, adaptive=self.t.aug == "ada") if self.augment else None
-        G_main, D_main = self.G, self.D
-        if self.t.compile:
-            G_main = SimpleNamespace(mapping=torch.compile(self.G.mapping), synthesis=torch.compile(self.G.synthesis))
-            D_main = torch.compile(self.D)
+        G_main, D_main = main_passes(self.G, self.D, self.t.compile)
         self.loss = StyleGANLoss(self.G, self.D, self.t, augment=self.augment, ada=self.ada,
                                  G_main=G_main, D_main=D_main,
                                  reduce_mean=lambda x: ddp.all_reduce_mean(x, self.dist),
