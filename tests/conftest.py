@@ -139,3 +139,20 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def phase_rng(purpose: str, total: int):
+    """The per-purpose draws `StyleGANLoss.accumulate_gradients` asks for, in the loss tests: seeded by the
+    purpose's characters, so they are the same in every process (str hashes are salted per process)."""
+    from stylemri.training.rng import BatchRandom
+
+    return BatchRandom(sum(map(ord, purpose)), total)
+
+
+def take_grads(module) -> list:
+    """Each parameter's gradient (zeros where it has none), then cleared: the gradients of one loss phase."""
+    import torch
+
+    out = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.parameters()]
+    module.zero_grad(set_to_none=True)
+    return out

@@ -9,30 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import phase_rng, take_grads
 from stylemri.config import NetworkConfig, TrainConfig
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.training.loss import StyleGANLoss, main_passes
-from stylemri.training.rng import BatchRandom
 from stylemri.training.schedule import Phase
 
 N = 4
 PHASE = Phase(resolution=8, stage=None, alpha=1.0, batch=N, fading=False)
 
 
-def rng(purpose: str, total: int) -> BatchRandom:
-    return BatchRandom(sum(map(ord, purpose)), total)
-
-
 def phase_grads(loss: StyleGANLoss, name: str, real: torch.Tensor, real_c: torch.Tensor
                 ) -> tuple[dict, list[torch.Tensor]]:
     torch.manual_seed(5)  # the networks' per-pixel noise
     stats = loss.accumulate_gradients(name, real=real, real_c=real_c, sample_c=lambda p, t: real_c, phase=PHASE,
-                                      rng=rng, total=N)
-    grads = []
-    for net in (loss.G, loss.D):
-        grads += [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
-        net.zero_grad(set_to_none=True)
-    return stats, grads
+                                      rng=phase_rng, total=N)
+    return stats, take_grads(loss.G) + take_grads(loss.D)
 
 
 def test_main_passes_without_compile_are_the_networks_themselves() -> None:

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_FLAGS, one_line_error, run_cli
+from conftest import phase_rng as rng
+from conftest import take_grads as grads
 from stylemri.config import NetworkConfig, TrainConfig
 from stylemri.errors import UserError
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.training import presets
 from stylemri.training.loss import StyleGANLoss
-from stylemri.training.rng import BatchRandom
 from stylemri.training.schedule import Phase
 from stylemri.training.schedules import cosine, is_scheduled, scheduled
 
@@ -37,10 +38,6 @@ def parts(one_thread):
     return G, D, loss, real, real_c
 
 
-def rng(purpose: str, total: int) -> BatchRandom:
-    return BatchRandom(hash(purpose) % 2**31, total)
-
-
 def accumulate(loss: StyleGANLoss, name: str, real: torch.Tensor, real_c: torch.Tensor) -> dict:
     torch.manual_seed(5)  # the networks' noise
     return loss.accumulate_gradients(name, real=real, real_c=real_c, sample_c=lambda p, t: None, phase=PHASE,
@@ -51,12 +48,6 @@ def fake_of(G: torch.nn.Module, purpose: str, c: torch.Tensor) -> torch.Tensor:
     """The fake the loss generates for `purpose`: its z is the first draw of that purpose's generator."""
     torch.manual_seed(5)
     return G.synthesis(G.mapping(rng(purpose, N).randn(G.z_dim), c))
-
-
-def grads(module: torch.nn.Module) -> list[torch.Tensor]:
-    out = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.parameters()]
-    module.zero_grad(set_to_none=True)
-    return out
 
 
 def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
