@@ -23,7 +23,8 @@ install: $(STAMP)
 # grid generated from the model. Every training value is written out so the recipe means the same when
 # defaults change. Real x-flips stay off (the default): mirroring a sagittal slice turns the head around.
 # Measure it with `python benchmarks/bench_quality.py --run runs/demo/00000-mni152-32` (README).
-# `make demo-long` trains the same recipe for DEMO_LONG_KIMG kimg (about 45 minutes).
+# `make demo-long` trains the same recipe for DEMO_LONG_KIMG kimg (about 45 minutes); every checkpoint is kept
+# (one per 20 kimg) so that `bench_quality.py --run RUN --all-checkpoints` draws its curve.
 DEMO ?= runs/demo
 DEMO_KIMG ?= 64
 DEMO_LONG_KIMG ?= 210
@@ -31,7 +32,7 @@ DEMO_NET ?= --preset auto --arch stylegan2 --resolution 32 --conditional --seed 
 	--channel-base 1024 --channel-max 64 --z-dim 64 --w-dim 64 --map-layers 2 --mbstd-group 4
 DEMO_REST ?= --g-lr 0.0025 --d-lr 0.0025 --betas 0,0.99 --r1-interval 16 --pl-weight 0 \
 	--style-mixing 0.9 --ema-kimg 5 --ema-rampup 0.05 --aug ada --aug-p 0 --ada-target 0.6 --ada-interval 4 \
-	--ada-kimg 50 --precision fp32 --channels-last --workers 0 --tick-kimg 2 --sample-ticks 5 --checkpoint-ticks 10
+	--ada-kimg 50 --precision fp32 --channels-last --workers 0 --tick-kimg 2 --sample-ticks 5 --checkpoint-ticks 10 --keep-checkpoints 12
 DEMO_TRAIN ?= $(DEMO_NET) --loss r3gan --r1-gamma 0.4 $(DEMO_REST) --kimg $(DEMO_KIMG)
 # The same recipe with the non-saturating loss (the demo before the search): what
 # benchmarks/bench_vs_nvlabs.py trains on both sides, NVlabs having no r3gan.
