@@ -27,7 +27,7 @@ install: $(STAMP)
 # (one per 20 kimg) so that `bench_quality.py --run RUN --all-checkpoints` draws its curve.
 DEMO ?= runs/demo
 DEMO_KIMG ?= 64
-DEMO_LONG_KIMG ?= 210
+DEMO_LONG_KIMG ?= 160
 DEMO_NET ?= --preset auto --arch stylegan2 --resolution 32 --conditional --seed 0 --batch 16 \
 	--channel-base 1024 --channel-max 64 --z-dim 64 --w-dim 64 --map-layers 2 --mbstd-group 4
 DEMO_REST ?= --g-lr 0.0025 --d-lr 0.0025 --betas 0,0.99 --r1-interval 16 --pl-weight 0 \
