@@ -27,7 +27,7 @@ from stylemri.networks.layers3d import conv3d_resample_reference
 from stylemri.networks.mapping import MappingNetwork
 from stylemri.networks.precision import block_precision
 
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("const", "random", "none")  # the synthesis networks' noise inputs; `--noise` offers the same
 
 
 def check_noise_mode(noise_mode: str) -> None:
@@ -292,5 +292,5 @@ class Discriminator(nn.Module):
 
 __all__ = [
     "Discriminator", "DiscriminatorBlock", "SynthesisBlock", "SynthesisLayer", "SynthesisNetwork", "ToRGB",
-    "channels_at", "modulated_conv", "modulated_conv_reference",
+    "NOISE_MODES", "channels_at", "check_noise_mode", "modulated_conv", "modulated_conv_reference",
 ]
