@@ -197,3 +197,31 @@ def test_evaluate_rejects_bad_requests():
         evaluate_mod.evaluate(lambda s, c: np.zeros((c, 1, 16, 16), np.uint8), 4, real, "swd")
     res = evaluate_mod.evaluate(lambda s, c: _images(4, seed=3)[s:s + c], 4, real, "swd")
     assert res["metrics"]["swd"]["mean"] > 0 and "weights" not in res["protocol"]
+
+
+def test_the_registry_says_everything_about_a_metric():
+    """Training's log keys, the checkpoint ranking, the Inception requirement and the 3-D forms all come from
+    the registry entries (a new metric is one entry), with the names and keys the logs always had."""
+    assert evaluate_mod.METRICS == ("fid", "kid", "pr", "swd", "memorization")
+    assert evaluate_mod.INCEPTION_METRICS == ("fid", "kid", "pr")
+    assert evaluate_mod.VOLUME_METRICS == ("fid", "kid", "swd", "memorization")
+    found = {"fid": 3.0, "kid": {"mean": 0.01, "std": 0.1}, "pr": {"precision": 0.5, "recall": 0.25, "density": 1.0},
+             "swd": {"mean": 4.0, "per_resolution": {}}}
+    flat = evaluate_mod.flat_scalars(found)
+    assert flat == {"fid": 3.0, "kid": 0.01, "precision": 0.5, "recall": 0.25, "swd": 4.0}
+    assert evaluate_mod.checkpoint_score(("pr", "swd", "fid"), flat) == 4.0  # pr is higher-is-better: never ranks
+    assert evaluate_mod.checkpoint_score(("kid",), flat) == 0.01
+    assert evaluate_mod.checkpoint_score(("pr",), flat) is None
+    directions = {s.key: s.lower_is_better for s in evaluate_mod.training_scalars()}
+    assert directions == {"fid": True, "kid": True, "precision": False, "recall": False, "swd": True}
+    assert evaluate_mod.REGISTRY["swd"].min_resolution == 16 and evaluate_mod.REGISTRY["memorization"].writes_files
+
+
+def test_evaluate_volumes_runs_each_registered_3d_form_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(evaluate_mod.vol_mod, "slice_fid_kid", lambda *a, **k: calls.append("slices") or {"axial": {}})
+    vols = np.random.default_rng(0).integers(0, 255, (3, 1, 16, 16, 16), dtype=np.uint8)
+    out = evaluate_mod.evaluate_volumes(vols, vols[::-1].copy(), ("fid", "kid", "memorization"))
+    assert calls == ["slices"] and set(out["metrics"]) == {"slices", "memorization"}
+    with pytest.raises(ValueError, match="pr: not defined for 3-D"):
+        evaluate_mod.evaluate_volumes(vols, vols, ("pr",))

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from stylemri.config import NetworkConfig
 from stylemri.errors import UserError
-from stylemri.networks import build_discriminator, build_generator, count_parameters, parameter_counts, preset_config
-
-ARCHS = ("stylegan", "stylegan2")
+from stylemri.networks import (
+    ARCHS, build_discriminator, build_generator, count_parameters, parameter_counts, preset_config,
+)
+from stylemri.networks.sampling import condition, one_hot
 
 
 def tiny(arch: str, resolution: int = 16, **kw) -> NetworkConfig:
@@ -333,3 +334,24 @@ def test_parameter_counts_match_the_official_implementation():
     cfg = tiny("stylegan", 16, c_dim=2)
     counts = parameter_counts(cfg)
     assert counts["G"] == count_parameters(build_generator(cfg)) and counts["D"] == count_parameters(build_discriminator(cfg))
+
+
+def test_one_hot_is_empty_for_an_unconditional_model_and_exact_otherwise():
+    """One label encoding: (N, 0) for c_dim 0 (what every network reads as no labels, and what batches and
+    concatenates with covariates), F.one_hot for a conditional model, from lists or tensors alike."""
+    empty = one_hot([None, None, None], 0)
+    assert empty.shape == (3, 0) and empty.dtype == torch.float32
+    assert one_hot(torch.tensor([1, 0]), 0).shape == (2, 0)  # indices are ignored without classes
+    g = build_generator(tiny("stylegan2", 8))
+    z = torch.randn(3, 16)
+    torch.manual_seed(0)
+    with_empty = g(z, empty, noise_mode="const")
+    assert torch.equal(with_empty, g(z, None, noise_mode="const"))
+    cov = torch.rand(3, 2)
+    assert torch.equal(condition(empty, cov, 2), cov)  # a covariate-only model's condition is its covariates
+    assert torch.equal(one_hot([2, 0], 3), F.one_hot(torch.tensor([2, 0]), 3).float())
+    assert torch.equal(one_hot(torch.tensor([1, 1]), 2), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="class for every latent"):
+        one_hot([0, None], 2)
+    with pytest.raises(ValueError, match="class index 2"):
+        one_hot([0, 2], 2)

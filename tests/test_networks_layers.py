@@ -12,7 +12,7 @@ from stylemri.networks.layers import (
     FILTER_BOX,
     FILTER_STYLEGAN,
     FILTER_STYLEGAN2,
-    EqualConv2d,
+    EqualConv,
     EqualLinear,
     conv2d_resample,
     conv2d_resample_reference,
@@ -23,7 +23,7 @@ from stylemri.networks.layers import (
     upsample2d,
 )
 from stylemri.networks.heads import MinibatchStd
-from stylemri.networks.stylegan2 import modulated_conv2d, modulated_conv2d_reference
+from stylemri.networks.stylegan2 import modulated_conv, modulated_conv_reference
 
 
 @pytest.mark.parametrize("lr_mul", [1.0, 0.01])
@@ -41,7 +41,7 @@ def test_equalized_lr_effective_std_linear(lr_mul, gain):
 @pytest.mark.parametrize("k", [1, 3])
 def test_equalized_lr_effective_std_conv(k):
     torch.manual_seed(0)
-    layer = EqualConv2d(96, 256, k, gain=math.sqrt(2))
+    layer = EqualConv(96, 256, k, gain=math.sqrt(2))
     fan_in = 96 * k * k
     assert layer.effective_weight().std().item() == pytest.approx(math.sqrt(2) / math.sqrt(fan_in), rel=0.03)
     assert layer.weight.std().item() == pytest.approx(1.0, rel=0.03)
@@ -124,8 +124,8 @@ def test_modulated_conv_grouped_equals_reference(up, demodulate, fused):
     weight = torch.randn(5, 8, 3, 3) / math.sqrt(72)
     styles = torch.randn(3, 8) + 1.0
     f = setup_filter(FILTER_STYLEGAN2)
-    fast = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, resample_filter=f, fused=fused)
-    ref = modulated_conv2d_reference(x, weight, styles, demodulate=demodulate, up=up, resample_filter=f)
+    fast = modulated_conv(x, weight, styles, demodulate=demodulate, up=up, resample_filter=f, fused=fused)
+    ref = modulated_conv_reference(x, weight, styles, demodulate=demodulate, up=up, resample_filter=f)
     assert fast.shape == ref.shape == (3, 5, 8 * up, 8 * up)
     assert (fast - ref).abs().max().item() < 1e-5
 
@@ -136,11 +136,11 @@ def test_demodulation_gives_unit_variance_outputs():
     x = torch.randn(n, cin, r, r)
     weight = torch.randn(cout, cin, 3, 3)
     styles = torch.rand(n, cin) * 3 + 0.1  # very uneven styles: without demodulation variance would vary wildly
-    y = modulated_conv2d(x, weight, styles, demodulate=True)[:, :, 1:-1, 1:-1]  # skip zero-padded border
+    y = modulated_conv(x, weight, styles, demodulate=True)[:, :, 1:-1, 1:-1]  # skip zero-padded border
     var = y.var(dim=[2, 3])
     assert var.mean().item() == pytest.approx(1.0, abs=0.05)
     assert var.min().item() > 0.8 and var.max().item() < 1.2
-    raw = modulated_conv2d(x, weight, styles, demodulate=False)[:, :, 1:-1, 1:-1].var(dim=[2, 3])
+    raw = modulated_conv(x, weight, styles, demodulate=False)[:, :, 1:-1, 1:-1].var(dim=[2, 3])
     assert raw.mean().item() > 10  # the check above is not trivially satisfied
 
 

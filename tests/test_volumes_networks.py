@@ -17,7 +17,7 @@ from stylemri.networks.layers3d import (
     upfirdn3d,
     upsample3d,
 )
-from stylemri.networks.stylegan2_3d import modulated_conv3d, modulated_conv3d_reference
+from stylemri.networks.stylegan2 import modulated_conv, modulated_conv_reference
 
 F1 = setup_filter1d(FILTER_STYLEGAN2)
 
@@ -62,21 +62,21 @@ def test_conv3d_resample_equals_reference(k, up, down, groups):
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("up", [1, 2])
-def test_modulated_conv3d_equals_reference_and_demodulates(fused, up):
+def test_modulated_conv_equals_reference_and_demodulates(fused, up):
     torch.manual_seed(2)
     x = torch.randn(3, 5, 4, 4, 4, dtype=torch.float64)
     w = torch.randn(7, 5, 3, 3, 3, dtype=torch.float64)
     s = torch.rand(3, 5, dtype=torch.float64) * 2 + 0.1
-    out = modulated_conv3d(x, w, s, up=up, resample_filter=F1.double(), fused=fused)
-    ref = modulated_conv3d_reference(x, w, s, up=up, resample_filter=F1.double())
+    out = modulated_conv(x, w, s, up=up, resample_filter=F1.double(), fused=fused)
+    ref = modulated_conv_reference(x, w, s, up=up, resample_filter=F1.double())
     assert torch.allclose(out, ref, atol=1e-5)  # the modulation runs in float32
     # Demodulation: unit-variance i.i.d. input -> unit-variance output whatever the styles (interior voxels).
     xb = torch.randn(4, 64, 12, 12, 12, dtype=torch.float64)
     wb = torch.randn(16, 64, 3, 3, 3, dtype=torch.float64)
     sb = torch.rand(4, 64, dtype=torch.float64) * 10
-    y = modulated_conv3d(xb, wb, sb, fused=fused)[:, :, 1:-1, 1:-1, 1:-1]
+    y = modulated_conv(xb, wb, sb, fused=fused)[:, :, 1:-1, 1:-1, 1:-1]
     assert y.std().item() == pytest.approx(1.0, rel=0.05)
-    y_no = modulated_conv3d(xb, wb, sb, demodulate=False, fused=fused)
+    y_no = modulated_conv(xb, wb, sb, demodulate=False, fused=fused)
     assert y_no.std().item() > 5  # without demodulation the styles' scale passes straight through
 
 

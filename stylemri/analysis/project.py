@@ -26,7 +26,7 @@ from stylemri import io
 from stylemri.analysis.figures import PALETTE, save_figure
 from stylemri.analysis.ssim import ms_ssim
 from stylemri.errors import StylemriWarning, UserError
-from stylemri.networks.sampling import model_device, one_hot
+from stylemri.networks.sampling import class_w_stats, model_device
 
 # --------------------------------------------------------------------------------------------- targets
 
@@ -201,19 +201,16 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
     gen = torch.Generator().manual_seed(seed)
     target = target.to(dev).unsqueeze(0).float()
 
-    # Mean and spread of w (over classes too: W is shared by all classes).
-    with torch.no_grad():
-        z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
-        if G.c_dim:
-            ks = [class_index] * w_avg_samples if class_index is not None else \
-                torch.randint(G.c_dim, (w_avg_samples,), generator=gen).tolist()
-        else:
-            ks = [None] * w_avg_samples
-        c = one_hot(ks, G.c_dim)
-        w_samples = torch.cat([G.mapping(z[i:i + 1000].to(dev), c[i:i + 1000].to(dev))[:, :1].float()
-                               for i in range(0, w_avg_samples, 1000)])
-        w_mean = w_samples.mean(0, keepdim=True)  # (1, 1, w_dim)
-        w_std = float(((w_samples - w_mean) ** 2).sum() / w_avg_samples) ** 0.5
+    # Start at the class's mean w (or the mean over the classes: W is shared by all classes), with the
+    # spread of w around it, from the one class-mean computation (networks.sampling.class_w_stats).
+    means, spreads = class_w_stats(G, num_samples=w_avg_samples, seed=seed)
+    if class_index is not None and G.c_dim:
+        mean, mean_square = means[class_index], float(spreads[class_index]) ** 2
+    else:  # the classes pooled: spread within each class plus the spread of the class means
+        mean = means.mean(0)
+        mean_square = float((spreads.double().square() + (means - mean).double().square().sum(1)).mean())
+    w_mean = mean.to(dev).reshape(1, 1, -1)  # (1, 1, w_dim)
+    w_std = mean_square ** 0.5
 
     w_opt = w_mean.repeat(1, G.num_ws if w_plus else 1, 1).clone().requires_grad_(True)
     buffers = find_noise_buffers(G) if optimize_noise else []

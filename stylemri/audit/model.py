@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from stylemri.io import to_uint8
+from stylemri.networks.sampling import one_hot
 
 
 @dataclass
@@ -63,10 +64,7 @@ class Generator:
         out = []
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(images[s:s + batch_size]).float().div(127.5).sub(1.0).to(dev)
-            c = None
-            if index is not None:
-                c = torch.nn.functional.one_hot(torch.full((len(x),), index, dtype=torch.long),
-                                                self.model.G.c_dim).float().to(dev)
+            c = None if index is None else one_hot([index] * len(x), self.model.G.c_dim, device=dev)
             out.append(D(x, c).float().cpu().numpy().reshape(-1))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 

@@ -388,7 +388,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight of the discriminator-feature distance (default: 0 = off)")
     _add_model_noise(p, "keep the model's stored noise maps instead of optimising them")
     add_alias(p, "--fixed-noise", "model_noise", new="--model-noise", const=True, nargs=0)
-    add_flag(p, "--w-samples", default=5000, help="latents for the mean w (default: 5000)")
+    add_flag(p, "--w-samples", default=5000, help="latents per class for the mean w (default: 5000)")
     add_seed(p, "seed of the optimisation noise (default: 0)")
     p.set_defaults(func=cmd_project)
 

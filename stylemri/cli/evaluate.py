@@ -15,7 +15,7 @@ from stylemri.generate import check_seed
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
-from stylemri.metrics.evaluate import METRICS, evaluate, parse_metrics
+from stylemri.metrics.evaluate import METRICS, REGISTRY, evaluate, parse_metrics
 
 
 def register(subparsers: Any) -> None:
@@ -62,8 +62,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_seed(args.seed, args.num)  # the last of --num consecutive seeds < 2^32 too; --batch checked while parsing
     model = stylemri.load(args.run, checkpoint=args.checkpoint, device=args.device)
     device = model.device
-    if "swd" in names and model.resolution < 16:
-        raise UserError(f"--metrics swd: needs images of at least 16 px; {args.run} generates {model.resolution} px")
+    for name in names:
+        if model.resolution < REGISTRY[name].min_resolution:
+            raise UserError(f"--metrics {name}: needs images of at least {REGISTRY[name].min_resolution} px; "
+                            f"{args.run} generates {model.resolution} px")
     data_cfg = model.config.data
     changes: dict[str, Any] = {"resolution": model.resolution, "xflip": False}
     if args.source is not None:
@@ -103,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results["per_class"][tag] = evaluate(
             generate, args.num, real, names, inception=args.inception, device=device,
             batch_size=args.batch, cache_dir=args.cache_dir, seed=args.seed,
-            out_dir=out_dir / "evaluate" / tag if "memorization" in names else None,
+            out_dir=out_dir / "evaluate" / tag if any(REGISTRY[n].writes_files for n in names) else None,
         )
     if model.covariates is not None:
         results["covariates"] = _covariate_proof(args, model, ds, out_dir)

@@ -10,14 +10,14 @@ import numpy as np
 
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
-from stylemri.metrics.evaluate import VOLUME_METRICS
+from stylemri.metrics.evaluate import INCEPTION_METRICS, VOLUME_METRICS
 
 MAX_EVALUATE_VOLUMES = 1000  # generated volumes per class, all held in memory (1 GiB of float32 at 64^3)
 
 
 def evaluate_volume_run(args: argparse.Namespace, model: Any, ds: Any, names: tuple[str, ...], device: str) -> int:
     """`stylemri evaluate` once the model (3-D) and its real volumes `ds` are loaded by cli/evaluate.py."""
-    from stylemri.metrics.volumes import evaluate_volumes
+    from stylemri.metrics.evaluate import evaluate_volumes
 
     if args.num > MAX_EVALUATE_VOLUMES:
         raise UserError(f"--num {args.num}: expected at most {MAX_EVALUATE_VOLUMES:,} generated volumes per class "
@@ -27,7 +27,7 @@ def evaluate_volume_run(args: argparse.Namespace, model: Any, ds: Any, names: tu
         raise UserError(f"--metrics {','.join(unsupported)}: not defined for 3-D runs; expected a subset of "
                         f"{','.join(VOLUME_METRICS)}")
     extractor = None
-    if "fid" in names or "kid" in names:
+    if any(n in INCEPTION_METRICS for n in names):
         from stylemri.metrics.inception import load_inception
 
         extractor = load_inception(args.inception, device=device)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stylemri.config import DataConfig, check_resolution
+from stylemri.data.decode import AXES
 from stylemri.device import DEVICE_HELP
 from stylemri.errors import UserError
 from stylemri.networks import ARCHS
 from stylemri.networks.sampling import NOISE_MODES
 
 SPLITS = ("train", "validate", "val", "test", "all")  # val = validate: split folders or a split file
-AXES = ("axial", "coronal", "sagittal")
 
 
 # ---- validators: parse one command-line string, or raise a UserError naming the flag ------------------------

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stylemri import __version__
-from stylemri.data.decode import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS
+from stylemri.data.decode import AXES, IMAGE_EXTENSIONS, NIFTI_EXTENSIONS
 from stylemri.errors import UserError
 from stylemri.explore.formats import DIFF_RANGE, FORMATS, difference_map, png_bytes
 from stylemri.explore.nearest import TrainingNeighbours
@@ -225,7 +225,7 @@ def _project(service: ModelService, form: Any) -> dict[str, Any]:
         if suffix not in NIFTI_EXTENSIONS:
             raise ApiError(f"slice: only for NIfTI volumes; {name!r} is one image")
         slice_index = q.integer("slice", 0, 0, 100_000, "a slice index")
-    axis = q.choice("axis", ("axial", "coronal", "sagittal"), service.default_axis)
+    axis = q.choice("axis", AXES, service.default_axis)
     with tempfile.TemporaryDirectory(prefix="stylemri-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         with open(path, "wb") as f:

@@ -22,6 +22,7 @@ from stylemri.metrics import kid as kid_mod
 from stylemri.metrics import memorization as mem_mod
 from stylemri.metrics import precision_recall, swd as swd_mod
 from stylemri.metrics import subject_memorization as subj_mod
+from stylemri.metrics import volumes as vol_mod
 from stylemri.metrics.inception import InceptionFeatures, load_inception
 from stylemri.metrics.metric_utils import (
     ImageSource, Progress, check_uint8_batch, extract_features, protocol_description, source_features,
@@ -52,52 +53,146 @@ class MetricInputs:
     notes: list[str]  # what a metric could not do as asked, said in the results' "notes"
 
 
+@dataclass
+class VolumeInputs:
+    """What a metric of a 3-D run may use: uint8 (N, C, R, R, R) volumes and the volumes' subjects."""
+
+    real: np.ndarray
+    fake: np.ndarray
+    subjects: np.ndarray | None
+    extractor: InceptionFeatures | None
+    seed: int
+    slices_per_volume: int
+
+
 MetricFn = Callable[[MetricInputs], Any]
-_REGISTRY: dict[str, MetricFn] = {}
-_KINDS: dict[str, frozenset[str]] = {}  # name -> where it applies: training, volumes, inception
+VolumeFn = Callable[[VolumeInputs], dict[str, Any]]  # -> entries of the 3-D results' "metrics"
 
 
-def register_metric(name: str, *, training: bool = False, volumes: bool = False,
-                    inception: bool = False) -> Callable[[MetricFn], MetricFn]:
-    """Add a metric under `name` (as NVlabs' metric_main.register_metric): `evaluate` runs it by name.
+@dataclass(frozen=True)
+class Scalar:
+    """One number of a metric's result that training logs (metrics.jsonl, stats.jsonl, TensorBoard, the
+    plot): `key` in the log, `field` of the result (None: the result is the number)."""
 
-    training: `train --metrics` may evaluate it at checkpoints; volumes: defined for 3-D runs (metrics/volumes.py);
-    inception: needs Inception features. The registry is the only list of metric names."""
+    key: str
+    field: str | None = None
+    lower_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registry entry: everything the package knows about a metric, so a new metric is one entry.
+
+    training: `train --metrics` may evaluate it at checkpoints; inception: needs Inception features (the
+    weights must be found); inception_optional: uses them when found; volume: its 3-D form (metrics/volumes.py),
+    None when not defined for 3-D runs; scalars: the numbers training logs, the first lower-is-better one of
+    the first requested metric that has one ranks checkpoints; min_resolution: the smallest image it takes;
+    writes_files: it writes files when `evaluate` is given an `out_dir`."""
+
+    name: str
+    fn: MetricFn
+    training: bool = False
+    inception: bool = False
+    inception_optional: bool = False
+    volume: VolumeFn | None = None
+    scalars: tuple[Scalar, ...] = ()
+    min_resolution: int = 4
+    writes_files: bool = False
+
+    @property
+    def score(self) -> Scalar | None:
+        """The scalar that ranks checkpoints (lower is better), if any."""
+        return next((s for s in self.scalars if s.lower_is_better), None)
+
+    def flat(self, result: Any) -> dict[str, float]:
+        """This metric's scalars from its result (missing ones left out)."""
+        out = {}
+        for s in self.scalars:
+            value = result if s.field is None else (result or {}).get(s.field)
+            if value is not None:
+                out[s.key] = float(value)
+        return out
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(name: str, **properties: Any) -> Callable[[MetricFn], MetricFn]:
+    """Add a metric under `name` (as NVlabs' metric_main.register_metric): `evaluate` runs it by name;
+    `properties` are the fields of `Metric`. The registry is the only list of metric names."""
     def add(fn: MetricFn) -> MetricFn:
-        _REGISTRY[name] = fn
-        _KINDS[name] = frozenset(k for k, on in (("training", training), ("volumes", volumes),
-                                                 ("inception", inception)) if on)
+        REGISTRY[name] = Metric(name, fn, **properties)
         return fn
     return add
 
 
 def metric_names(kind: str | None = None) -> tuple[str, ...]:
     """Registered names in registration order; with `kind` (training, volumes, inception) only those."""
-    return tuple(n for n in _REGISTRY if kind is None or kind in _KINDS[n])
+    def has(m: Metric) -> bool:
+        return kind is None or bool(m.volume is not None if kind == "volumes" else getattr(m, kind))
+    return tuple(n for n, m in REGISTRY.items() if has(m))
 
 
-@register_metric("fid", training=True, volumes=True, inception=True)
+def training_scalars() -> tuple[Scalar, ...]:
+    """Every scalar training may log, in registry order (the panels of plots/metrics.png)."""
+    return tuple(s for m in REGISTRY.values() if m.training for s in m.scalars)
+
+
+def flat_scalars(results: dict[str, Any]) -> dict[str, float]:
+    """{metric name: result} (evaluate's "metrics") -> the logged scalars, e.g. {"fid": 12.3, "precision": 0.7}."""
+    out: dict[str, float] = {}
+    for name, result in results.items():
+        out.update(REGISTRY[name].flat(result))
+    return out
+
+
+def checkpoint_score(names: Sequence[str], flat: dict[str, float]) -> float | None:
+    """The value that ranks checkpoints (lower is better): the score of the first of `names` that has one."""
+    for name in names:
+        score = REGISTRY[name].score
+        if score is not None and score.key in flat:
+            return flat[score.key]
+    return None
+
+
+def _volume_swd(x: VolumeInputs) -> dict[str, Any]:
+    return {"swd": vol_mod.swd3d(x.real, x.fake, swd_mod.SWDConfig(seed=x.seed))}
+
+
+def _volume_slices(x: VolumeInputs) -> dict[str, Any]:
+    """FID and KID of slices, per axis: one computation for both."""
+    return {"slices": vol_mod.slice_fid_kid(x.real, x.fake, x.extractor, slices_per_volume=x.slices_per_volume,
+                                            seed=x.seed)}
+
+
+def _volume_memorization(x: VolumeInputs) -> dict[str, Any]:
+    return {"memorization": vol_mod.nearest_real(x.fake, x.real, x.subjects)}
+
+
+@register_metric("fid", training=True, inception=True, volume=_volume_slices, scalars=(Scalar("fid"),))
 def _fid(x: MetricInputs) -> float:
     return fid_mod.fid_from_features(x.real_features, x.fake_features)
 
 
-@register_metric("kid", training=True, volumes=True, inception=True)
+@register_metric("kid", training=True, inception=True, volume=_volume_slices, scalars=(Scalar("kid", "mean"),))
 def _kid(x: MetricInputs) -> dict[str, float]:
     return kid_mod.kid(x.real_features, x.fake_features, num_subsets=x.kid_subsets, seed=x.seed).to_dict()
 
 
-@register_metric("pr", training=True, inception=True)
+@register_metric("pr", training=True, inception=True,
+                 scalars=(Scalar("precision", "precision", False), Scalar("recall", "recall", False)))
 def _pr(x: MetricInputs) -> dict[str, float]:
     return precision_recall.prdc(x.real_features, x.fake_features)
 
 
-@register_metric("swd", training=True, volumes=True)
+@register_metric("swd", training=True, volume=_volume_swd, scalars=(Scalar("swd", "mean"),),
+                 min_resolution=swd_mod.SWDConfig.min_resolution)
 def _swd(x: MetricInputs) -> dict[str, Any]:
     cfg = x.swd_config or swd_mod.SWDConfig(seed=x.seed)
     return swd_mod.swd(x.real.batches(max(x.batch_size, 64)), iter([x.fake]), cfg)
 
 
-@register_metric("memorization", volumes=True)
+@register_metric("memorization", inception_optional=True, volume=_volume_memorization, writes_files=True)
 def _memorization(x: MetricInputs) -> dict[str, Any]:
     """Nearest training image of each generated one; per subject when subjects are known; files in out_dir."""
     train_feats = None
@@ -132,7 +227,7 @@ def _memorization(x: MetricInputs) -> dict[str, Any]:
 
 METRICS = metric_names()  # canonical order: the order of registration
 INCEPTION_METRICS = metric_names("inception")
-TRAINING_METRICS = metric_names("training")  # at checkpoints; the first of fid/kid/swd ranks checkpoints
+TRAINING_METRICS = metric_names("training")  # at checkpoints; `checkpoint_score` ranks them
 VOLUME_METRICS = metric_names("volumes")
 
 
@@ -195,18 +290,20 @@ def evaluate(
 
     results: dict[str, Any] = {"num_generated": int(num), "num_real": int(real.num), "metrics": {}}
     notes: list[str] = []
-    want_features = any(m in names for m in INCEPTION_METRICS)
-    if extractor is None and (want_features or "memorization" in names):
+    want_features = any(REGISTRY[m].inception for m in names)
+    may_use = want_features or any(REGISTRY[m].inception_optional for m in names)
+    if extractor is None and may_use:
         try:
             extractor = load_inception(inception, device=device)
         except UserError:
             if want_features:
                 raise
-            notes.append("memorization in feature space skipped: no Inception weights")
+            notes.extend(f"{m} in feature space skipped: no Inception weights"
+                         for m in names if REGISTRY[m].inception_optional)
     results["protocol"] = protocol_description(extractor)
 
     real_feats = fake_feats = None
-    if extractor is not None and (want_features or "memorization" in names):
+    if extractor is not None and may_use:
         t = time.perf_counter()
         real_feats, cached = source_features(real, extractor, cache_dir=cache_dir, batch_size=batch_size,
                                              progress=progress)
@@ -219,9 +316,26 @@ def evaluate(
                           progress, notes)
     for name in names:
         t = time.perf_counter()
-        results["metrics"][name] = _REGISTRY[name](inputs)
+        results["metrics"][name] = REGISTRY[name].fn(inputs)
         timings[name] = time.perf_counter() - t
     if notes:
         results["notes"] = notes
     results["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     return results
+
+
+def evaluate_volumes(real: np.ndarray, fake: np.ndarray, metrics: Sequence[str], *,
+                     subjects: np.ndarray | None = None, extractor: InceptionFeatures | None = None, seed: int = 0,
+                     slices_per_volume: int = 8) -> dict[str, Any]:
+    """The 3-D forms of the registered metrics named (fid / kid as slice metrics, computed once for both)."""
+    out: dict[str, Any] = {"num_real": int(len(real)), "num_generated": int(len(fake)), "metrics": {}}
+    inputs = VolumeInputs(real, fake, subjects, extractor, seed, slices_per_volume)
+    done: list[VolumeFn] = []
+    for name in metrics:
+        fn = REGISTRY[name].volume
+        if fn is None:
+            raise ValueError(f"metric {name}: not defined for 3-D runs")
+        if fn not in done:
+            out["metrics"].update(fn(inputs))
+            done.append(fn)
+    return out

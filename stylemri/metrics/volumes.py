@@ -10,6 +10,8 @@
 - Nearest real volume of each generated one (RMS over voxels, also against the left-right mirror),
   grouped per subject, with the real-vs-real floor (each real volume's nearest other-subject volume):
   a generated volume far closer to a training subject than real subjects are to each other is a copy.
+
+`evaluate.evaluate_volumes` runs them by metric name: each registry entry names its 3-D form.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylemri.data.decode import AXES  # the slicing axes' names, as the data layer names them
 from stylemri.metrics.fid import fid_from_features
 from stylemri.metrics.kid import kid as kid_metric
 from stylemri.metrics.swd import SWDConfig, finalize_descriptors, pyramid_resolutions, sliced_wasserstein
 
-AXES = ("axial", "coronal", "sagittal")
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64) / 16.0
 
 
@@ -182,18 +184,5 @@ def nearest_real(fake: np.ndarray, real: np.ndarray, subjects: np.ndarray | None
             "distance": "RMS over voxels (0-255), min of direct and left-right mirrored"}
 
 
-def evaluate_volumes(real: np.ndarray, fake: np.ndarray, metrics: tuple[str, ...], *, subjects: np.ndarray | None = None,
-                     extractor: Any = None, seed: int = 0, slices_per_volume: int = 8) -> dict[str, Any]:
-    """The 3-D metrics named in `metrics` (swd, fid / kid as slice metrics, memorization) in one dict."""
-    out: dict[str, Any] = {"num_real": int(len(real)), "num_generated": int(len(fake)), "metrics": {}}
-    if "swd" in metrics:
-        out["metrics"]["swd"] = swd3d(real, fake, SWDConfig(seed=seed))
-    if "fid" in metrics or "kid" in metrics:
-        out["metrics"]["slices"] = slice_fid_kid(real, fake, extractor, slices_per_volume=slices_per_volume, seed=seed)
-    if "memorization" in metrics:
-        out["metrics"]["memorization"] = nearest_real(fake, real, subjects)
-    return out
-
-
-__all__ = ["AXES", "evaluate_volumes", "laplacian_pyramid3d", "nearest_real", "slice_fid_kid", "slice_positions",
+__all__ = ["AXES", "laplacian_pyramid3d", "nearest_real", "slice_fid_kid", "slice_positions",
            "swd3d", "volume_slices"]

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from stylemri.config import NetworkConfig, check_resolution
+from stylemri.config import NetworkConfig
 from stylemri.errors import UserError
 from stylemri.networks import stylegan, stylegan2, stylegan2_3d
 from stylemri.networks.heads import Generator
@@ -27,32 +27,18 @@ ARCHS = ("stylegan", "stylegan2")
 
 
 def validate_config(cfg: NetworkConfig) -> NetworkConfig:
-    """Check the values a user can get wrong; returns cfg unchanged."""
+    """Check what only the networks know (which architectures and dims exist, what divides the 4x4 channels);
+    returns cfg unchanged. The numeric ranges (resolution, channels, sizes, ...) are `config.NETWORK_RULES`,
+    checked when a NetworkConfig is made, so a config with an impossible value never reaches this."""
     if cfg.arch not in ARCHS:
         raise UserError(f"arch {cfg.arch!r}: expected one of {', '.join(ARCHS)}")
     if cfg.dims not in (2, 3):
         raise UserError(f"dims {cfg.dims}: expected 2 (slices) or 3 (whole volumes)")
     if cfg.dims == 3 and cfg.arch != "stylegan2":
         raise UserError(f"arch {cfg.arch} with dims 3: expected stylegan2 (the only 3-D architecture)")
-    check_resolution(cfg.resolution, "resolution")
-    if cfg.img_channels < 1:
-        raise UserError(f"img_channels {cfg.img_channels}: expected 1 (grey MRI) or 3 (RGB)")
-    if cfg.c_dim < 0:
-        raise UserError(f"c_dim {cfg.c_dim}: expected 0 (unconditional) or the number of classes")
-    if cfg.cov_dim < 0:
-        raise UserError(f"cov_dim {cfg.cov_dim}: expected 0 (no covariates) or the covariate vector size")
-    for name in ("z_dim", "w_dim", "map_layers", "d_map_layers", "channel_base", "channel_max", "mbstd_group"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{name} {getattr(cfg, name)}: expected a positive integer")
-    if cfg.mbstd_features < 0:
-        raise UserError(f"mbstd_features {cfg.mbstd_features}: expected 0 (off) or more")
     ch4 = stylegan2.channels_at(4, cfg.channel_base, cfg.channel_max)
     if cfg.mbstd_features and ch4 % cfg.mbstd_features:
         raise UserError(f"mbstd_features {cfg.mbstd_features}: must divide the {ch4} channels at 4x4")
-    if cfg.map_lr_mul <= 0:
-        raise UserError(f"map_lr_mul {cfg.map_lr_mul}: expected a positive number")
-    if cfg.conv_clamp is not None and cfg.conv_clamp <= 0:
-        raise UserError(f"conv_clamp {cfg.conv_clamp}: expected a positive number or None")
     return cfg
 
 

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from stylemri.networks.layers import EqualConv2d, EqualLinear
+from stylemri.networks.layers import EqualConv, EqualLinear
 from stylemri.networks.mapping import MappingNetwork, check_labels
 
 
@@ -44,17 +44,17 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4 head: minibatch stddev, 3x3 conv, FC, output FC; with labels a projection onto cmap."""
+    """4x4 head (4x4x4 with `dims=3`): minibatch stddev, 3x3 conv, FC, output FC; with labels a projection onto cmap."""
 
     def __init__(self, in_channels: int, cmap_dim: int, resolution: int = 4, mbstd_group: int | None = 4,
-                 mbstd_features: int = 1, conv_clamp: float | None = None, conv: type[nn.Module] = EqualConv2d,
-                 dims: int = 2) -> None:
+                 mbstd_features: int = 1, conv_clamp: float | None = None, dims: int = 2) -> None:
         super().__init__()
         if mbstd_features > 0 and in_channels % mbstd_features:
             raise ValueError(f"mbstd_features {mbstd_features}: must divide the {in_channels} head channels")
         self.in_channels, self.cmap_dim, self.resolution = in_channels, cmap_dim, resolution
         self.mbstd = MinibatchStd(mbstd_group, mbstd_features) if mbstd_features > 0 else None
-        self.conv = conv(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
+        self.conv = EqualConv(in_channels + mbstd_features, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp,
+                              dims=dims)
         self.fc = EqualLinear(in_channels * resolution**dims, in_channels, activation="lrelu")  # 4x4 or 4x4x4
         self.out = EqualLinear(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 

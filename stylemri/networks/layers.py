@@ -6,7 +6,9 @@ at run time by `gain * lr_mul / sqrt(fan_in)`, so Adam's per-parameter step is t
 FIR resampling follows the StyleGAN2 formulation: upsample by zero insertion, pad, convolve with a
 normalised low-pass filter, keep every n-th pixel. `conv2d_resample` fuses a convolution with an up/down
 step the cheap way (transposed / strided conv); `conv2d_resample_reference` is the plain composition
-the tests compare it to.
+the tests compare it to. `make_filter`, `conv_resample` and `upsample` pick the 2-D functions here or
+their 3-D counterparts in `layers3d.py` by the number of spatial dimensions, so `EqualConv` and the StyleGAN2
+synthesis layers are one class each for slices (`dims=2`) and volumes (`dims=3`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stylemri.networks.layers3d import conv3d_resample, setup_filter1d, upsample3d
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)  # keeps the second moment of N(0,1) inputs through leaky ReLU (He init)
@@ -204,32 +208,53 @@ class EqualLinear(nn.Module):
         return f"{self.in_features}, {self.out_features}, activation={self.activation}, lr_mul={self.bias_gain:g}"
 
 
-class EqualConv2d(nn.Module):
-    """Conv layer with equalized learning rate, optional FIR up/down-sampling, bias, activation, clamp."""
+def make_filter(taps: Sequence[float], dims: int = 2) -> torch.Tensor:
+    """The low-pass filter in the form the resampling functions of `dims` take: 2-D, the normalised outer
+    product (`upfirdn2d`); 3-D, the normalised 1-D taps (`upfirdn3d` applies them on each axis)."""
+    if dims not in (2, 3):
+        raise ValueError(f"dims {dims}: expected 2 (images) or 3 (volumes)")
+    return setup_filter(taps) if dims == 2 else setup_filter1d(taps)
+
+
+def conv_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
+                  groups: int = 1) -> torch.Tensor:
+    """`conv2d_resample` for (N, C, H, W) images, `layers3d.conv3d_resample` for (N, C, D, H, W) volumes."""
+    resample = conv2d_resample if x.ndim == 4 else conv3d_resample
+    return resample(x, w, f, up=up, down=down, groups=groups)
+
+
+def upsample(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """`upsample2d` for images, `layers3d.upsample3d` for volumes (`f` from `make_filter` of the same dims)."""
+    return upsample2d(x, f, up) if x.ndim == 4 else upsample3d(x, f, up)
+
+
+class EqualConv(nn.Module):
+    """Conv layer with equalized learning rate, optional FIR up/down-sampling, bias, activation, clamp;
+    `dims=2` for images (k x k kernels), `dims=3` for volumes (k x k x k kernels, the same parameter names)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  activation: str = "linear", up: int = 1, down: int = 1,
                  resample_filter: Sequence[float] = FILTER_STYLEGAN2, conv_clamp: float | None = None,
-                 gain: float = 1.0) -> None:
+                 gain: float = 1.0, dims: int = 2) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.activation, self.up, self.down, self.conv_clamp, self.dims = activation, up, down, conv_clamp, dims
+        self.register_buffer("resample_filter", make_filter(resample_filter, dims), persistent=False)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *[kernel_size] * dims))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = gain / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight_gain = gain / math.sqrt(in_channels * kernel_size**dims)
 
     def effective_weight(self) -> torch.Tensor:
         return self.weight * self.weight_gain
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        x = conv2d_resample(x, self.weight * self.weight_gain, self.resample_filter, up=self.up, down=self.down)
+        x = conv_resample(x, self.weight * self.weight_gain, self.resample_filter, up=self.up, down=self.down)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"activation={self.activation}, up={self.up}, down={self.down}")
+                f"activation={self.activation}, up={self.up}, down={self.down}" + (", dims=3" if self.dims == 3 else ""))
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -238,7 +263,7 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 __all__ = [
-    "FILTER_BOX", "FILTER_STYLEGAN", "FILTER_STYLEGAN2", "LRELU_GAIN", "EqualConv2d", "EqualLinear", "bias_act",
-    "conv2d_resample", "conv2d_resample_reference", "downsample2d", "filter2d", "normalize_2nd_moment",
-    "setup_filter", "upfirdn2d", "upsample2d",
+    "FILTER_BOX", "FILTER_STYLEGAN", "FILTER_STYLEGAN2", "LRELU_GAIN", "EqualConv", "EqualLinear", "bias_act",
+    "conv2d_resample", "conv2d_resample_reference", "conv_resample", "downsample2d", "filter2d", "make_filter",
+    "normalize_2nd_moment", "setup_filter", "upfirdn2d", "upsample", "upsample2d",
 ]

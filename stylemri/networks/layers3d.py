@@ -1,22 +1,19 @@
-"""3-D twins of the FIR resampling and equalized-lr convolution of `layers.py`, for whole volumes.
+"""3-D FIR resampling for whole volumes: the volume counterparts of `upfirdn2d` and `conv2d_resample`.
 
 The StyleGAN2 low-pass filter is separable, so the 3-D filter is the outer product of the same 1-D taps
 on the three axes; `upfirdn3d` applies it as three depthwise 1-D passes (k + k + k multiplications per
 voxel instead of k^3). `conv3d_resample` fuses a 'same' convolution with 2x up/down the cheap way
 (transposed / strided conv) and equals `conv3d_resample_reference`, the plain composition (tests).
-Tensors are (N, C, D, H, W).
+Tensors are (N, C, D, H, W). The layers built on them take `dims` (`layers.EqualConv`, the StyleGAN2
+synthesis layers), so one class serves slices and volumes; this module imports nothing of the package.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from stylemri.networks.layers import FILTER_STYLEGAN2, bias_act
 
 
 def setup_filter1d(taps: Sequence[float]) -> torch.Tensor:
@@ -122,29 +119,5 @@ def conv3d_resample_reference(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor 
     return F.conv3d(x, w, padding=k // 2, groups=groups)
 
 
-class EqualConv3d(nn.Module):
-    """3-D conv with equalized learning rate, optional FIR up/down-sampling, bias, activation, clamp."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", up: int = 1, down: int = 1,
-                 resample_filter: Sequence[float] = FILTER_STYLEGAN2, conv_clamp: float | None = None) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
-        self.register_buffer("resample_filter", setup_filter1d(resample_filter), persistent=False)
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**3)
-
-    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        x = conv3d_resample(x, self.weight * self.weight_gain, self.resample_filter, up=self.up, down=self.down)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"activation={self.activation}, up={self.up}, down={self.down}")
-
-
-__all__ = ["EqualConv3d", "conv3d_resample", "conv3d_resample_reference", "downsample3d", "setup_filter1d",
-           "upfirdn3d", "upsample3d"]
+__all__ = ["conv3d_resample", "conv3d_resample_reference", "downsample3d", "setup_filter1d", "upfirdn3d",
+           "upsample3d"]

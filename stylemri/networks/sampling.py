@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from stylemri.errors import UserError
-
-NOISE_MODES = ("const", "random", "none")
+from stylemri.networks.stylegan2 import NOISE_MODES
 
 
 def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
@@ -28,16 +27,28 @@ def seed_latents(seeds: Iterable[int], z_dim: int) -> torch.Tensor:
 
 
 def one_hot(indices: Sequence[int | None] | torch.Tensor, c_dim: int,
-            device: torch.device | str = "cpu") -> torch.Tensor:
-    """Class indices -> one-hot (N, c_dim) float32; an unconditional model (c_dim 0) gets (N, 0)."""
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Class indices (a list, or an integer tensor) -> one-hot (N, c_dim) float32 on `device` (default: the
+    tensor's, else the CPU). The one label encoding of the package.
+
+    An unconditional model (c_dim 0) gets an empty (N, 0) tensor whatever the indices (None or not):
+    every network reads it as "no labels" (`mapping.check_labels`), and unlike None it batches by slicing,
+    moves with `.to()` and concatenates with a covariate vector (`condition`) like any label tensor."""
+    if device is None:
+        device = indices.device if isinstance(indices, torch.Tensor) else "cpu"
     n = len(indices)
-    c = torch.zeros(n, c_dim, device=device)
-    if c_dim:
-        for i, k in enumerate(indices):
-            if k is None:
-                raise ValueError("a conditional model needs a class for every latent")
-            c[i, int(k)] = 1.0
-    return c
+    if not c_dim or not n:
+        return torch.zeros(n, c_dim, device=device)
+    if isinstance(indices, torch.Tensor):  # training's labels: no host round trip to check them
+        idx = indices.to(device=device, dtype=torch.long)
+    else:
+        if any(k is None for k in indices):
+            raise ValueError("a conditional model needs a class for every latent")
+        bad = [int(k) for k in indices if not 0 <= int(k) < c_dim]
+        if bad:
+            raise ValueError(f"class index {bad[0]}: expected 0 to {c_dim - 1}")
+        idx = torch.tensor([int(k) for k in indices], dtype=torch.long, device=device)
+    return torch.nn.functional.one_hot(idx.reshape(n), c_dim).float()
 
 
 def condition(class_part: torch.Tensor, covariates: torch.Tensor | None, cov_dim: int) -> torch.Tensor:
@@ -136,25 +147,38 @@ MAX_CLASS_SAMPLES = 100_000  # latents per class mean (--w-samples): it bounds t
 
 
 @torch.no_grad()
-def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, batch: int = 256) -> torch.Tensor:
-    """Mean w of each class (num_classes, w_dim) over `num_samples` random z per class (untruncated).
+def class_w_stats(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0,
+                  batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean w of each class (num_classes, w_dim) over `num_samples` random z per class (untruncated), and
+    the spread of those ws around their class mean (num_classes,): the root-mean-square distance.
 
-    For an unconditional model this is one row: the model's mean w."""
+    For an unconditional model this is one row: the model's mean w. `project` starts from the mean and
+    scales its exploration noise by the spread; the class means are the anchors of `edit` and `interpolate`."""
     if not 1 <= num_samples <= MAX_CLASS_SAMPLES:
         raise UserError(f"--w-samples {num_samples}: expected 1 to {MAX_CLASS_SAMPLES:,} latents per class mean")
     gen = torch.Generator().manual_seed(seed)
-    means = []
+    means, spreads = [], []
     for k in range(max(G.c_dim, 1)):
         total = torch.zeros(G.w_dim, dtype=torch.float64)
+        squares = torch.zeros((), dtype=torch.float64)
         for i in range(0, num_samples, batch):
             n = min(batch, num_samples - i)
             z = torch.randn(n, G.z_dim, generator=gen)
-            c = one_hot([k] * n if G.c_dim else [None] * n, G.c_dim)
-            total += map_latents(G, z, c)[:, 0].double().sum(0).cpu()
-        means.append((total / num_samples).float())
-    return torch.stack(means)
+            w = map_latents(G, z, one_hot([k] * n, G.c_dim))[:, 0].double()
+            total += w.sum(0).cpu()
+            squares += w.square().sum().cpu()
+        mean = total / num_samples
+        means.append(mean.float())
+        spreads.append(float(max(squares / num_samples - mean.square().sum(), 0.0)) ** 0.5)
+    return torch.stack(means), torch.tensor(spreads, dtype=torch.float32)
+
+
+def class_mean_ws(G: torch.nn.Module, num_samples: int = 2000, seed: int = 0, batch: int = 256) -> torch.Tensor:
+    """Mean w of each class (num_classes, w_dim) over `num_samples` random z per class (untruncated);
+    one row for an unconditional model (`class_w_stats` without the spread)."""
+    return class_w_stats(G, num_samples, seed, batch)[0]
 
 
 __all__ = ["MAX_CLASS_SAMPLES", "NOISE_MODES", "seed_latents", "one_hot", "condition", "model_device", "check_noise",
            "map_latents", "synthesize",
-           "generate_images", "class_mean_ws"]
+           "generate_images", "class_mean_ws", "class_w_stats"]

@@ -21,7 +21,7 @@ from stylemri.networks.layers import (
     FILTER_STYLEGAN,
     LRELU_GAIN,
     LRELU_SLOPE,
-    EqualConv2d,
+    EqualConv,
     EqualLinear,
     filter2d,
     setup_filter,
@@ -58,7 +58,7 @@ class StyleLayer(nn.Module):
         self.resolution, self.up = resolution, up
         if conv:
             # Weight gain sqrt(2) as in the paper (He init for the lrelu that follows).
-            self.conv = EqualConv2d(in_channels, out_channels, 3, bias=False, up=up, resample_filter=FILTER_BOX,
+            self.conv = EqualConv(in_channels, out_channels, 3, bias=False, up=up, resample_filter=FILTER_BOX,
                                     gain=LRELU_GAIN)
         self.register_buffer("blur_filter", setup_filter(FILTER_STYLEGAN), persistent=False)
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
@@ -117,7 +117,7 @@ class SynthesisNetwork(nn.Module):
             out_ch = channels_at(res, channel_base, channel_max)
             in_ch = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
             setattr(self, f"b{res}", SynthesisBlock(in_ch, out_ch, w_dim, res))
-            self.torgb[str(res)] = EqualConv2d(out_ch, img_channels, 1)
+            self.torgb[str(res)] = EqualConv(out_ch, img_channels, 1)
         self.num_ws = 2 * len(self.block_resolutions)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", stage: int | None = None,
@@ -156,8 +156,8 @@ class DiscriminatorBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.register_buffer("blur_filter", setup_filter(FILTER_STYLEGAN), persistent=False)
-        self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation="lrelu")
-        self.conv1 = EqualConv2d(in_channels, out_channels, 3, activation="lrelu", down=2, resample_filter=FILTER_BOX)
+        self.conv0 = EqualConv(in_channels, in_channels, 3, activation="lrelu")
+        self.conv1 = EqualConv(in_channels, out_channels, 3, activation="lrelu", down=2, resample_filter=FILTER_BOX)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(filter2d(self.conv0(x), self.blur_filter))
@@ -177,7 +177,7 @@ class Discriminator(nn.Module):
         self.fromrgb = nn.ModuleDict()
         for res in self.block_resolutions:
             ch = channels_at(res, channel_base, channel_max)
-            self.fromrgb[str(res)] = EqualConv2d(img_channels, ch, 1, activation="lrelu")
+            self.fromrgb[str(res)] = EqualConv(img_channels, ch, 1, activation="lrelu")
             if res > 4:
                 setattr(self, f"b{res}", DiscriminatorBlock(ch, channels_at(res // 2, channel_base, channel_max)))
         ch4 = channels_at(4, channel_base, channel_max)

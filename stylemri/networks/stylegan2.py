@@ -15,18 +15,19 @@ from torch import nn
 from stylemri.networks.heads import DiscriminatorEpilogue, labels_for
 from stylemri.networks.layers import (
     FILTER_STYLEGAN2,
-    EqualConv2d,
+    EqualConv,
     EqualLinear,
     bias_act,
-    conv2d_resample,
     conv2d_resample_reference,
-    setup_filter,
-    upsample2d,
+    conv_resample,
+    make_filter,
+    upsample,
 )
+from stylemri.networks.layers3d import conv3d_resample_reference
 from stylemri.networks.mapping import MappingNetwork
 from stylemri.networks.precision import block_precision
 
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("const", "random", "none")  # the synthesis networks' noise inputs; `--noise` offers the same
 
 
 def check_noise_mode(noise_mode: str) -> None:
@@ -39,69 +40,73 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     return max(1, min(channel_base // res, channel_max))
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     up: int = 1, resample_filter: torch.Tensor | None = None, fused: bool = True,
-                     eps: float = 1e-8) -> torch.Tensor:
-    """Per-sample modulated (and demodulated) conv of the whole batch.
+def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
+                   up: int = 1, resample_filter: torch.Tensor | None = None, fused: bool = False,
+                   eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample modulated (and demodulated) conv of the whole batch: images with a (O, I, k, k) `weight`,
+    volumes with a (O, I, k, k, k) one (`resample_filter` from `layers.make_filter` of the same dims).
 
-    fused=True: one grouped convolution with a (N*out, in, k, k) weight (the StyleGAN2 formulation);
+    fused=True: one grouped convolution with a (N*out, in, k, ...) weight (the StyleGAN2 formulation);
     fused=False: scale the activations by the styles, share one conv, scale the outputs by the
     demodulation coefficients (same maths, cheaper backward for large batches).
-    Both equal `modulated_conv2d_reference`. The effective weight is s_i * w_oik, so an equalized-lr
+    Both equal `modulated_conv_reference`. The effective weight is s_i * w_oik, so an equalized-lr
     gain may be folded into either `weight` or `styles`.
+    The default is fused=False for both dims (the 2-D function used to default to True, the 3-D one to
+    False): it is what training and CPU inference use (`SynthesisNetwork.forward` passes its choice
+    explicitly), it never builds the per-sample weight (N x k^3 times the weight for volumes), and it
+    accepts any batch size with the same memory as one sample.
     """
     n = x.shape[0]
-    out_ch, in_ch, kh, kw = weight.shape
+    out_ch, in_ch = weight.shape[:2]
+    ones = [1] * (weight.ndim - 2)  # one per spatial dimension
     if styles.shape != (n, in_ch):
-        raise ValueError(f"modulated_conv2d: styles {tuple(styles.shape)} do not match ({n}, {in_ch})")
+        raise ValueError(f"modulated_conv: styles {tuple(styles.shape)} do not match ({n}, {in_ch})")
     styles = styles.float()
     weight = weight.float()
     dcoefs = None
     if demodulate:
         # sum_ik (s_i w_oik)^2 = sum_i s_i^2 sum_k w_oik^2: a small matmul instead of an (N, O, I, k, k) tensor.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + eps).rsqrt()  # (N, O)
+        dcoefs = (styles.square() @ weight.square().sum(dim=list(range(2, weight.ndim))).t() + eps).rsqrt()  # (N, O)
     if not fused:
-        x = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
-        x = conv2d_resample(x, weight, resample_filter, up=up)
+        x = x * styles.to(x.dtype).reshape(n, in_ch, *ones)
+        x = conv_resample(x, weight, resample_filter, up=up)
         if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(n, out_ch, 1, 1)
+            x = x * dcoefs.to(x.dtype).reshape(n, out_ch, *ones)
         return x
     coefs = styles.reshape(n, 1, in_ch)  # (N, O, I) per-sample scale, built small: one big multiply below
     if dcoefs is not None:
         coefs = coefs * dcoefs.reshape(n, out_ch, 1)
-    w = weight.unsqueeze(0) * coefs.reshape(n, -1, in_ch, 1, 1)  # (N, O, I, k, k)
+    w = weight.unsqueeze(0) * coefs.reshape(n, -1, in_ch, *ones)  # (N, O, I, k, k[, k])
     x = x.reshape(1, n * in_ch, *x.shape[2:])
-    x = conv2d_resample(x, w.reshape(n * out_ch, in_ch, kh, kw), resample_filter, up=up, groups=n)
+    x = conv_resample(x, w.reshape(n * out_ch, in_ch, *weight.shape[2:]), resample_filter, up=up, groups=n)
     return x.reshape(n, out_ch, *x.shape[2:])
 
 
-def modulated_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                               demodulate: bool = True, up: int = 1, resample_filter: torch.Tensor | None = None,
-                               eps: float = 1e-8) -> torch.Tensor:
+def modulated_conv_reference(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                             demodulate: bool = True, up: int = 1, resample_filter: torch.Tensor | None = None,
+                             eps: float = 1e-8) -> torch.Tensor:
     """The paper's equations one sample at a time: w'_ijk = s_i w_ijk; w'' = w' / sqrt(sum w'^2 + eps)."""
+    ones = [1] * (weight.ndim - 2)
+    reference = conv2d_resample_reference if weight.ndim == 4 else conv3d_resample_reference
     outs = []
     for i in range(x.shape[0]):
-        w = weight * styles[i].reshape(1, -1, 1, 1)
+        w = weight * styles[i].reshape(1, -1, *ones)
         if demodulate:
-            w = w / (w.square().sum(dim=[1, 2, 3], keepdim=True) + eps).sqrt()
-        outs.append(conv2d_resample_reference(x[i:i + 1], w, resample_filter, up=up))
+            w = w / (w.square().sum(dim=list(range(1, weight.ndim)), keepdim=True) + eps).sqrt()
+        outs.append(reference(x[i:i + 1], w, resample_filter, up=up))
     return torch.cat(outs, dim=0)
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv (optionally 2x up), per-pixel noise with a learned strength, bias, lrelu.
-    The 3-D network (stylegan2_3d.py) reuses it with `dims`, `modconv` and `make_filter` for volumes."""
-
-    dims = 2
-    modconv = staticmethod(modulated_conv2d)
-    make_filter = staticmethod(setup_filter)
+    """Modulated 3x3 conv (optionally 2x up), per-pixel noise with a learned strength, bias, lrelu;
+    with `dims=3` a 3x3x3 conv and per-voxel noise (the 3-D network, stylegan2_3d.py)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
-                 kernel_size: int = 3, conv_clamp: float | None = None) -> None:
+                 kernel_size: int = 3, conv_clamp: float | None = None, dims: int = 2) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
-        self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", self.make_filter(FILTER_STYLEGAN2), persistent=False)
+        self.conv_clamp, self.dims = conv_clamp, dims
+        self.register_buffer("resample_filter", make_filter(FILTER_STYLEGAN2, dims), persistent=False)
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *[kernel_size] * self.dims))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** self.dims)
@@ -109,10 +114,10 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True,
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = False,
                 gain: float = 1.0) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # (g s_i) w_oik = s_i (g w_oik): equalized lr, folded in
-        x = self.modconv(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter, fused=fused)
+        x = modulated_conv(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter, fused=fused)
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, *[self.resolution] * self.dims, device=x.device, dtype=x.dtype)
             x = x + noise * self.noise_strength.to(x.dtype)
@@ -123,39 +128,39 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv to image channels, no demodulation, linear output (1x1x1 in the 3-D network)."""
+    """Modulated 1x1 conv to image channels, no demodulation, linear output (1x1x1 with `dims=3`)."""
 
-    dims = 2
-    modconv = staticmethod(modulated_conv2d)
-
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None,
+                 dims: int = 2) -> None:
         super().__init__()
-        self.conv_clamp = conv_clamp
+        self.conv_clamp, self.dims = conv_clamp, dims
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *[1] * self.dims))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = self.modconv(x, self.weight, styles, demodulate=False, fused=fused)
+        x = modulated_conv(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of the skip generator: (const | 2x-up conv) + conv, toRGB added to the upsampled image."""
+    """One resolution of the skip generator: (const | 2x-up conv) + conv, toRGB added to the upsampled image
+    (the upsampled volume with `dims=3`)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None = None) -> None:
+                 conv_clamp: float | None = None, dims: int = 2) -> None:
         super().__init__()
-        self.in_channels, self.resolution, self.img_channels = in_channels, resolution, img_channels
-        self.register_buffer("resample_filter", setup_filter(FILTER_STYLEGAN2), persistent=False)
+        self.in_channels, self.resolution, self.img_channels, self.dims = in_channels, resolution, img_channels, dims
+        self.register_buffer("resample_filter", make_filter(FILTER_STYLEGAN2, dims), persistent=False)
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+            self.const = nn.Parameter(torch.randn(out_channels, *[resolution] * dims))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
-        self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp,
+                                        dims=dims)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, dims=dims)
+        self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp, dims=dims)
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
@@ -163,20 +168,19 @@ class SynthesisBlock(nn.Module):
                 fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
+            x = self.const.unsqueeze(0).repeat(ws.shape[0], *[1] * (1 + self.dims))
         else:
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused=fused)
         x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused=fused)
         y = self.torgb(x, next(w_iter), fused=fused).float()
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        img = y if img is None else upsample(img, self.resample_filter) + y
         return x, img
 
 
 class SynthesisNetwork(nn.Module):
     """ws (N, num_ws, w_dim) -> image; the toRGB outputs of all resolutions are upsampled and summed."""
 
-    dims = 2
-    block_class: type[nn.Module] = SynthesisBlock  # the 3-D network (stylegan2_3d.py) swaps in its block
+    dims = 2  # 3 in the 3-D network (stylegan2_3d.py): every block is built for volumes
 
     def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, conv_clamp: float | None = None) -> None:
@@ -186,8 +190,8 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 0
         for res in self.block_resolutions:
             in_ch = channels_at(res // 2, channel_base, channel_max) if res > 4 else 0
-            block = self.block_class(in_ch, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
-                                     conv_clamp=conv_clamp)
+            block = SynthesisBlock(in_ch, channels_at(res, channel_base, channel_max), w_dim, res, img_channels,
+                                   conv_clamp=conv_clamp, dims=self.dims)
             setattr(self, f"b{res}", block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB; each other toRGB shares the w of the next block's first conv
@@ -216,18 +220,19 @@ class SynthesisNetwork(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: two 3x3 convs (the second with 2x FIR down) plus a 1x1 down skip, both * sqrt(1/2).
-    `conv` is EqualConv2d, or EqualConv3d for volumes (3x3x3 convs)."""
+    """Residual block: two 3x3 convs (the second with 2x FIR down) plus a 1x1 down skip, both * sqrt(1/2);
+    3x3x3 convs for volumes (`dims=3`)."""
 
     def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int,
-                 conv_clamp: float | None = None, conv: type[nn.Module] = EqualConv2d) -> None:
+                 conv_clamp: float | None = None, dims: int = 2) -> None:
         super().__init__()
         self.in_channels = in_channels
         if in_channels == 0:
-            self.fromrgb = conv(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv0 = conv(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
-        self.conv1 = conv(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
-        self.skip = conv(tmp_channels, out_channels, 1, bias=False, down=2)
+            self.fromrgb = EqualConv(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp, dims=dims)
+        self.conv0 = EqualConv(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp, dims=dims)
+        self.conv1 = EqualConv(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp,
+                               dims=dims)
+        self.skip = EqualConv(tmp_channels, out_channels, 1, bias=False, down=2, dims=dims)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None) -> torch.Tensor:
         if self.in_channels == 0:
@@ -240,8 +245,7 @@ class DiscriminatorBlock(nn.Module):
 class Discriminator(nn.Module):
     """Residual StyleGAN2 discriminator with a projection-conditional 4x4 head."""
 
-    dims = 2
-    conv_class: type[nn.Module] = EqualConv2d  # EqualConv3d in the 3-D network (stylegan2_3d.py)
+    dims = 2  # 3 in the 3-D network (stylegan2_3d.py): 3x3x3 convs
 
     def __init__(self, c_dim: int, resolution: int, img_channels: int, channel_base: int = 16384,
                  channel_max: int = 512, mbstd_group: int | None = 4, mbstd_features: int = 1,
@@ -253,7 +257,7 @@ class Discriminator(nn.Module):
         for res in self.block_resolutions:
             tmp = channels_at(res, channel_base, channel_max)
             block = DiscriminatorBlock(0 if res == resolution else tmp, tmp, channels_at(res // 2, channel_base, channel_max),
-                                       img_channels, conv_clamp=conv_clamp, conv=self.conv_class)
+                                       img_channels, conv_clamp=conv_clamp, dims=self.dims)
             setattr(self, f"b{res}", block)
         ch4 = channels_at(4, channel_base, channel_max)
         cmap_dim = ch4 if c_dim + cov_dim > 0 else 0
@@ -261,9 +265,9 @@ class Discriminator(nn.Module):
             self.mapping = MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=map_layers, lr_mul=map_lr_mul,
                                           w_avg_beta=None, cov_dim=cov_dim)
         if resolution == 4:
-            self.fromrgb4 = self.conv_class(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp)
+            self.fromrgb4 = EqualConv(img_channels, ch4, 1, activation="lrelu", conv_clamp=conv_clamp, dims=self.dims)
         self.b4 = DiscriminatorEpilogue(ch4, cmap_dim, 4, mbstd_group, mbstd_features, conv_clamp=conv_clamp,
-                                        conv=self.conv_class, dims=self.dims)
+                                        dims=self.dims)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, stage: int | None = None,
                 alpha: float = 1.0, force_fp32: bool = False) -> torch.Tensor:
@@ -288,5 +292,5 @@ class Discriminator(nn.Module):
 
 __all__ = [
     "Discriminator", "DiscriminatorBlock", "SynthesisBlock", "SynthesisLayer", "SynthesisNetwork", "ToRGB",
-    "channels_at", "modulated_conv2d", "modulated_conv2d_reference",
+    "NOISE_MODES", "channels_at", "check_noise_mode", "modulated_conv", "modulated_conv_reference",
 ]

@@ -211,14 +211,17 @@ def plot_metrics(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Training-time metric curves against kimg, the best value of each marked."""
     from matplotlib.figure import Figure
 
-    names = [k for k in ("fid", "kid", "swd", "precision", "recall") if any(k in r for r in records)]
-    fig = Figure(figsize=(8, 2.4 * max(len(names), 1)))
-    axes = fig.subplots(len(names) or 1, 1, sharex=True, squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
+    from stylemri.metrics.evaluate import training_scalars
+
+    scalars = [s for s in training_scalars() if any(s.key in r for r in records)]  # the registry's, in its order
+    fig = Figure(figsize=(8, 2.4 * max(len(scalars), 1)))
+    axes = fig.subplots(len(scalars) or 1, 1, sharex=True, squeeze=False)
+    for ax, scalar in zip(axes[:, 0], scalars):
+        name = scalar.key
         pts = [(float(r["kimg"]), float(r[name])) for r in records if name in r]
         x, y = zip(*pts)
         ax.plot(x, y, marker="o", linewidth=1.2, label=name)
-        best = (np.argmax if name in ("precision", "recall") else np.argmin)(y)
+        best = (np.argmin if scalar.lower_is_better else np.argmax)(y)
         ax.plot([x[best]], [y[best]], marker="*", markersize=12, color="tab:red", linestyle="none",
                 label=f"best {y[best]:.4g} at {x[best]:g} kimg")
         ax.set_ylabel(name)

@@ -233,7 +233,7 @@ def _validate(net: dict[str, Any], train: dict[str, Any], world_size: int) -> No
 
 
 def check_metrics(metrics: tuple[str, ...]) -> tuple[str, ...]:
-    """Training-time metrics: names the metric registry marks `training` (fid, kid, swd, pr)."""
+    """Training-time metrics: names the metric registry marks `training`."""
     from stylemri.metrics.evaluate import TRAINING_METRICS
 
     if any(m not in TRAINING_METRICS for m in metrics):

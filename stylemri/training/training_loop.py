@@ -37,7 +37,7 @@ from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
 from stylemri.training.run_dir import write_run_config
 from stylemri.training.schedules import is_scheduled, scheduled
-from stylemri.networks.sampling import generate_images
+from stylemri.networks.sampling import generate_images, one_hot
 from stylemri.networks.staged import at_stage
 from stylemri.data.covariates import condition_vectors
 from stylemri.training.samples import covariate_grid, grid_seeds, render_grid, save_progress_figure
@@ -76,13 +76,6 @@ class TrainResult:
     @property
     def kimg(self) -> float:
         return self.nimg / 1000
-
-
-def one_hot(labels: torch.Tensor, c_dim: int) -> torch.Tensor | None:
-    """Integer labels -> one-hot float (N, c_dim) as the networks expect; None when unconditional."""
-    if c_dim == 0:
-        return None
-    return torch.nn.functional.one_hot(labels.long(), c_dim).float()
 
 
 class Trainer:
@@ -195,7 +188,11 @@ class Trainer:
         self._metric_cache: Path | None = None
 
     def _check_metric_weights(self) -> None:
-        if self.dist.is_main and any(m in ("fid", "kid", "pr") for m in self.t.metrics):
+        if not (self.dist.is_main and self.t.metrics):
+            return
+        from stylemri.metrics.evaluate import INCEPTION_METRICS
+
+        if any(m in INCEPTION_METRICS for m in self.t.metrics):
             from stylemri.metrics.inception import find_weights
 
             find_weights()  # no Inception weights: a clear error now, not at the first checkpoint
@@ -317,30 +314,24 @@ class Trainer:
 
     def _evaluate_metrics(self) -> float | None:
         """Training-time metrics of G_ema (rank 0, at checkpoints, at the final resolution); returns the
-        score that ranks checkpoints (the first of fid / kid mean / swd mean requested), lower is better."""
+        score that ranks checkpoints (`checkpoint_score`: the first requested metric's lower-is-better scalar)."""
         phase = self._last_phase
         if not self.t.metrics or phase is None or phase.fading or phase.resolution != self.cfg.network.resolution:
             return None
-        from stylemri.metrics.evaluate import evaluate
+        from stylemri.metrics.evaluate import checkpoint_score, evaluate, flat_scalars
 
         self._prepare_metrics()
         results = evaluate(self._metric_images(phase), self.t.metric_num, self._metric_source, self.t.metrics,
                            device=self.device, seed=self.t.seed, extractor=self._extractor,
                            cache_dir=self._metric_cache)
         found = results["metrics"]
-        flat = {"fid": found.get("fid"), "kid": (found.get("kid") or {}).get("mean"),
-                "swd": (found.get("swd") or {}).get("mean"),
-                "precision": (found.get("pr") or {}).get("precision"), "recall": (found.get("pr") or {}).get("recall")}
-        flat = {k: float(v) for k, v in flat.items() if v is not None}
+        flat = flat_scalars(found)  # e.g. fid, kid (its mean), swd (its mean), precision, recall
         if self.log is not None:
             self.log.scalars("metrics", flat, self.nimg / 1000)
             self.log.metrics({"kimg": self.nimg / 1000, "num": self.t.metric_num, **flat, "details": found})
         self._event({"event": "metrics", "kimg": self.nimg / 1000, "num": self.t.metric_num, **flat,
                      "real_features_from_cache": results.get("real_features_from_cache"), "details": found})
-        for name in self.t.metrics:
-            if name in ("fid", "kid", "swd") and name in flat:
-                return flat[name]
-        return None
+        return checkpoint_score(self.t.metrics, flat)
 
     def _prepare_metrics(self) -> None:
         """Once per run: the real images' source and the Inception extractor (kept loaded). The real
@@ -351,7 +342,9 @@ class Trainer:
 
         self._metric_source = source_from_dataset(self.ds)
         self._metric_cache = default_cache_dir()
-        if any(m in ("fid", "kid", "pr") for m in self.t.metrics):
+        from stylemri.metrics.evaluate import INCEPTION_METRICS
+
+        if any(m in INCEPTION_METRICS for m in self.t.metrics):
             from stylemri.metrics.inception import load_inception
 
             self._extractor = load_inception(device=self.device)
@@ -479,7 +472,11 @@ class Trainer:
         real = fade_reals(real, phase)
         if self.t.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        real_c = labels.to(self.device) if self.cond_np is not None else one_hot(labels.to(self.device), self.c_dim)
+        real_c = None  # unconditional: no labels in the training passes, as `_sample_c` gives none
+        if self.cond_np is not None:
+            real_c = labels.to(self.device)
+        elif self.c_dim:
+            real_c = one_hot(labels.to(self.device), self.c_dim)
         step_stats: dict[str, float] = {}
         skipped = False
         for name, module, opt, gain in self._phases():
