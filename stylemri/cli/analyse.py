@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
 from stylemri.cli.options import (

@@ -11,7 +11,7 @@ import numpy as np
 from stylemri.cli.options import (
     add_batch, add_class, add_device, add_flag, add_num, add_outdir, add_run, add_seed, add_trunc,
 )
-from stylemri.generate import check_seed
+from stylemri.write_generated import check_seed
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json

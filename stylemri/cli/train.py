@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                   resolution_help="image size in pixels, a power of two (default: 64, or the preset's: 256)")
     p.add_argument("--xflip", dest="xflip", action=argparse.BooleanOptionalAction, default=None,
                    help="randomly mirror real images left-right (default off: a mirrored sagittal slice faces the "
-                        "other way and axial asymmetry is real; the stylegan-adni preset keeps the seeds' flips; "
-                        "ADA's own xflip is separate)")
+                        "other way and axial asymmetry is real; the stylegan-adni preset keeps the reference "
+                        "implementations' flips; ADA's own xflip is separate)")
     g = p.add_argument_group("run")
     add_outdir(g, "parent folder of run directories (default: runs)", default="runs")
     g.add_argument("--name", default=None, metavar="NAME",
