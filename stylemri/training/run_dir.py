@@ -37,6 +37,11 @@ LOCK_NAME = "train.lock"
 REQUIRED_KEYS = ("data", "network", "train", "class_names")
 
 
+def _entry(*parts: str) -> property:
+    """A RunLayout attribute: the path of `parts` inside the run folder."""
+    return property(lambda self: self.root.joinpath(*parts), doc=f"RUN/{'/'.join(parts)}")
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where each file of one run folder lives."""
@@ -46,41 +51,18 @@ class RunLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_NAME
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS
-
-    @property
-    def samples(self) -> Path:
-        return self.root / SAMPLES
-
-    @property
-    def plots(self) -> Path:
-        return self.root / PLOTS
-
-    @property
-    def losses(self) -> Path:
-        return self.root / LOSSES
-
-    @property
-    def events(self) -> Path:
-        return self.root / EVENTS
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK_NAME
-
-    @property
-    def reals_grid(self) -> Path:
-        return self.samples / "reals.png"
+    config = _entry(CONFIG_NAME)
+    checkpoints = _entry(CHECKPOINTS)
+    samples = _entry(SAMPLES)
+    plots = _entry(PLOTS)
+    losses = _entry(LOSSES)
+    events = _entry(EVENTS)
+    metrics = _entry(METRICS)
+    lock = _entry(LOCK_NAME)
+    reals_grid = _entry(SAMPLES, "reals.png")
+    progress_figure = _entry(PLOTS, "progress_resolutions.png")
+    loss_plot = _entry(PLOTS, "losses.png")
+    metrics_plot = _entry(PLOTS, "metrics.png")
 
     def fakes_grid(self, tag: str) -> Path:
         return self.samples / f"fakes-{tag}.png"
@@ -93,18 +75,6 @@ class RunLayout:
         found = [(int(m.group(1)), p) for p in self.samples.glob("progress-*px.png")
                  if (m := re.fullmatch(r"progress-(\d+)px\.png", p.name))]
         return sorted(found)
-
-    @property
-    def progress_figure(self) -> Path:
-        return self.plots / "progress_resolutions.png"
-
-    @property
-    def loss_plot(self) -> Path:
-        return self.plots / "losses.png"
-
-    @property
-    def metrics_plot(self) -> Path:
-        return self.plots / "metrics.png"
 
 
 def default_name(cfg: RunConfig) -> str:
