@@ -124,7 +124,7 @@ Found = tuple[Path, str, str, str | None]  # (path, relative to the root, split,
 def _scan_folder(source: str, root: Path, axis: str) -> Scan:
     subdirs = sorted(p for p in _listdir(root) if p.is_dir() and not _hidden(p.name))
     oasis = root.name.lower() == "keras_png_slices_data" or any(d.name.lower().startswith(OASIS_PREFIX) for d in subdirs)
-    roots, split_dirs, ignored, rejected = _split_roots(root, subdirs)
+    roots, split_folders, ignored, rejected = _split_roots(root, subdirs)
     found, unreadable, notes = _walk_roots(source, root, roots, rejected)
     if not found and not rejected:
         raise UserError(f"{source}: empty folder; expected {EXPECTED}")
@@ -135,17 +135,16 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
         exts = sorted({Path(r).suffix.lower() or Path(r).name for r, *_ in rejected})
         raise UserError(f"{source}: no supported files (found {len(rejected)}: {', '.join(exts[:6])}); expected {EXPECTED}")
     splits = tuple(s for s in ("train", "validate", "test") if any(f.split == s for f in files))
-    layout, desc = _describe_layout(files, splits, axis, split_dirs=bool(split_dirs), oasis=oasis, labeled=labeled,
+    layout, desc = _describe_layout(files, splits, axis, split_dirs=split_folders, oasis=oasis, labeled=labeled,
                                     subject_folders=subject_folders)
     return Scan(source, str(root), layout, desc, tuple(files), tuple(rejected), splits, tuple(ignored),
                 axes=(axis,) if any(f.kind == "volume" for f in files) else (), notes=tuple(notes))
 
 
-def _split_roots(root: Path, subdirs: list[Path]
-                 ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], list[str], list[Rejected]]:
+def _split_roots(root: Path, subdirs: list[Path]) -> tuple[list[tuple[Path, str]], bool, list[str], list[Rejected]]:
     """The folders to walk, each with its split: the split folders (train/val/test, OASIS names) when there
-    are any, else the root itself. Also the split folders alone, the folders ignored (with why) and the
-    files left beside split folders."""
+    are any (then True), else the root itself (False). Also the folders ignored (with why) and the files left
+    beside split folders."""
     split_dirs: list[tuple[Path, str]] = []
     ignored: list[str] = []
     for d in subdirs:
@@ -158,7 +157,7 @@ def _split_roots(root: Path, subdirs: list[Path]
             split_dirs.append((d, split))
     rejected: list[Rejected] = []
     if not split_dirs:
-        return [(root, _own_split(root.name))], split_dirs, ignored, rejected
+        return [(root, _own_split(root.name))], False, ignored, rejected
     named = {d for d, _ in split_dirs}
     for d in subdirs:
         if d not in named and not d.name.lower().startswith(OASIS_SEG_PREFIX):
@@ -166,7 +165,7 @@ def _split_roots(root: Path, subdirs: list[Path]
     for p in _listdir(root):
         if p.is_file():
             rejected.append((p.name, "outside the split folders", *_stat(p)))
-    return split_dirs, split_dirs, ignored, rejected
+    return split_dirs, True, ignored, rejected
 
 
 def _walk_roots(source: str, root: Path, roots: list[tuple[Path, str]], rejected: list[Rejected]
