@@ -342,7 +342,7 @@ class TrainConfig:
     fade_kimg: float = setting(600.0, help="progressive: fade-in kimg per resolution (default 600)")
     stable_kimg: float = setting(600.0, help="progressive: stabilization kimg per resolution (default 600)")
     reset_opt_on_grow: bool = setting(True, flag=None, label="reset_opt_on_grow")  # fresh Adam moments per resolution
-    tick_kimg: float = setting(4.0, resumable=True, help="log line, losses.csv row every N kimg (default 4)")
+    tick_kimg: float = setting(4.0, resumable=True, help="log line and loss-table row every N kimg (default 4)")
     sample_ticks: int = setting(10, resumable=True, help="sample grid every N ticks (default 10)")
     checkpoint_ticks: int = setting(50, resumable=True, help="checkpoint every N ticks (default 50)")
     keep_checkpoints: int = setting(5, resumable=True, help="keep the last N checkpoints (default 5)")

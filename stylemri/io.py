@@ -1,4 +1,5 @@
-"""Atomic file writing, the one CSV writer, and the one image conversion everything uses ([-1, 1] -> uint8)."""
+"""Atomic file writing, the one CSV writer (whole tables, and rows appended to a growing log), and the one
+image conversion everything uses ([-1, 1] -> uint8)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import stat
 import tempfile
+from io import StringIO
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
@@ -143,10 +145,11 @@ def save_grid(path: str | os.PathLike, images: torch.Tensor | np.ndarray, ncols:
 
 
 class _CsvRows:
-    def __init__(self, f: IO[str], header: Sequence[str]) -> None:
-        self._writer = csv.writer(f, lineterminator="\n")
+    def __init__(self, f: IO[str], header: Sequence[str], line_end: str = "\n", write_header: bool = True) -> None:
+        self._writer = csv.writer(f, lineterminator=line_end)
         self.header = list(header)
-        self._writer.writerow(self.header)
+        if write_header:
+            self._writer.writerow(self.header)
 
     def writerow(self, row: Sequence[Any] | Mapping[str, Any]) -> None:
         """A row as a sequence in header order, or a mapping (missing keys written empty)."""
@@ -154,16 +157,27 @@ class _CsvRows:
 
 
 @contextlib.contextmanager
-def csv_writer(path: str | os.PathLike, header: Sequence[str]) -> Iterator[_CsvRows]:
+def csv_writer(path: str | os.PathLike, header: Sequence[str], *, line_end: str = "\n") -> Iterator[_CsvRows]:
     """Write a CSV row by row (memory flat however long), atomically: readers see the whole table or none."""
     with atomic_write(path, "w") as f:
-        yield _CsvRows(f, header)
+        yield _CsvRows(f, header, line_end)
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]
-              ) -> Path:
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]],
+              *, line_end: str = "\n") -> Path:
     """The one CSV writer: a header, then rows (sequences in header order, or mappings), atomically."""
-    with csv_writer(path, header) as table:
+    with csv_writer(path, header, line_end=line_end) as table:
         for row in rows:
             table.writerow(row)
     return Path(path)
+
+
+def append_csv_row(path: str | os.PathLike, header: Sequence[str], row: Sequence[Any] | Mapping[str, Any], *,
+                   line_end: str = "\n") -> None:
+    """One row at the end of a table `write_csv` started (a log that grows): one flushed write, so a crash
+    cuts at most this line, and nothing is rewritten (a long run's log stays cheap to extend)."""
+    buf = StringIO()
+    _CsvRows(buf, header, line_end, write_header=False).writerow(row)
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()

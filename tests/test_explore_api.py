@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from stylemri import cli
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 from stylemri.explore import ModelService, create_app, load_training
 from conftest import brain_volume, write_nifti

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 from stylemri.model import TrainedModel
 from stylemri.networks import sampling as smp

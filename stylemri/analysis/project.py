@@ -189,13 +189,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
             optimize_noise: bool = True,
             callback: Callable[[int, dict[str, float]], None] | None = None) -> ProjectionResult:
     """Invert `target` (C, R, R) in [-1, 1] into W (or W+); G is copied, never modified."""
-    if steps < 1:
-        raise UserError(f"--steps {steps}: expected at least 1")
-    if tuple(target.shape) != (G.img_channels, G.resolution, G.resolution):
-        raise UserError(f"target of shape {tuple(target.shape)}: expected ({G.img_channels}, {G.resolution}, "
-                        f"{G.resolution}) for this model")
-    if feature_weight > 0 and features is None:
-        raise ValueError("feature_weight > 0 needs a `features` function")
+    _check_projection(G, target, steps, feature_weight, features)
     dev = model_device(G)
     G = copy.deepcopy(G).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
@@ -213,16 +207,66 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
     w_std = mean_square ** 0.5
 
     w_opt = w_mean.repeat(1, G.num_ws if w_plus else 1, 1).clone().requires_grad_(True)
-    buffers = find_noise_buffers(G) if optimize_noise else []
-    noises, noise_names = [], []
-    for qualified, module, name in buffers:
+    noise_names, noises = _fresh_noise(G, gen) if optimize_noise else ([], [])
+    optimizer = torch.optim.Adam([w_opt, *noises], betas=(0.9, 0.999), lr=initial_lr)
+    total_loss = _objective(target, features if feature_weight > 0 else None, feature_weight, pixel_weight,
+                            l1_weight, ssim_weight)
+
+    with torch.no_grad():
+        initial_loss = total_loss(_render(G, w_opt, w_plus))[1]["image_loss"]
+    history: list[dict[str, float]] = []
+    for step in range(steps):
+        t = step / steps
+        w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+        lr = initial_lr * _lr_ramp(t, lr_rampdown_length, lr_rampup_length)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        w_noise = torch.randn(w_opt.shape, generator=gen).to(dev) * w_noise_scale
+        loss, parts = total_loss(_render(G, w_opt + w_noise, w_plus))
+        reg = noise_regularization(noises) if noises else torch.zeros(())
+        _descend(optimizer, loss + noise_reg_weight * reg.to(loss.device), noises)
+        parts.update(noise_reg=float(reg.detach()), lr=lr, step=step)
+        history.append(parts)
+        if callback is not None:
+            callback(step, parts)
+
+    with torch.no_grad():
+        image = _render(G, w_opt, w_plus)
+        final = total_loss(image)[1]["image_loss"]
+    ws = (w_opt if w_plus else w_opt.repeat(1, G.num_ws, 1))[0].detach().cpu().numpy().astype(np.float32)
+    noise = {q: v.detach().cpu().numpy() for q, v in zip(noise_names, noises)}
+    return ProjectionResult(target=target[0].cpu(), image=image[0].float().cpu(), ws=ws, w_plus=w_plus,
+                            noise=noise, history=history, initial_loss=initial_loss, final_loss=final)
+
+
+def _check_projection(G: torch.nn.Module, target: torch.Tensor, steps: int, feature_weight: float,
+                      features: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    if steps < 1:
+        raise UserError(f"--steps {steps}: expected at least 1")
+    if tuple(target.shape) != (G.img_channels, G.resolution, G.resolution):
+        raise UserError(f"target of shape {tuple(target.shape)}: expected ({G.img_channels}, {G.resolution}, "
+                        f"{G.resolution}) for this model")
+    if feature_weight > 0 and features is None:
+        raise ValueError("feature_weight > 0 needs a `features` function")
+
+
+def _fresh_noise(G: torch.nn.Module, gen: torch.Generator) -> tuple[list[str], list[torch.Tensor]]:
+    """Replace G's constant noise buffers by seeded fresh ones that the optimizer may change (G is a copy)."""
+    names, noises = [], []
+    for qualified, module, name in find_noise_buffers(G):
         buf = getattr(module, name)
         fresh = torch.randn(buf.shape, generator=gen).to(device=buf.device, dtype=buf.dtype).requires_grad_(True)
         module._buffers[name] = fresh  # the generator reads it as its constant noise
         noises.append(fresh)
-        noise_names.append(qualified)
-    optimizer = torch.optim.Adam([w_opt, *noises], betas=(0.9, 0.999), lr=initial_lr)
-    target_feats = features(target).detach() if feature_weight > 0 else None
+        names.append(qualified)
+    return names, noises
+
+
+def _objective(target: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor] | None, feature_weight: float,
+               pixel_weight: float, l1_weight: float, ssim_weight: float
+               ) -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]:
+    """image -> (loss to minimise, its parts as floats): image_loss, plus the feature distance with `features`."""
+    target_feats = features(target).detach() if features is not None else None
 
     def total_loss(img: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss, parts = image_loss(img, target, pixel_weight, l1_weight, ssim_weight)
@@ -233,44 +277,31 @@ def project(G: torch.nn.Module, target: torch.Tensor, *, steps: int = 500, w_plu
         parts["image_loss"] = float(loss.detach())
         return loss, parts
 
-    def render(w: torch.Tensor) -> torch.Tensor:
-        ws = w if w_plus else w.repeat(1, G.num_ws, 1)
-        return G.synthesis(ws, noise_mode="const")
+    return total_loss
 
-    with torch.no_grad():
-        initial_loss = total_loss(render(w_opt))[1]["image_loss"]
-    history: list[dict[str, float]] = []
-    for step in range(steps):
-        t = step / steps
-        w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
-        lr_ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
-        lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
-        lr_ramp = lr_ramp * min(1.0, t / lr_rampup_length)
-        for group in optimizer.param_groups:
-            group["lr"] = initial_lr * lr_ramp
-        w_noise = torch.randn(w_opt.shape, generator=gen).to(dev) * w_noise_scale
-        loss, parts = total_loss(render(w_opt + w_noise))
-        reg = noise_regularization(noises) if noises else torch.zeros(())
-        objective = loss + noise_reg_weight * reg.to(loss.device)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for v in noises:
-                v -= v.mean()
-                v *= v.square().mean().rsqrt()
-        parts.update(noise_reg=float(reg.detach()), lr=initial_lr * lr_ramp, step=step)
-        history.append(parts)
-        if callback is not None:
-            callback(step, parts)
 
+def _render(G: torch.nn.Module, w: torch.Tensor, w_plus: bool) -> torch.Tensor:
+    """The image of w (one w broadcast to every layer) or of W+ (one per layer), with G's constant noise."""
+    ws = w if w_plus else w.repeat(1, G.num_ws, 1)
+    return G.synthesis(ws, noise_mode="const")
+
+
+def _lr_ramp(t: float, rampdown: float, rampup: float) -> float:
+    """NVlabs' projector schedule at t = step / steps: a short linear ramp up, a cosine ramp down at the end."""
+    lr_ramp = min(1.0, (1.0 - t) / rampdown)
+    lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
+    return lr_ramp * min(1.0, t / rampup)
+
+
+def _descend(optimizer: torch.optim.Optimizer, objective: torch.Tensor, noises: list[torch.Tensor]) -> None:
+    """One Adam step, then the noise maps renormalised to zero mean and unit variance (NVlabs)."""
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
     with torch.no_grad():
-        image = render(w_opt)
-        final = total_loss(image)[1]["image_loss"]
-    ws = (w_opt if w_plus else w_opt.repeat(1, G.num_ws, 1))[0].detach().cpu().numpy().astype(np.float32)
-    noise = {q: v.detach().cpu().numpy() for q, v in zip(noise_names, noises)}
-    return ProjectionResult(target=target[0].cpu(), image=image[0].float().cpu(), ws=ws, w_plus=w_plus,
-                            noise=noise, history=history, initial_loss=initial_loss, final_loss=final)
+        for v in noises:
+            v -= v.mean()
+            v *= v.square().mean().rsqrt()
 
 
 # --------------------------------------------------------------------------------------------- outputs

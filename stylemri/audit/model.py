@@ -1,6 +1,6 @@
 """The one place the audit touches a trained model (swap here when the model API changes).
 
-`open_generator(run, checkpoint, device)` returns a `Generator`: class names, resolution, the run's data
+`open_audit_model(run, checkpoint, device)` returns an `AuditModel`: class names, resolution, the run's data
 configuration, seeded uint8 images per class, and the discriminator's score of real images (for the
 white-box membership attack).
 """
@@ -20,8 +20,8 @@ from stylemri.networks.sampling import one_hot
 
 
 @dataclass
-class Generator:
-    """A trained run seen by the audit."""
+class AuditModel:
+    """A trained run as the audit sees it (a wrapper around `stylemri.TrainedModel`, not a network)."""
 
     model: Any  # stylemri.TrainedModel
     trunc: float = 1.0
@@ -69,8 +69,8 @@ class Generator:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: str = "auto",
-                   trunc: float = 1.0) -> Generator:
+def open_audit_model(run: str | os.PathLike, checkpoint: str = "latest", device: str = "auto",
+                     trunc: float = 1.0) -> AuditModel:
     """Open a trained run (its EMA generator at `checkpoint`) for the audit."""
     import stylemri
     from stylemri.errors import UserError
@@ -79,4 +79,4 @@ def open_generator(run: str | os.PathLike, checkpoint: str = "latest", device: s
     if model.config.network.dims == 3:  # every audit stage compares 2-D (C, R, R) images
         raise UserError(f"{run}: a 3-D run (--dims 3); stylemri audit works on 2-D slice runs only (for volumes: "
                         f"stylemri evaluate RUN --metrics swd,fid,kid,memorization)")
-    return Generator(model, trunc=trunc)
+    return AuditModel(model, trunc=trunc)

@@ -16,7 +16,7 @@ import numpy as np
 
 from stylemri.audit import fidelity, privacy, utility
 from stylemri.audit.features import FeatureNet
-from stylemri.audit.model import Generator
+from stylemri.audit.model import AuditModel
 from stylemri.audit.sets import ImageSet, check_overlap
 from stylemri.audit.verdicts import combine, thresholds_table
 from stylemri.errors import UserError
@@ -78,7 +78,7 @@ def audit_classes(train: ImageSet, holdout: ImageSet, synthetic: ImageSet) -> tu
 
 
 def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: FeatureNet, cfg: AuditConfig, *,
-          generator: Generator | None = None, progress: Callable[[str], None] | None = None) -> AuditResult:
+          model: AuditModel | None = None, progress: Callable[[str], None] | None = None) -> AuditResult:
     """Fidelity, privacy and utility of `synthetic` against `train` (seen) and `holdout` (unseen) patients."""
     say = progress or (lambda _msg: None)
     timer = Timer()
@@ -108,7 +108,7 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     data: dict[str, Any] = {"audit_version": AUDIT_VERSION, "classes": classes}
     plots: dict[str, Any] = {"samples": {c: {k: s.images[:8] for k, s in samples[c].items()} for c in classes}}
     data["fidelity"] = _fidelity(classes, samples, feats, cfg, timer, say)
-    data["privacy"], plots["privacy"] = _privacy(train, classes, samples, feats, cfg, timer, say, generator)
+    data["privacy"], plots["privacy"] = _privacy(train, classes, samples, feats, cfg, timer, say, model)
     conditional = synthetic.class_names != ("all",)
     data["utility"], plots["utility"] = utility.run_utility(
         train, holdout, synthetic, classes if conditional else [], samples, cfg, timer, say, conditional=conditional)
@@ -132,8 +132,8 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     }
     data["protocol"]["timing_seconds"]["features_network_only"] = round(features.seconds, 2)
     data["thresholds"] = thresholds_table()
-    if generator is not None:
-        data["model"] = generator.describe()
+    if model is not None:
+        data["model"] = model.describe()
     return AuditResult(data, plots)
 
 
@@ -150,7 +150,7 @@ def _fidelity(classes, samples, feats, cfg, timer, say) -> dict[str, Any]:
                         "intervals, synthetic beside the real-vs-real floor"]}
 
 
-def _privacy(train, classes, samples, feats, cfg, timer, say, generator) -> tuple[dict[str, Any], dict[str, Any]]:
+def _privacy(train, classes, samples, feats, cfg, timer, say, model) -> tuple[dict[str, Any], dict[str, Any]]:
     per_class, plots, found = {}, {}, []
     with timer("privacy"):
         pixel = privacy.pixel_space(train.images, train.subjects)
@@ -166,11 +166,11 @@ def _privacy(train, classes, samples, feats, cfg, timer, say, generator) -> tupl
                                                      cfg.device, cfg.bootstrap, cfg.seed)
             res["patients"] = privacy.patient_table(pixel, arr)
             d_scores = None
-            if generator is not None:
+            if model is not None:
                 with timer("privacy_discriminator"):
                     name = None if c == "all" else c
-                    d_scores = (generator.discriminator_scores(s["training"].images, name),
-                                generator.discriminator_scores(s["holdout"].images, name))
+                    d_scores = (model.discriminator_scores(s["training"].images, name),
+                                model.discriminator_scores(s["holdout"].images, name))
             res["membership"], mplot = privacy.membership(
                 pixel, syn_px, privacy._pixels(s["training"].images), s["training"].subjects, hold_px, cfg.device,
                 cfg.bootstrap, cfg.seed + 7 * i, d_scores)

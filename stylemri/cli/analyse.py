@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 from stylemri.analysis import compare, edit, embed, interpolate, mixing, project
 from stylemri.cli.options import (
@@ -238,43 +238,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
         labels_of = [f"{n}-{i + 1}" for i, n in enumerate(labels_of)]
     folder = out_folder(args, first, "embed" if len(models) == 1 else f"embed_vs_{gen.safe_name(labels_of[1])}")
     report: dict = {"checkpoints": [str(m.checkpoint) for m in models]}
-    written: list[Path] = []
-    if len(models) == 1:
-        codes, labels = embed.sample_style_codes(first.G, args.num, seed=args.seed, psi=psi)
-        names = first.class_names if first.conditional else [first.run_name]
-    else:
-        if models[0].G.w_dim != models[1].G.w_dim:
-            raise UserError(f"{runs[1]}: w_dim {models[1].G.w_dim} differs from {runs[0]}'s {models[0].G.w_dim}; "
-                            "style codes of the two runs cannot be compared")
-        parts, names = [], []
-        for m, name in zip(models, labels_of):
-            c, lab = embed.sample_style_codes(m.G, args.num, seed=args.seed, psi=psi)
-            mnames = [f"{name}:{n}" for n in m.class_names] if m.conditional else [name]
-            parts.append((c, lab + len(names)))
-            names += mnames
-        codes = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
-    summary, files = _analyse_all(codes, labels, names, "style codes w", args, folder, "w")
-    report["style_codes"] = summary
-    written += files
-
+    codes, labels, names = _style_codes(models, labels_of, runs, args.num, args.seed, psi)
+    report["style_codes"], written = _analyse_all(codes, labels, names, "style codes w", args, folder, "w")
     source = args.data or first.config.data.source
     if args.data or _source_exists(source):
-        for i, m in enumerate(models):
-            ds = load_real_data(m, args.data or m.config.data.source, args.split)
-            idx = sample_per_class(ds, args.num, args.seed)
-            images, labels_r = ds.batch(idx, resolution=m.G.resolution)
-            model_labels = _model_labels(ds.class_names, m, labels_r)
-            feats = embed.discriminator_features(m.discriminator(), images, model_labels)
-            present = sorted(set(np.asarray(labels_r).tolist()))
-            remap = {k: j for j, k in enumerate(present)}
-            lab = np.array([remap[int(k)] for k in labels_r])
-            dnames = [ds.class_names[k] for k in present]
-            prefix = "dfeat" if len(models) == 1 else f"dfeat_{gen.safe_name(labels_of[i])}"
-            if len(lab) > 3:
-                what = f"discriminator features of real images ({m.run_name})"
-                summary, files = _analyse_all(feats, lab, dnames, what, args, folder, prefix)
-                report[prefix] = summary
+        for m, label in zip(models, labels_of):
+            prefix = "dfeat" if len(models) == 1 else f"dfeat_{gen.safe_name(label)}"
+            found = _discriminator_embedding(m, args, folder, prefix)
+            if found is not None:
+                report[prefix], files = found
                 written += files
     else:
         report["dfeat"] = f"skipped: data source {source} not found here (pass --data)"
@@ -284,6 +256,43 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(_summary_line(key, report[key]))
     print(f"wrote {len(written) + 1} files (embeddings .npy/.csv, plots .png, summary.json) to {folder}")
     return 0
+
+
+def _style_codes(models: list[TrainedModel], labels_of: list[str], runs: list[str], num: int, seed: int, psi: float
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`num` style codes per class of each model, their labels and the label names (run:class for two runs)."""
+    if len(models) == 1:
+        first = models[0]
+        codes, labels = embed.sample_style_codes(first.G, num, seed=seed, psi=psi)
+        return codes, labels, first.class_names if first.conditional else [first.run_name]
+    if models[0].G.w_dim != models[1].G.w_dim:
+        raise UserError(f"{runs[1]}: w_dim {models[1].G.w_dim} differs from {runs[0]}'s {models[0].G.w_dim}; "
+                        "style codes of the two runs cannot be compared")
+    parts, names = [], []
+    for m, name in zip(models, labels_of):
+        c, lab = embed.sample_style_codes(m.G, num, seed=seed, psi=psi)
+        mnames = [f"{name}:{n}" for n in m.class_names] if m.conditional else [name]
+        parts.append((c, lab + len(names)))
+        names += mnames
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), names
+
+
+def _discriminator_embedding(m: TrainedModel, args: argparse.Namespace, folder: Path, prefix: str
+                             ) -> tuple[dict, list[Path]] | None:
+    """The embedding of the discriminator's features of `--num` real images per class (None: too few)."""
+    ds = load_real_data(m, args.data or m.config.data.source, args.split)
+    idx = sample_per_class(ds, args.num, args.seed)
+    images, labels_r = ds.batch(idx, resolution=m.G.resolution)
+    model_labels = _model_labels(ds.class_names, m, labels_r)
+    feats = embed.discriminator_features(m.discriminator(), images, model_labels)
+    present = sorted(set(np.asarray(labels_r).tolist()))
+    remap = {k: j for j, k in enumerate(present)}
+    lab = np.array([remap[int(k)] for k in labels_r])
+    dnames = [ds.class_names[k] for k in present]
+    if len(lab) <= 3:
+        return None
+    what = f"discriminator features of real images ({m.run_name})"
+    return _analyse_all(feats, lab, dnames, what, args, folder, prefix)
 
 
 def _source_exists(source: str) -> bool:
@@ -367,6 +376,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The analysis commands `project`, `edit`, `embed` and `compare`, with their flags.
+
+    Long because it only adds arguments: one call per flag, no logic."""
     p = sub.add_parser("project", help="invert a real slice into the generator's W (or W+) space",
                        description="Projection by optimisation (StyleGAN2's projector): Adam on w from the mean w, "
                                    "with ramped w noise and the per-layer noise maps optimised under an "

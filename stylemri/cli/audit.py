@@ -72,7 +72,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not 4 <= args.num <= MAX_AUDIT_NUM:
         raise UserError(f"--num {args.num}: expected 4 to {MAX_AUDIT_NUM:,} images per set and class "
                         "(200 for a verdict)")
-    from stylemri.generate import check_seed
+    from stylemri.write_generated import check_seed
 
     check_seed(args.seed, args.num)
     if args.bootstrap < 10:
@@ -106,7 +106,7 @@ def _generated_set(gen: Any, num: int, seed: int) -> Any:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from stylemri.audit import AuditConfig, audit, feature_net, holdout_config, load_set
-    from stylemri.audit.model import open_generator
+    from stylemri.audit.model import open_audit_model
     from stylemri.audit.report import write_report
     from stylemri.config import DataConfig, replace
     from stylemri.device import resolve_device
@@ -116,7 +116,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     gen = None
     if args.run is not None:
-        gen = open_generator(args.run, args.checkpoint, device, args.trunc)
+        gen = open_audit_model(args.run, args.checkpoint, device, args.trunc)
         if gen.model.covariates is not None:
             from stylemri.cli.use import refuse_covariate_model
 
@@ -140,7 +140,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     features = feature_net(args.features, inception=args.inception, device=device, cache_dir=args.cache_dir)
     cfg = AuditConfig(num=args.num, seed=args.seed, bootstrap=args.bootstrap, device=device,
                       classifier_epochs=args.classifier_epochs, classifiers=args.classifiers)
-    result = audit(train, holdout, synthetic, features, cfg, generator=gen,
+    result = audit(train, holdout, synthetic, features, cfg, model=gen,
                    progress=lambda msg: print(f"  {msg}", file=sys.stderr))
     timing = result.data["protocol"]["timing_seconds"]
     timing.update(load_data=round(t_load, 2), generate=round(t_gen, 2))

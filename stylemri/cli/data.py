@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 
 from stylemri.cli.options import add_data_args, cache_progress, data_config_from_args, print_data_warnings
-from stylemri.cli.subjects import format_subjects, register_split
+from stylemri.cli.split import register_split
+from stylemri.cli.subjects import format_subjects
 from stylemri.data import DataReport, MRIDataset, load_dataset
 from stylemri.errors import UserError
 from stylemri.io import save_grid

@@ -11,7 +11,7 @@ import numpy as np
 from stylemri.cli.options import (
     add_batch, add_class, add_device, add_flag, add_num, add_outdir, add_run, add_seed, add_trunc,
 )
-from stylemri.generate import check_seed
+from stylemri.write_generated import check_seed
 from stylemri.config import replace
 from stylemri.errors import UserError
 from stylemri.io import to_uint8, write_json
@@ -51,7 +51,6 @@ MAX_EVALUATE_NUM = 50_000  # generated images per class: the FID50k protocol; he
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stylemri.data import load_dataset
     from stylemri.metrics.metric_utils import source_from_dataset
     import stylemri
 
@@ -66,33 +65,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if model.resolution < REGISTRY[name].min_resolution:
             raise UserError(f"--metrics {name}: needs images of at least {REGISTRY[name].min_resolution} px; "
                             f"{args.run} generates {model.resolution} px")
-    data_cfg = model.config.data
-    changes: dict[str, Any] = {"resolution": model.resolution, "xflip": False}
-    if args.source is not None:
-        changes.update(source=args.source, classes=None)
-    if args.split is not None:
-        changes["split"] = args.split
-    if args.cache_dir is not None:
-        changes["cache_dir"] = args.cache_dir
-    ds = load_dataset(replace(data_cfg, **changes), covariates=model.covariates)
+    ds = _real_data(args, model)
     if model.config.network.dims == 3:  # whole volumes: 3-D SWD, slice FID/KID per axis, nearest volume
         from stylemri.cli.evaluate_volumes import evaluate_volume_run
 
         return evaluate_volume_run(args, model, ds, names, device)
 
-    classes: list[str | None] = [None]
-    if model.conditional:
-        classes = list(model.class_names)
-        if args.class_name is not None:
-            classes = [model.class_names[model.class_index(args.class_name)]]  # type: ignore[index]
-    elif args.class_name is not None:
-        raise UserError(f"--class {args.class_name}: {args.run} is an unconditional model (trained without classes)")
-
     out_dir = (Path(args.outdir) if args.outdir else model.run_dir) / model.tag
     results: dict[str, Any] = {"run": str(args.run), "checkpoint": str(model.checkpoint), "kimg": model.kimg,
-                               "truncation_psi": args.trunc, "data": str(changes.get("source", data_cfg.source)),
+                               "truncation_psi": args.trunc,
+                               "data": str(model.config.data.source if args.source is None else args.source),
                                "metrics": list(names), "per_class": {}}
-    for cls in classes:
+    for cls in _classes_to_evaluate(args, model):
         real_idx = np.arange(len(ds)) if cls is None else _class_indices(ds, cls)
         real = source_from_dataset(ds, real_idx, name=cls or "all")
 
@@ -119,6 +103,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"note ({tag}): {note}")
     print(f"wrote {path}")
     return 0
+
+
+def _real_data(args: argparse.Namespace, model: Any) -> Any:
+    """The real images to compare with: the run's data (or --data, --split, --cache-dir) at the model's
+    resolution, unflipped."""
+    from stylemri.data import load_dataset
+
+    changes: dict[str, Any] = {"resolution": model.resolution, "xflip": False}
+    if args.source is not None:
+        changes.update(source=args.source, classes=None)
+    if args.split is not None:
+        changes["split"] = args.split
+    if args.cache_dir is not None:
+        changes["cache_dir"] = args.cache_dir
+    return load_dataset(replace(model.config.data, **changes), covariates=model.covariates)
+
+
+def _classes_to_evaluate(args: argparse.Namespace, model: Any) -> list[str | None]:
+    """--class, else every class of a conditional model; [None] (all images) for an unconditional one."""
+    if model.conditional:
+        if args.class_name is not None:
+            return [model.class_names[model.class_index(args.class_name)]]  # type: ignore[index]
+        return list(model.class_names)
+    if args.class_name is not None:
+        raise UserError(f"--class {args.class_name}: {args.run} is an unconditional model (trained without classes)")
+    return [None]
 
 
 def _real_settings(model: Any, ds: Any, seeds: range) -> list[dict[str, Any]] | None:

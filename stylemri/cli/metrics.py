@@ -121,7 +121,7 @@ def _print_skipped(info: dict[str, Any]) -> None:
 
 
 def _sets(args: argparse.Namespace) -> tuple[list[Any], list[np.ndarray], dict[str, Any]]:
-    from stylemri.generate import check_seed
+    from stylemri.write_generated import check_seed
 
     check_seed(args.seed)  # --batch is checked while parsing (options.batch_size)
     cfgs = _configs(args)

@@ -41,21 +41,23 @@ docs/training.md explains every option and the files of a run.
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The train command: data options (shared), run options, then one flag per config field with help."""
+    from stylemri.training import run_dir as layout
     from stylemri.training.presets import PRESETS
 
     p = sub.add_parser(
         "train", help="train a StyleGAN / StyleGAN2 model on MRI slices (the main job)",
         description=textwrap.fill(
-            "Train StyleGAN2 (default) or progressive StyleGAN on brain-MRI slices. Each run gets "
-            "RUNS_DIR/<number>-<name>/ with config.json (every resolved value), checkpoints/ (safetensors + "
-            "JSON, resumable), losses.csv, stats.jsonl, TensorBoard events, samples/ and plots/.", 100),
+            f"Train StyleGAN2 (default) or progressive StyleGAN on brain-MRI slices. Each run gets "
+            f"RUNS_DIR/<number>-<name>/ with {layout.CONFIG_NAME} (every resolved value), {layout.CHECKPOINTS}/ "
+            f"(safetensors + JSON, resumable), {layout.LOSSES}, {layout.EVENTS}, TensorBoard events, "
+            f"{layout.SAMPLES}/ and {layout.PLOTS}/.", 100),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p, resolution=None, xflip=False,
                   resolution_help="image size in pixels, a power of two (default: 64, or the preset's: 256)")
     p.add_argument("--xflip", dest="xflip", action=argparse.BooleanOptionalAction, default=None,
                    help="randomly mirror real images left-right (default off: a mirrored sagittal slice faces the "
-                        "other way and axial asymmetry is real; the stylegan-adni preset keeps the seeds' flips; "
-                        "ADA's own xflip is separate)")
+                        "other way and axial asymmetry is real; the stylegan-adni preset keeps the reference "
+                        "implementations' flips; ADA's own xflip is separate)")
     g = p.add_argument_group("run")
     add_outdir(g, "parent folder of run directories (default: runs)", default="runs")
     g.add_argument("--name", default=None, metavar="NAME",
@@ -282,8 +284,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _resume_hint(run_dir: Path) -> str:
     from stylemri.training.checkpoint import CheckpointManager
+    from stylemri.training.run_dir import RunLayout
 
-    if CheckpointManager(run_dir / "checkpoints").checkpoints():
+    if CheckpointManager(RunLayout(run_dir).checkpoints).checkpoints():
         return f"; free space or fix the folder, then resume with: stylemri train --resume {run_dir}"
     return f"; {run_dir} holds no checkpoint yet: fix this and start the run again"
 
@@ -311,6 +314,8 @@ def _check_same_data(cfg: RunConfig, ds: Any, run_dir: Path, allow: bool) -> Non
 
 
 def _report(result: Any, run_dir: Path, signal_name: str | None, args: argparse.Namespace) -> None:
+    from stylemri.training.run_dir import RunLayout
+
     if args.json_log:
         print(json.dumps({"event": "end", "kimg": result.kimg, "interrupted": result.interrupted,
                           "checkpoint": str(result.checkpoint) if result.checkpoint else None,
@@ -322,7 +327,7 @@ def _report(result: Any, run_dir: Path, signal_name: str | None, args: argparse.
     elif not args.json_log:
         last = result.last_tick or {}
         print(f"stylemri: trained {result.kimg:.3f} kimg in {result.tick} ticks; run {run_dir}; checkpoint "
-              f"{result.checkpoint}; samples {run_dir / 'samples'}; plots {run_dir / 'plots'}"
+              f"{result.checkpoint}; samples {RunLayout(run_dir).samples}; plots {RunLayout(run_dir).plots}"
               + (f"; G_loss {last['G_loss']:.3f} D_loss {last['D_loss']:.3f}" if last.get("G_loss") is not None
                  and last.get("D_loss") is not None else ""), file=sys.stderr, flush=True)
 

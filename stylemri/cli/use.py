@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import stylemri
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 from stylemri.analysis import interpolate, mixing
 from stylemri.cli.options import (

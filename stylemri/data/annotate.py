@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stylemri.data.labels import LabelAssignment, apply_labels, read_label_table, subjects_from_table
+from stylemri.data.labels import LabelAssignment, LabelTable, apply_labels, read_label_table, subjects_from_table
 from stylemri.data.leaks import SubjectReport, subject_report
 from stylemri.data.splits import SplitAssignment, assign_splits, read_split_file
 from stylemri.data.subjects import SubjectIDs, derive_subjects
@@ -66,50 +66,18 @@ def annotate_files(
     class_names = tuple(sorted(set(folder_classes)))
     assignment = None
     if table is not None and table.label_column is not None:
-        assignment = apply_labels(paths, ids.subjects, table)
-        if not assignment.class_names:
-            raise UserError(
-                f"{labels}: no row matches a file of the source (keys are {table.key_kind} IDs, "
-                f"e.g. {_examples(list(table.labels))}; the source's subjects are e.g. "
-                f"{_examples(list(dict.fromkeys(ids.subjects)))})"
-            )
+        assignment = _labels_from_table(paths, ids, table)
         classes = list(assignment.labels)
         class_names = assignment.class_names
-        name = os.path.basename(str(labels))
-        if table.duplicate_rows:
-            notes.append(f"{name}: {table.duplicate_rows} repeated row(s) with the same label (fine)")
-        if table.empty_label_rows:
-            notes.append(f"{name}: {table.empty_label_rows} row(s) with an empty {table.label_column} ignored")
-        if assignment.unmatched_rows:
-            notes.append(f"{name}: {len(assignment.unmatched_rows)} row(s) match no file "
-                         f"(e.g. {_examples(assignment.unmatched_rows)})")
-        if assignment.conflicting:
-            shown = "; ".join(f"{k}: {'/'.join(table.conflicts[k])}" for k in assignment.conflicting[:EXAMPLES])
-            notes.append(f"{name}: {len(assignment.conflicting)} {table.key_kind}(s) with conflicting rows left "
-                         f"unlabelled ({shown})")
-        if assignment.unlabelled_files:
-            notes.append(f"{name}: {len(assignment.unlabelled_files)} file(s) match no row and are left out "
-                         f"(e.g. {_examples(assignment.unlabelled_files)})")
+        notes += _label_notes(table, assignment)
     elif table is not None and not overrides:
         raise UserError(f"{labels}: no file row matches a file of the source (e.g. {_examples(list(table.file_subjects))})")
     splits = list(folder_splits)
     split_assignment = None
     if split_file:
-        split_table = read_split_file(split_file)
-        split_assignment = assign_splits(paths, split_table)
-        if all(s is None for s in split_assignment.splits):
-            raise UserError(
-                f"{split_file}: none of its {len(split_table.rows)} files is in the source "
-                f"(e.g. {_examples([r.source for r in split_table.rows])}); expected the split file of this data"
-            )
+        split_assignment, split_notes = _splits_from_file(paths, split_file)
         splits = [s or "" for s in split_assignment.splits]
-        name = os.path.basename(str(split_file))
-        if split_assignment.unlisted_files:
-            notes.append(f"{name}: {len(split_assignment.unlisted_files)} file(s) of the source are in no split "
-                         f"and left out (e.g. {_examples(split_assignment.unlisted_files)})")
-        if split_assignment.stale_rows:
-            notes.append(f"{name}: {len(split_assignment.stale_rows)} row(s) match no file of the source "
-                         f"(e.g. {_examples(split_assignment.stale_rows)})")
+        notes += split_notes
     if ids.fallback_count and not ids.none_derived:
         notes.append(f"{ids.fallback_count} file(s) match no subject rule; each counts as its own subject")
     return FileAnnotations(
@@ -123,6 +91,57 @@ def annotate_files(
     )
 
 
+def _labels_from_table(paths: Sequence[str], ids: SubjectIDs, table: LabelTable) -> LabelAssignment:
+    """The `--labels` class of every file; a table that labels no file of the source is refused."""
+    assignment = apply_labels(paths, ids.subjects, table)
+    if not assignment.class_names:
+        raise UserError(
+            f"{table.path}: no row matches a file of the source (keys are {table.key_kind} IDs, "
+            f"e.g. {_examples(list(table.labels))}; the source's subjects are e.g. "
+            f"{_examples(list(dict.fromkeys(ids.subjects)))})"
+        )
+    return assignment
+
+
+def _label_notes(table: LabelTable, assignment: LabelAssignment) -> list[str]:
+    """Report lines for the rows of the label table that were repeated, empty, unmatched or conflicting."""
+    name = os.path.basename(table.path)
+    notes = []
+    if table.duplicate_rows:
+        notes.append(f"{name}: {table.duplicate_rows} repeated row(s) with the same label (fine)")
+    if table.empty_label_rows:
+        notes.append(f"{name}: {table.empty_label_rows} row(s) with an empty {table.label_column} ignored")
+    if assignment.unmatched_rows:
+        notes.append(f"{name}: {len(assignment.unmatched_rows)} row(s) match no file "
+                     f"(e.g. {_examples(assignment.unmatched_rows)})")
+    if assignment.conflicting:
+        shown = "; ".join(f"{k}: {'/'.join(table.conflicts[k])}" for k in assignment.conflicting[:EXAMPLES])
+        notes.append(f"{name}: {len(assignment.conflicting)} {table.key_kind}(s) with conflicting rows left "
+                     f"unlabelled ({shown})")
+    if assignment.unlabelled_files:
+        notes.append(f"{name}: {len(assignment.unlabelled_files)} file(s) match no row and are left out "
+                     f"(e.g. {_examples(assignment.unlabelled_files)})")
+    return notes
+
+
+def _splits_from_file(paths: Sequence[str], split_file: str) -> tuple[SplitAssignment, list[str]]:
+    """The `--split-file` split of every file, and report lines for unlisted files and stale rows."""
+    split_table = read_split_file(split_file)
+    split_assignment = assign_splits(paths, split_table)
+    if all(s is None for s in split_assignment.splits):
+        raise UserError(
+            f"{split_file}: none of its {len(split_table.rows)} files is in the source "
+            f"(e.g. {_examples([r.source for r in split_table.rows])}); expected the split file of this data"
+        )
+    name = os.path.basename(str(split_file))
+    notes = []
+    if split_assignment.unlisted_files:
+        notes.append(f"{name}: {len(split_assignment.unlisted_files)} file(s) of the source are in no split "
+                     f"and left out (e.g. {_examples(split_assignment.unlisted_files)})")
+    if split_assignment.stale_rows:
+        notes.append(f"{name}: {len(split_assignment.stale_rows)} row(s) match no file of the source "
+                     f"(e.g. {_examples(split_assignment.stale_rows)})")
+    return split_assignment, notes
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from stylemri.config import CovariateScaling, DataConfig, check_resolution
-from stylemri.data.annotate import SubjectSummary, annotate_samples
+from stylemri.data.annotate import SampleAnnotations, SubjectSummary, annotate_samples
 from stylemri.data.cache import SPLIT_CODES, CacheData, Progress, load_or_build
 from stylemri.data.resample import area_downsample
-from stylemri.data.sources import scan_source
+from stylemri.data.sources import Scan, scan_source
 from stylemri.data.splits import canonical_split
 from stylemri.errors import UserError
 
@@ -225,6 +225,48 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
 
         scan = volume_scan(scan)
     warnings: list[str] = list(scan.notes)
+    split = _resolve_split(cfg, scan, warnings)
+    cache = load_or_build(scan, cfg, rebuild=rebuild, progress=progress)
+    meta = cache.meta
+    samples = cache.samples
+    root = Path(meta["root"])
+    paths = [str(root / rel) for rel, _, _ in meta["files"]]
+    class_table = cfg.labels if (cfg.label_column or not cfg.condition) else None  # --condition alone: no classes
+    ann = annotate_samples(
+        paths, [f.class_name for f in scan.files],
+        [f.split for f in scan.files], samples["file"], samples["label"], meta["class_names"],
+        subject_pattern=cfg.subject_pattern, labels=class_table, label_column=cfg.label_column,
+        split_file=cfg.split_file,
+    )
+    warnings += ann.files.notes
+    all_classes: list[str] = list(ann.class_names)
+    wanted = _wanted_classes(cfg, all_classes)
+    keep = np.isin(ann.labels, [all_classes.index(c) for c in wanted])
+    if split != "all" and (scan.splits or cfg.split_file):
+        keep &= ann.splits == split
+    cov_rows = None
+    if cfg.condition:
+        keep, cov_rows = _covariate_selection(cfg, keep, paths, ann.files.subjects, samples["file"], warnings)
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        raise UserError(f"{cfg.source}: no samples for --split {split}"
+                        f"{' --classes ' + ','.join(cfg.classes) if cfg.classes else ''}"
+                        f"{' in ' + cfg.split_file if cfg.split_file else ''}; expected a selection that holds images")
+    remap = np.full(len(all_classes), -1, np.int64)
+    remap[[all_classes.index(c) for c in wanted]] = np.arange(len(wanted))
+    labels = remap[ann.labels[rows]]
+    sample_cov = _sample_covariates(cov_rows, rows, covariates, cfg) if cov_rows is not None else None
+    fingerprint = _selection_fingerprint(cfg, meta["fingerprint"], split, wanted, rows, labels, sample_cov)
+    warnings += _cache_warnings(meta, cfg.resolution)
+    report = _data_report(cfg, cache, split, wanted, all_classes, _split_class_counts(ann, all_classes), rows,
+                          labels, warnings, ann.summary(rows))
+    return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint, subjects=ann.subjects[rows],
+                      splits=ann.splits[rows], covariates=sample_cov)
+
+
+def _resolve_split(cfg: DataConfig, scan: Scan, warnings: list[str]) -> str:
+    """The split to select, in the spelling of the source's split folders (or the split file's); "all" when the
+    source has no split folders (a line in `warnings` when a --split is then ignored)."""
     split = cfg.split
     if split == "val" and not cfg.split_file:
         split = "validate"  # the split folders' spelling
@@ -243,59 +285,58 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
         if split not in ("all", "train"):
             warnings.append(f"{cfg.source} has no split folders; --split {split} does not apply, using all samples")
         split = "all"
-    cache = load_or_build(scan, cfg, rebuild=rebuild, progress=progress)
-    meta = cache.meta
-    samples = cache.samples
-    root = Path(meta["root"])
-    paths = [str(root / rel) for rel, _, _ in meta["files"]]
-    class_table = cfg.labels if (cfg.label_column or not cfg.condition) else None  # --condition alone: no classes
-    ann = annotate_samples(
-        paths, [f.class_name for f in scan.files],
-        [f.split for f in scan.files], samples["file"], samples["label"], meta["class_names"],
-        subject_pattern=cfg.subject_pattern, labels=class_table, label_column=cfg.label_column,
-        split_file=cfg.split_file,
-    )
-    warnings += ann.files.notes
-    all_classes: list[str] = list(ann.class_names)
-    wanted = list(all_classes)
-    if cfg.classes:
-        missing = [c for c in cfg.classes if c not in all_classes]
-        if missing:
-            raise UserError(f"--classes {','.join(missing)}: no such class in {cfg.labels or cfg.source}; expected "
-                            f"one of: {', '.join(all_classes)}")
-        wanted = [c for c in all_classes if c in cfg.classes]
-    keep = np.isin(ann.labels, [all_classes.index(c) for c in wanted])
-    if split != "all" and (scan.splits or cfg.split_file):
-        keep &= ann.splits == split
-    cov_rows = None
-    if cfg.condition:
-        keep, cov_rows = _covariate_selection(cfg, keep, paths, ann.files.subjects, samples["file"], warnings)
-    rows = np.flatnonzero(keep)
-    if rows.size == 0:
-        raise UserError(f"{cfg.source}: no samples for --split {split}"
-                        f"{' --classes ' + ','.join(cfg.classes) if cfg.classes else ''}"
-                        f"{' in ' + cfg.split_file if cfg.split_file else ''}; expected a selection that holds images")
-    remap = np.full(len(all_classes), -1, np.int64)
-    remap[[all_classes.index(c) for c in wanted]] = np.arange(len(wanted))
-    labels = remap[ann.labels[rows]]
-    fp_parts: list[Any] = [meta["fingerprint"], split, wanted]
-    sample_cov = _sample_covariates(cov_rows, rows, covariates, cfg) if cov_rows is not None else None
+    return split
+
+
+def _wanted_classes(cfg: DataConfig, all_classes: list[str]) -> list[str]:
+    """--classes checked against the classes found, in the source's order (every class without --classes)."""
+    if not cfg.classes:
+        return list(all_classes)
+    missing = [c for c in cfg.classes if c not in all_classes]
+    if missing:
+        raise UserError(f"--classes {','.join(missing)}: no such class in {cfg.labels or cfg.source}; expected "
+                        f"one of: {', '.join(all_classes)}")
+    return [c for c in all_classes if c in cfg.classes]
+
+
+def _selection_fingerprint(cfg: DataConfig, cache_fingerprint: str, split: str, wanted: list[str], rows: np.ndarray,
+                           labels: np.ndarray, sample_cov: Any) -> str:
+    """The cache's fingerprint plus what was selected from it (what a resumed run checks is unchanged)."""
+    fp_parts: list[Any] = [cache_fingerprint, split, wanted]
     if cfg.split_file or cfg.labels:  # the tables change the selection: hash what was selected
         extra = sample_cov.vectors.tobytes() if sample_cov is not None else b""
         fp_parts.append(hashlib.sha256(rows.tobytes() + labels.tobytes() + extra).hexdigest())
-    fingerprint = hashlib.sha256(json.dumps(fp_parts).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(fp_parts).encode()).hexdigest()[:16]
+
+
+def _cache_warnings(meta: dict[str, Any], resolution: int) -> list[str]:
+    """Report lines for what the cache build upsampled or skipped."""
     stats, skipped = meta["stats"], meta["skipped"]
+    lines = []
     if stats["upsampled"]:
-        warnings.append(f"{stats['upsampled']} sample(s) smaller than {cfg.resolution} px were upsampled (bicubic)")
+        lines.append(f"{stats['upsampled']} sample(s) smaller than {resolution} px were upsampled (bicubic)")
     if skipped["count"]:
-        warnings.append(f"{skipped['count']} file(s) skipped, e.g. " +
-                        "; ".join(f"{n}: {why}" for n, why in skipped["examples"][:3]))
+        lines.append(f"{skipped['count']} file(s) skipped, e.g. " +
+                     "; ".join(f"{n}: {why}" for n, why in skipped["examples"][:3]))
+    return lines
+
+
+def _split_class_counts(ann: SampleAnnotations, all_classes: list[str]) -> dict[str, dict[str, int]]:
+    """Labelled samples per split and class of the whole source, splits in their usual order."""
     counts: dict[str, dict[str, int]] = {}
     labelled = ann.labels >= 0
     for (sp, lab), n in sorted(Counter(zip(ann.splits[labelled].tolist(), ann.labels[labelled].tolist())).items(),
                                key=lambda kv: (_split_rank(kv[0][0]), kv[0][1])):
         counts.setdefault(sp, {})[all_classes[lab]] = n
-    report = DataReport(
+    return counts
+
+
+def _data_report(cfg: DataConfig, cache: CacheData, split: str, wanted: list[str], all_classes: list[str],
+                 counts: dict[str, dict[str, int]], rows: np.ndarray, labels: np.ndarray, warnings: list[str],
+                 subjects: SubjectSummary) -> DataReport:
+    meta = cache.meta
+    stats, skipped = meta["stats"], meta["skipped"]
+    return DataReport(
         source=cfg.source, root=meta["root"], layout=meta["layout"], description=meta["description"],
         resolution=cfg.resolution, channels=cfg.channels, split=split, splits=tuple(meta["splits"]),
         class_names=tuple(wanted), all_classes=tuple(all_classes), counts=counts, selected=int(rows.size),
@@ -305,10 +346,8 @@ def load_dataset(cfg: DataConfig, *, rebuild: bool = False, progress: Progress |
         skipped=skipped["count"], skipped_reasons=skipped["reasons"],
         skipped_examples=tuple((n, why) for n, why in skipped["examples"]), upsampled=stats["upsampled"],
         ignored_folders=tuple(meta["ignored_folders"]), warnings=tuple(warnings), cache_dir=str(cache.directory),
-        cache_built=cache.built, build_seconds=float(meta["build_seconds"]), subjects=ann.summary(rows),
+        cache_built=cache.built, build_seconds=float(meta["build_seconds"]), subjects=subjects,
     )
-    return MRIDataset(cfg, cache, rows, labels, wanted, report, fingerprint, subjects=ann.subjects[rows],
-                      splits=ann.splits[rows], covariates=sample_cov)
 
 
 def _covariate_selection(cfg: DataConfig, keep: np.ndarray, paths: list[str], file_subjects: Sequence[str],

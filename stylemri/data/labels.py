@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stylemri.data.tables import SourceIndex, read_csv
+from stylemri.data.tables import CsvTable, SourceIndex, read_csv
 from stylemri.errors import UserError
 
 KEY_COLUMNS: tuple[str, ...] = ("file", "subject")
@@ -64,6 +64,33 @@ def read_label_table(path: str | os.PathLike, label_column: str | None = None) -
         )
     key_kind = "file" if file_col >= 0 else "subject"
     key_col = file_col if file_col >= 0 else subject_col
+    col = _label_column(table, path, label_column, key_kind, key_col, subject_col)
+    values, subjects, order, empty, duplicates = _read_rows(table, key_kind, key_col, subject_col, col)
+    conflicts: dict[str, tuple[str, ...]] = {}
+    for key, labels in values.items():
+        if len(labels) > 1:
+            conflicts[key] = tuple(sorted(labels))
+    subject_conflicts = {key for key, subjs in subjects.items() if len(subjs) > 1}
+    for key in subject_conflicts:
+        conflicts[key] = tuple(sorted(subjects[key]))
+    ordered_keys = list(dict.fromkeys(order))
+    return LabelTable(
+        path=str(path),
+        key_kind=key_kind,
+        label_column=table.header[col] if col >= 0 else None,
+        labels={k: next(iter(values[k])) for k in ordered_keys if k in values and k not in conflicts},
+        file_subjects={k: next(iter(s)) for k, s in subjects.items() if k not in subject_conflicts},
+        conflicts=conflicts,
+        num_rows=len(table.rows),
+        empty_label_rows=empty,
+        duplicate_rows=duplicates,
+    )
+
+
+def _label_column(table: CsvTable, path: str | os.PathLike, label_column: str | None, key_kind: str, key_col: int,
+                  subject_col: int) -> int:
+    """The index of the class column: --label-column, else the only non-key column; -1 for a pure
+    file -> subject table."""
     candidates = [h for h in table.header if h.lower() not in KEY_COLUMNS]
     if label_column is not None:
         col = table.column(label_column)
@@ -74,16 +101,22 @@ def read_label_table(path: str | os.PathLike, label_column: str | None = None) -
             )
         if table.header[col].lower() in KEY_COLUMNS:
             raise UserError(f"--label-column {label_column}: that column identifies images; expected a label column")
-    elif len(candidates) == 1:
-        col = table.column(candidates[0])
-    elif not candidates and key_kind == "file" and subject_col >= 0:
-        col = -1  # a pure file -> subject table
-    elif not candidates:
+        return col
+    if len(candidates) == 1:
+        return table.column(candidates[0])
+    if not candidates and key_kind == "file" and subject_col >= 0:
+        return -1  # a pure file -> subject table
+    if not candidates:
         raise UserError(f"{path}: no label column besides {table.header[key_col]}; expected e.g. a diagnosis column")
-    else:
-        raise UserError(
-            f"{path}: several label columns ({', '.join(candidates)}); choose one with --label-column"
-        )
+    raise UserError(
+        f"{path}: several label columns ({', '.join(candidates)}); choose one with --label-column"
+    )
+
+
+def _read_rows(table: CsvTable, key_kind: str, key_col: int, subject_col: int, col: int
+               ) -> tuple[dict[str, set[str]], dict[str, set[str]], list[str], int, int]:
+    """Per key the labels and subjects its rows give, the keys in row order, and the counts of rows with an
+    empty key or label and of rows repeating a key with the same label."""
     values: dict[str, set[str]] = defaultdict(set)
     subjects: dict[str, set[str]] = defaultdict(set)
     order: list[str] = []
@@ -106,25 +139,7 @@ def read_label_table(path: str | os.PathLike, label_column: str | None = None) -
             duplicates += 1
         values[key].add(label)
         order.append(key)
-    conflicts: dict[str, tuple[str, ...]] = {}
-    for key, labels in values.items():
-        if len(labels) > 1:
-            conflicts[key] = tuple(sorted(labels))
-    subject_conflicts = {key for key, subjs in subjects.items() if len(subjs) > 1}
-    for key in subject_conflicts:
-        conflicts[key] = tuple(sorted(subjects[key]))
-    ordered_keys = list(dict.fromkeys(order))
-    return LabelTable(
-        path=str(path),
-        key_kind=key_kind,
-        label_column=table.header[col] if col >= 0 else None,
-        labels={k: next(iter(values[k])) for k in ordered_keys if k in values and k not in conflicts},
-        file_subjects={k: next(iter(s)) for k, s in subjects.items() if k not in subject_conflicts},
-        conflicts=conflicts,
-        num_rows=len(table.rows),
-        empty_label_rows=empty,
-        duplicate_rows=duplicates,
-    )
+    return values, subjects, order, empty, duplicates
 
 
 def subjects_from_table(sources: Sequence[str], table: LabelTable) -> dict[str, str]:

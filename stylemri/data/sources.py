@@ -117,9 +117,34 @@ def _own_split(name: str) -> str:
     return SPLIT_ALIASES.get(lowered.removeprefix(OASIS_PREFIX), "")
 
 
+Rejected = tuple[str, str, int, int]  # (path relative to the root, why, size, mtime)
+Found = tuple[Path, str, str, str | None]  # (path, relative to the root, split, class folder or None)
+
+
 def _scan_folder(source: str, root: Path, axis: str) -> Scan:
     subdirs = sorted(p for p in _listdir(root) if p.is_dir() and not _hidden(p.name))
     oasis = root.name.lower() == "keras_png_slices_data" or any(d.name.lower().startswith(OASIS_PREFIX) for d in subdirs)
+    roots, split_folders, ignored, rejected = _split_roots(root, subdirs)
+    found, unreadable, notes = _walk_roots(source, root, roots, rejected)
+    if not found and not rejected:
+        raise UserError(f"{source}: empty folder; expected {EXPECTED}")
+    files, labeled, subject_folders = _source_files(found, axis, rejected)
+    if labeled and not subject_folders:
+        notes += _empty_class_notes(source, root, roots, files, unreadable)
+    if not files:
+        exts = sorted({Path(r).suffix.lower() or Path(r).name for r, *_ in rejected})
+        raise UserError(f"{source}: no supported files (found {len(rejected)}: {', '.join(exts[:6])}); expected {EXPECTED}")
+    splits = tuple(s for s in ("train", "validate", "test") if any(f.split == s for f in files))
+    layout, desc = _describe_layout(files, splits, axis, split_dirs=split_folders, oasis=oasis, labeled=labeled,
+                                    subject_folders=subject_folders)
+    return Scan(source, str(root), layout, desc, tuple(files), tuple(rejected), splits, tuple(ignored),
+                axes=(axis,) if any(f.kind == "volume" for f in files) else (), notes=tuple(notes))
+
+
+def _split_roots(root: Path, subdirs: list[Path]) -> tuple[list[tuple[Path, str]], bool, list[str], list[Rejected]]:
+    """The folders to walk, each with its split: the split folders (train/val/test, OASIS names) when there
+    are any (then True), else the root itself (False). Also the folders ignored (with why) and the files left
+    beside split folders."""
     split_dirs: list[tuple[Path, str]] = []
     ignored: list[str] = []
     for d in subdirs:
@@ -130,20 +155,24 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
         split = SPLIT_ALIASES.get(lowered.removeprefix(OASIS_PREFIX))
         if split:
             split_dirs.append((d, split))
-    rejected: list[tuple[str, str, int, int]] = []
-    if split_dirs:
-        roots = split_dirs
-        named = {d for d, _ in split_dirs}
-        for d in subdirs:
-            if d not in named and not d.name.lower().startswith(OASIS_SEG_PREFIX):
-                ignored.append(f"{d.name} (not a split folder)")
-        for p in _listdir(root):
-            if p.is_file():
-                rejected.append((p.name, "outside the split folders", *_stat(p)))
-    else:
-        roots = [(root, _own_split(root.name))]
+    rejected: list[Rejected] = []
+    if not split_dirs:
+        return [(root, _own_split(root.name))], False, ignored, rejected
+    named = {d for d, _ in split_dirs}
+    for d in subdirs:
+        if d not in named and not d.name.lower().startswith(OASIS_SEG_PREFIX):
+            ignored.append(f"{d.name} (not a split folder)")
+    for p in _listdir(root):
+        if p.is_file():
+            rejected.append((p.name, "outside the split folders", *_stat(p)))
+    return split_dirs, True, ignored, rejected
 
-    found: list[tuple[Path, str, str, str | None]] = []  # (path, rel to root, split, class or None)
+
+def _walk_roots(source: str, root: Path, roots: list[tuple[Path, str]], rejected: list[Rejected]
+                ) -> tuple[list[Found], set[Path], list[str]]:
+    """Every file under the roots with its split and class folder; folders that cannot be read are added
+    to `rejected` and named in a note (a class must never vanish without a word)."""
+    found: list[Found] = []
     unreadable: list[tuple[Path, str]] = []
     for class_root, split in roots:
         walked, bad = _walk(class_root)
@@ -152,13 +181,17 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
             parts = p.relative_to(class_root).parts
             found.append((p, p.relative_to(root).as_posix(), split, parts[0] if len(parts) > 1 else None))
     notes = []
-    for d, why in unreadable:  # counted as skipped, and named: a class must never vanish without a word
+    for d, why in unreadable:
         rel = d.relative_to(root).as_posix() if d != root else "."
         rejected.append((rel + "/", f"folder not readable ({why})", -1, -1))
         notes.append(f"{source}/{rel}: folder not readable ({why}); its images are left out")
-    if not found and not rejected:
-        raise UserError(f"{source}: empty folder; expected {EXPECTED}")
+    return found, {d for d, _ in unreadable}, notes
 
+
+def _source_files(found: list[Found], axis: str, rejected: list[Rejected]
+                  ) -> tuple[list[SourceFile], bool, bool]:
+    """The supported files as SourceFiles (the others added to `rejected` with why), whether class folders
+    label them, and whether those folders are subject folders (sub-*: one class)."""
     files: list[SourceFile] = []
     labeled = any(cls is not None and _supported(p.name) for p, _, _, cls in found)
     subject_folders = labeled and all(cls is None or cls.lower().startswith("sub-") for _, _, _, cls in found)
@@ -173,13 +206,12 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
         kind = "volume" if is_nifti_name(p.name) else "image"
         name = UNLABELED if (cls is None or subject_folders) else cls
         files.append(SourceFile(str(p), rel, kind, name, split, size, mtime, axis if kind == "volume" else ""))
-    if labeled and not subject_folders:
-        notes += _empty_class_notes(source, root, roots, files, {d for d, _ in unreadable})
-    if not files:
-        exts = sorted({Path(r).suffix.lower() or Path(r).name for r, *_ in rejected})
-        raise UserError(f"{source}: no supported files (found {len(rejected)}: {', '.join(exts[:6])}); expected {EXPECTED}")
+    return files, labeled, subject_folders
 
-    splits = tuple(s for s in ("train", "validate", "test") if any(f.split == s for f in files))
+
+def _describe_layout(files: list[SourceFile], splits: tuple[str, ...], axis: str, *, split_dirs: bool, oasis: bool,
+                     labeled: bool, subject_folders: bool) -> tuple[str, str]:
+    """The layout's name and the one-line description `data inspect` prints."""
     classes = sorted({f.class_name for f in files})
     kinds = " and ".join(k for k in ("images", "NIfTI volumes") if any((f.kind == "image") == (k == "images") for f in files))
     if split_dirs:
@@ -199,8 +231,7 @@ def _scan_folder(source: str, root: Path, axis: str) -> Scan:
     desc += f"; {kinds}"
     if any(f.kind == "volume" for f in files):
         desc += f" sliced {axis}"
-    return Scan(source, str(root), layout, desc, tuple(files), tuple(rejected), splits, tuple(ignored),
-                axes=(axis,) if any(f.kind == "volume" for f in files) else (), notes=tuple(notes))
+    return layout, desc
 
 
 def _empty_class_notes(source: str, root: Path, roots: list[tuple[Path, str]], files: list[SourceFile],

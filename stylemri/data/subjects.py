@@ -34,6 +34,8 @@ _OASIS = re.compile(r"^(?:case|seg)_([A-Za-z0-9]+)_slice_\d+(?:\.nii)?\." + _IMA
 _ADNI_PTID = re.compile(r"^(\d{3}_S_\d{4})(?:[_\-.]|$)")
 _ADNI = re.compile(r"^(\d+)_\d+\." + _IMAGE_EXT + r"$", re.IGNORECASE)
 _NIFTI = re.compile(r"^(.+?)\.nii(?:\.gz)?$", re.IGNORECASE)
+# the file-name rules in the order they are tried: the first that matches names the subject
+_NAME_RULES = ((_BIDS_NAME, "bids"), (_OASIS, "oasis"), (_ADNI_PTID, "adni"), (_ADNI, "adni"), (_NIFTI, "nifti"))
 
 
 @dataclass(frozen=True)
@@ -89,21 +91,10 @@ def builtin_rules(path: str) -> tuple[str, str] | None:
         if m:
             return m.group(1), "bids"
     name = parts[-1]
-    m = _BIDS_NAME.match(name)
-    if m:
-        return m.group(1), "bids"
-    m = _OASIS.match(name)
-    if m:
-        return m.group(1), "oasis"
-    m = _ADNI_PTID.match(name)
-    if m:
-        return m.group(1), "adni"
-    m = _ADNI.match(name)
-    if m:
-        return m.group(1), "adni"
-    m = _NIFTI.match(name)
-    if m:
-        return m.group(1), "nifti"
+    for pattern, rule in _NAME_RULES:
+        m = pattern.match(name)
+        if m:
+            return m.group(1), rule
     return None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stylemri import generate as gen
+from stylemri import write_generated as gen
 from stylemri import io
 
 DIFF_RANGE = 1.0  # the difference map's colour scale: -1 (blue) .. 0 (white) .. +1 (red), on the [-1, 1] image scale
@@ -44,12 +44,12 @@ def _written(write: Callable[[Path], object], name: str) -> bytes:
 
 
 def png16(image: torch.Tensor) -> bytes:
-    """16-bit PNG, written by stylemri.generate.write_png (as `stylemri generate --format png16`)."""
+    """16-bit PNG, written by stylemri.write_generated.write_png (as `stylemri generate --format png16`)."""
     return _written(lambda p: gen.write_png(p, image, bits=16), "image.png")
 
 
 def nifti(image: torch.Tensor) -> bytes:
-    """A one-slice float32 NIfTI volume, written by stylemri.generate.write_nifti."""
+    """A one-slice float32 NIfTI volume, written by stylemri.write_generated.write_nifti."""
     return _written(lambda p: gen.write_nifti(p, image.unsqueeze(0)), "image.nii.gz")
 
 

@@ -27,7 +27,7 @@ from stylemri.interop import nvlabs
 from stylemri.interop.safe_pickle import PersistentRecord, safe_load
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.training.checkpoint import CheckpointManager, pack_modules
-from stylemri.training.run_dir import create_run_dir, write_run_config
+from stylemri.training.run_dir import RunLayout, create_run_dir, write_run_config
 from stylemri.training.transfer import transfer_state
 from stylemri.version import __version__
 
@@ -115,7 +115,7 @@ def import_pickle(path: str | os.PathLike, outdir: str | os.PathLike, name: str 
                 "phase": {"resolution": net.resolution, "stage": None, "alpha": 1.0},
                 "imported": {"format": IMPORT_FORMAT, "path": str(p.resolve()), "sha256": sha,
                              "nvlabs_shape": shape, "discriminator": bool(why is None)}}
-        record = CheckpointManager(run_dir / "checkpoints").save(nimg, pack_modules(modules), meta)
+        record = CheckpointManager(RunLayout(run_dir).checkpoints).save(nimg, pack_modules(modules), meta)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

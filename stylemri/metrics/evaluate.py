@@ -277,7 +277,9 @@ def evaluate(
     default `real`; `subject_ids` default `training.subjects`). With `out_dir`, memorization also writes
     `memorization_closest.png` and `memorization.csv` there, and with subject IDs the per-subject
     `memorization_subjects.csv` and `memorization_subjects.png`. Returns a JSON-able dict with the protocol and
-    per-metric results."""
+    per-metric results.
+
+    Long because its signature names every protocol setting one keyword each (the body is 40 lines)."""
     names = parse_metrics(metrics)
     training = training or real
     timings: dict[str, float] = {}

@@ -182,20 +182,41 @@ def memorization(
         raise ValueError("memorization needs at least 2 training images")
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile {quantile}: expected a value in (0, 1)")
-    subjects = None if subject_ids is None else np.asarray(subject_ids).astype(str)
-    if subjects is not None and subjects.shape != (training.num,):
-        raise ValueError(f"subject_ids: expected one per training image ({training.num}), got {subjects.shape}")
-    notes: tuple[str, ...] = ()
-    if subjects is not None and np.unique(subjects).size < 2:  # e.g. builtin:mni152, one template brain
-        notes = (f"the training images come from one subject ({subjects[0]}): per-image results only, with a "
-                 "real-to-real baseline that excludes just the image itself (neighbouring slices of one brain are "
-                 "near-copies: a small yardstick, so the flagged fraction is a lower bound); subject-level figures "
-                 "need several subjects",)
-        subjects = None
+    subjects, notes = _training_subjects(subject_ids, training.num)
     rng = np.random.default_rng(seed)
     base_idx = np.sort(rng.choice(training.num, min(num_baseline, training.num), replace=False))
+    # The queries: the generated images, then the baseline sample (which must not find itself, nor its subject).
+    n = len(gen)
+    excl = np.concatenate([np.full(n, -1, np.int64), base_idx])
+    qsub = None if subjects is None else np.concatenate([np.full(n, "\0"), subjects[base_idx]])
+    search = dict(exclude_index=excl, query_subjects=qsub, reference_subjects=subjects, device=device)
+    spaces = {"pixel": _pixel_space(gen, training, base_idx, search, xflip=xflip, quantile=quantile,
+                                    batch_size=batch_size)}
+    if generated_features is not None and training_features is not None:
+        spaces["feature"] = _feature_space(generated_features, training_features, n, training.num, base_idx,
+                                           search, quantile=quantile, batch_size=batch_size)
+    return MemorizationResult(spaces=spaces, num_generated=n, num_training=training.num, subject_ids=subjects,
+                              notes=notes)
+
+
+def _training_subjects(subject_ids: np.ndarray | None, num_training: int) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """The training images' subjects as strings (None: every image its own subject) and a note when there
+    is only one subject, whose neighbouring slices would otherwise leave the baseline without a neighbour."""
+    subjects = None if subject_ids is None else np.asarray(subject_ids).astype(str)
+    if subjects is not None and subjects.shape != (num_training,):
+        raise ValueError(f"subject_ids: expected one per training image ({num_training}), got {subjects.shape}")
+    if subjects is not None and np.unique(subjects).size < 2:  # e.g. builtin:mni152, one template brain
+        return None, (f"the training images come from one subject ({subjects[0]}): per-image results only, with a "
+                      "real-to-real baseline that excludes just the image itself (neighbouring slices of one brain "
+                      "are near-copies: a small yardstick, so the flagged fraction is a lower bound); subject-level "
+                      "figures need several subjects",)
+    return subjects, ()
+
+
+def _pixel_space(gen: np.ndarray, training: ImageSource, base_idx: np.ndarray, search: dict[str, Any], *,
+                 xflip: bool, quantile: float, batch_size: int) -> SpaceResult:
+    """Pixel space: one pass over the training set for the generated images and the baseline sample together."""
     base_imgs = check_uint8_batch(training.read(base_idx), training.name)
-    base_subj = None if subjects is None else subjects[base_idx]
 
     def pixel_reference() -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, training.num, batch_size):
@@ -204,14 +225,9 @@ def memorization(
             if xflip:
                 yield start, _pixels(imgs, flip=True)
 
-    spaces: dict[str, SpaceResult] = {}
-    # Pixel space: one pass over the training set for generated images and the baseline sample together.
     n = len(gen)
     queries = np.concatenate([_pixels(gen), _pixels(base_imgs)], axis=0)
-    excl = np.concatenate([np.full(n, -1, np.int64), base_idx])
-    qsub = None if subjects is None else np.concatenate([np.full(n, "\0"), base_subj])
-    idx, d2, flipped = _nearest(queries, pixel_reference, exclude_index=excl, query_subjects=qsub,
-                                reference_subjects=subjects, device=device)
+    idx, d2, flipped = _nearest(queries, pixel_reference, **search)
     gen_idx, gen_flip = idx[:n], flipped[:n]
     nearest_imgs = check_uint8_batch(training.read(gen_idx))
     nearest_imgs = np.where(gen_flip[:, None, None, None], nearest_imgs[..., ::-1], nearest_imgs)
@@ -220,26 +236,26 @@ def memorization(
     if not base_ok.any():
         raise ValueError("memorization: no training image has a neighbour from another subject (one subject only?)")
     base_dist = np.sqrt(d2[n:][base_ok].astype(np.float64) / queries.shape[1])
-    spaces["pixel"] = SpaceResult(gen_idx, gen_dist, gen_flip, base_dist, quantile, "RMS intensity difference, [0, 1] scale")
+    return SpaceResult(gen_idx, gen_dist, gen_flip, base_dist, quantile, "RMS intensity difference, [0, 1] scale")
 
-    if generated_features is not None and training_features is not None:
-        gf = np.asarray(generated_features, np.float32)
-        tf = np.asarray(training_features, np.float32)
-        if gf.shape[0] != n or tf.shape[0] != training.num or gf.shape[1] != tf.shape[1]:
-            raise ValueError(f"features {gf.shape} / {tf.shape} do not match {n} generated / {training.num} training images")
 
-        def feature_reference() -> Iterator[tuple[int, np.ndarray]]:
-            for start in range(0, training.num, batch_size):
-                yield start, tf[start:start + batch_size]
+def _feature_space(generated_features: np.ndarray, training_features: np.ndarray, n: int, num_training: int,
+                   base_idx: np.ndarray, search: dict[str, Any], *, quantile: float, batch_size: int) -> SpaceResult:
+    """The same search in a feature space (Inception pool3): no flips, distances as they are."""
+    gf = np.asarray(generated_features, np.float32)
+    tf = np.asarray(training_features, np.float32)
+    if gf.shape[0] != n or tf.shape[0] != num_training or gf.shape[1] != tf.shape[1]:
+        raise ValueError(f"features {gf.shape} / {tf.shape} do not match {n} generated / {num_training} training images")
 
-        fq = np.concatenate([gf, tf[base_idx]], axis=0)
-        fidx, fd2, _ = _nearest(fq, feature_reference, exclude_index=excl, query_subjects=qsub,
-                                reference_subjects=subjects, device=device)
-        fdist = np.linalg.norm(gf.astype(np.float64) - tf[fidx[:n]].astype(np.float64), axis=1)
-        fbase = np.sqrt(fd2[n:][np.isfinite(fd2[n:])].astype(np.float64))
-        spaces["feature"] = SpaceResult(fidx[:n], fdist, np.zeros(n, bool), fbase, quantile, "Inception pool3 Euclidean")
-    return MemorizationResult(spaces=spaces, num_generated=n, num_training=training.num, subject_ids=subjects,
-                              notes=notes)
+    def feature_reference() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, num_training, batch_size):
+            yield start, tf[start:start + batch_size]
+
+    fq = np.concatenate([gf, tf[base_idx]], axis=0)
+    fidx, fd2, _ = _nearest(fq, feature_reference, **search)
+    fdist = np.linalg.norm(gf.astype(np.float64) - tf[fidx[:n]].astype(np.float64), axis=1)
+    fbase = np.sqrt(fd2[n:][np.isfinite(fd2[n:])].astype(np.float64))
+    return SpaceResult(fidx[:n], fdist, np.zeros(n, bool), fbase, quantile, "Inception pool3 Euclidean")
 
 
 def closest_pairs_figure(

@@ -20,7 +20,7 @@ from torch import nn
 from stylemri.config import NetworkConfig
 from stylemri.errors import UserError
 from stylemri.networks import stylegan, stylegan2, stylegan2_3d
-from stylemri.networks.heads import Generator
+from stylemri.networks.generator import Generator
 from stylemri.networks.presets import PRESETS, preset_config
 
 ARCHS = ("stylegan", "stylegan2")

@@ -1,6 +1,5 @@
-"""Parts both architectures share around the convolution stacks: the 4x4 discriminator head
-(minibatch standard deviation, conv, two FC layers, projection conditioning) and the generic Generator
-that ties a mapping network to a synthesis network."""
+"""The discriminator head both architectures share after their convolution stacks: the 4x4 epilogue
+(minibatch standard deviation, conv, two FC layers, projection conditioning) and the label embedding."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from stylemri.networks.layers import EqualConv, EqualLinear
-from stylemri.networks.mapping import MappingNetwork, check_labels
+from stylemri.networks.mapping import check_labels
 
 
 def _group_size(batch: int, group_size: int | None) -> int:
@@ -70,40 +69,10 @@ class DiscriminatorEpilogue(nn.Module):
         return x.float()
 
 
-class Generator(nn.Module):
-    """z (+ label) -> mapping -> ws -> synthesis -> image in [-1, 1] scale; any synthesis with `num_ws`."""
-
-    def __init__(self, synthesis: nn.Module, z_dim: int, c_dim: int, w_dim: int, map_layers: int,
-                 map_lr_mul: float, cov_dim: int = 0) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim, self.cov_dim = z_dim, c_dim, w_dim, cov_dim
-        self.img_channels = synthesis.img_channels
-        self.resolution = synthesis.resolution
-        self.synthesis = synthesis
-        self.num_ws = synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=map_layers, lr_mul=map_lr_mul,
-                                      cov_dim=cov_dim)
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        """The tracked average w (a buffer of the mapping network; saved in the state dict)."""
-        return self.mapping.w_avg
-
-    @property
-    def num_stages(self) -> int:
-        """Doublings from 4x4 to full resolution; `stage` runs from 0 to this."""
-        return int(math.log2(self.resolution)) - 2
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None, psi: float = 1.0, cutoff: int | None = None,
-                noise_mode: str = "random", stage: int | None = None, alpha: float = 1.0) -> torch.Tensor:
-        ws = self.mapping(z, c, psi=psi, cutoff=cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, stage=stage, alpha=alpha)
-
-
 def labels_for(d: nn.Module, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
     """Label (and covariate) embedding for a discriminator, validating shapes; None when unconditional."""
     c = check_labels(c, d.c_dim + getattr(d, "cov_dim", 0), batch, "discriminator")
     return None if c is None else d.mapping(None, c)
 
 
-__all__ = ["DiscriminatorEpilogue", "Generator", "MinibatchStd", "labels_for"]
+__all__ = ["DiscriminatorEpilogue", "MinibatchStd", "labels_for"]

@@ -1,4 +1,5 @@
-"""What people look at during and after a run: losses.csv, stats.jsonl, TensorBoard, PNG loss plots.
+"""What people look at during and after a run: the loss table, the event lines, TensorBoard, PNG plots
+(where each lives: `run_dir.RunLayout`).
 
 Only rank 0 creates a `RunLog`. The CSV and JSON-lines files are appended one flushed line at a time
 (rewriting them every tick made a 25k-kimg run write ~15-20 GB); on resume they are rewritten once,
@@ -12,7 +13,6 @@ Figures are drawn on `matplotlib.figure.Figure` (no pyplot, no global backend sw
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -23,23 +23,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylemri.io import atomic_write, make_grid, save_figure, to_uint8
+from stylemri.io import append_csv_row, atomic_write, make_grid, save_figure, to_uint8, write_csv
+from stylemri.training.run_dir import RunLayout
 
 CSV_FIELDS = ("tick", "kimg", "resolution", "alpha", "batch", "G_loss", "D_loss", "R1", "R2", "path_length",
               "D_real_sign", "ada_p", "img_per_s", "sec_per_tick", "lr_G", "lr_D", "nonfinite", "wall_s")
+CSV_LINE_END = "\r\n"  # the loss table has always had csv's default line end: old runs resume into one file
 TB_MAX_IMAGES = 32  # images per TensorBoard sample grid
 TB_MAX_SIDE = 128  # pixels per image side in TensorBoard (average-pooled down when larger)
 
 
 class RunLog:
-    """losses.csv + stats.jsonl + TensorBoard scalars and images + plots/ for one run directory."""
+    """The loss table, event and metric lines, TensorBoard scalars and images, and plots of one run directory."""
 
     def __init__(self, run_dir: str | os.PathLike, *, resume_kimg: float | None = None,
                  tensorboard: bool = True) -> None:
         self.dir = Path(run_dir)
-        self.csv_path = self.dir / "losses.csv"
-        self.jsonl_path = self.dir / "stats.jsonl"
-        self.metrics_path = self.dir / "metrics.jsonl"
+        self.layout = RunLayout(self.dir)
+        self.csv_path = self.layout.losses
+        self.jsonl_path = self.layout.events
+        self.metrics_path = self.layout.metrics
         self.rows: list[dict[str, Any]] = []  # kept in memory for the loss plot (a few hundred bytes each)
         self.metric_records: list[dict[str, Any]] = []
         if resume_kimg is not None:
@@ -64,13 +67,11 @@ class RunLog:
             self._tb = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
 
     def tick(self, stats: Mapping[str, Any]) -> None:
-        """One row per tick: losses.csv, a JSON line, TensorBoard scalars."""
+        """One row per tick: the loss table, a JSON line, TensorBoard scalars."""
         row = {k: _fmt(stats.get(k)) for k in CSV_FIELDS}
         self.rows.append(row)
         self.log_event({"event": "tick", **{k: stats.get(k) for k in CSV_FIELDS}})
-        buf = io.StringIO()
-        csv.DictWriter(buf, fieldnames=CSV_FIELDS).writerow(row)
-        _append(self.csv_path, buf.getvalue())
+        append_csv_row(self.csv_path, CSV_FIELDS, row, line_end=CSV_LINE_END)
         if self._tb is not None:
             step = int(round(float(stats["kimg"]) * 1000))
             for key in ("G_loss", "D_loss", "R1", "R2", "path_length", "D_real_sign", "ada_p", "img_per_s", "alpha",
@@ -81,15 +82,15 @@ class RunLog:
             self._tb.flush()
 
     def log_event(self, event: Mapping[str, Any]) -> None:
-        """Append a JSON line to stats.jsonl (ticks, resolution switches, NaN recoveries, checkpoints)."""
+        """Append a JSON line to the event log (ticks, resolution switches, NaN recoveries, checkpoints)."""
         _append(self.jsonl_path, json.dumps(_jsonable(event), allow_nan=False) + "\n")
 
     def metrics(self, record: Mapping[str, Any]) -> Path:
-        """Append one evaluation to metrics.jsonl and redraw plots/metrics.png (one panel per metric)."""
+        """Append one evaluation to the metric lines and redraw the metrics plot (one panel per metric)."""
         line = json.dumps(_jsonable(record), allow_nan=False)
         _append(self.metrics_path, line + "\n")
         self.metric_records.append(json.loads(line))
-        return plot_metrics(self.metric_records, self.dir / "plots" / "metrics.png")
+        return plot_metrics(self.metric_records, self.layout.metrics_plot)
 
     def scalars(self, group: str, values: Mapping[str, float], kimg: float) -> None:
         """Extra TensorBoard scalars (e.g. training-time metrics) under `group/`."""
@@ -109,10 +110,10 @@ class RunLog:
         self._tb.flush()
 
     def plot(self, switches: Sequence[tuple[float, int]] = ()) -> Path | None:
-        """plots/losses.png from losses.csv, resolution switches marked."""
+        """The loss plot from the loss table's rows, resolution switches marked."""
         if not self.rows:
             return None
-        return plot_losses(self.rows, self.dir / "plots" / "losses.png", switches)
+        return plot_losses(self.rows, self.layout.loss_plot, switches)
 
     def close(self) -> None:
         if self._tb is not None:
@@ -121,10 +122,7 @@ class RunLog:
 
     def _rewrite_csv(self) -> None:
         """The header and the kept rows, atomically (a new run, or once on resume)."""
-        with atomic_write(self.csv_path, "w") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_csv(self.csv_path, CSV_FIELDS, self.rows, line_end=CSV_LINE_END)
 
 
 def tensorboard_images(images: torch.Tensor) -> torch.Tensor:

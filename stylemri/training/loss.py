@@ -6,7 +6,8 @@ Either objective works with either architecture:
 
 - `ns`: non-saturating logistic loss, softplus(-D(G(z))) for G and softplus(D(G(z))) + softplus(-D(x)) for
   D; R1 = gamma/2 * |grad_x D(x)|^2 on reals every `r1_interval` D steps (scaled by the interval).
-- `wgangp`: D(G(z)) - D(x) + lambda * (|grad D(x_hat)| - 1)^2 + epsilon * D(x)^2 (StyleGAN 2019 / the seeds).
+- `wgangp`: D(G(z)) - D(x) + lambda * (|grad D(x_hat)| - 1)^2 + epsilon * D(x)^2 (StyleGAN 2019 / the
+  reference implementations).
 - `r3gan`: the relativistic pairing loss of R3GAN (Huang et al., NeurIPS 2024): softplus(-(D(x) - D(G(z))))
   for D and softplus(-(D(G(z)) - D(x))) for G, real i paired with fake i (the fake generated with real i's
   label); R1 on reals and R2 on fakes, gamma/2 * |grad D|^2 each, every `r1_interval` D steps (1: every
@@ -135,8 +136,8 @@ class StyleGANLoss:
             return self._path_length(sample_c, phase, rng, total, gain)
         if name == "Dmain":
             # WGAN-GP interpolates between a real and a fake: they must carry the same label, so conditional
-            # fakes are generated with the reals' labels (the seeds' StyleGAN); the logistic loss draws them
-            # from the data's distribution (NVlabs).
+            # fakes are generated with the reals' labels (the reference implementations' StyleGAN); the logistic
+            # loss draws them from the data's distribution (NVlabs).
             # R3GAN pairs real i with fake i: same label too.
             gen_c = real_c if self.cfg.loss in ("wgangp", "r3gan") else sample_c("Dmain/c", total)
             return self._d_main(real, real_c, gen_c, phase, rng, total, gain)

@@ -18,15 +18,15 @@ from stylemri.networks import ARCHS
 PRESETS: dict[str, str] = {
     "auto": "StyleGAN2-ADA 'auto': batch, channels, lr, R1 gamma and EMA from resolution and process count",
     "stylegan-adni": "StyleGAN, progressive 4->256 px, batch per resolution 512..8, WGAN-GP, lr 1e-3, 8 mapping layers, "
-                     "no augmentation, real x-flips on (as the seeds)",
+                     "no augmentation, real x-flips on (as the reference implementations)",
     "stylegan2-adni": "StyleGAN2 256 px (NVlabs paper256): batch 64, non-saturating + R1 (gamma 1) + path length, ADA",
 }
 LOSSES = ("ns", "wgangp", "r3gan")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FP16_CONV_CLAMP = 256.0  # NVlabs: conv outputs clamped to +-256 whenever reduced precision is on
 # Real x-flips per preset (data side, separate from ADA's own xflip). Off by default: mirroring a sagittal
-# slice turns the head around and an axial one erases real left-right asymmetry. The seeds' StyleGAN
-# recipe trained with flips, so its preset keeps them.
+# slice turns the head around and an axial one erases real left-right asymmetry. The reference
+# implementations' StyleGAN recipe trained with flips, so its preset keeps them.
 PRESET_XFLIP: dict[str, bool] = {"stylegan-adni": True}
 
 
@@ -45,7 +45,8 @@ def reduced_precision(precision: str, device_type: str) -> bool:
     """True when `precision` (auto resolved for the device) trains the top resolutions in bf16/fp16."""
     return precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda")
 
-# The seeds' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary, extended to 256 px).
+# The reference implementations' progressive StyleGAN schedule (NVlabs StyleGAN 8-GPU minibatch dictionary,
+# extended to 256 px).
 ADNI_BATCH_PER_RES: tuple[tuple[int, int], ...] = (
     (4, 512), (8, 256), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8))
 

@@ -1,5 +1,9 @@
-"""Run directories: `RUNS_DIR/<00000>-<name>/` with config.json, checkpoints/, samples/, plots/, logs, and
-the `train.lock` that keeps a second process from training in a folder while one does."""
+"""Run directories: `RUNS_DIR/<00000>-<name>/` with its configuration, checkpoints, sample grids, plots, logs
+and the lock that keeps a second process from training in a folder while one does.
+
+This is the one module that spells a run folder's names: everyone else asks `RunLayout(run_dir)` (or the
+names below) where a file goes, so renaming one is a change here only.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import re
 import socket
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,8 +28,53 @@ from stylemri.training.checkpoint import CheckpointManager, read_meta
 RUN_RE = re.compile(r"^(\d{5,})-")
 CONFIG_NAME = "config.json"
 CHECKPOINTS = "checkpoints"  # a run folder keeps its checkpoints here
+SAMPLES = "samples"  # sample grids (reals, fakes per checkpoint, progressive strips)
+PLOTS = "plots"  # loss, metric and progress figures
+LOSSES = "losses.csv"  # one row per tick
+EVENTS = "stats.jsonl"  # one JSON line per tick and event
+METRICS = "metrics.jsonl"  # one JSON line per training-time evaluation
 LOCK_NAME = "train.lock"
 REQUIRED_KEYS = ("data", "network", "train", "class_names")
+
+
+def _entry(*parts: str) -> property:
+    """A RunLayout attribute: the path of `parts` inside the run folder."""
+    return property(lambda self: self.root.joinpath(*parts), doc=f"RUN/{'/'.join(parts)}")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each file of one run folder lives."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = _entry(CONFIG_NAME)
+    checkpoints = _entry(CHECKPOINTS)
+    samples = _entry(SAMPLES)
+    plots = _entry(PLOTS)
+    losses = _entry(LOSSES)
+    events = _entry(EVENTS)
+    metrics = _entry(METRICS)
+    lock = _entry(LOCK_NAME)
+    reals_grid = _entry(SAMPLES, "reals.png")
+    progress_figure = _entry(PLOTS, "progress_resolutions.png")
+    loss_plot = _entry(PLOTS, "losses.png")
+    metrics_plot = _entry(PLOTS, "metrics.png")
+
+    def fakes_grid(self, tag: str) -> Path:
+        return self.samples / f"fakes-{tag}.png"
+
+    def progress_strip(self, resolution: int) -> Path:
+        return self.samples / f"progress-{resolution:04d}px.png"
+
+    def progress_strips(self) -> list[tuple[int, Path]]:
+        """(resolution, path) of every progress strip written so far, smallest resolution first."""
+        found = [(int(m.group(1)), p) for p in self.samples.glob("progress-*px.png")
+                 if (m := re.fullmatch(r"progress-(\d+)px\.png", p.name))]
+        return sorted(found)
 
 
 def default_name(cfg: RunConfig) -> str:
@@ -59,13 +109,13 @@ def create_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
 
 
 def write_run_config(run_dir: Path, cfg: RunConfig) -> Path:
-    path = run_dir / CONFIG_NAME
+    path = RunLayout(run_dir).config
     write_json(path, to_dict(cfg))
     return path
 
 
 def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    path = Path(run_dir) / CONFIG_NAME
+    path = RunLayout(run_dir).config
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -96,7 +146,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     process dies (even by kill -9), so a lock file left by a dead process is simply taken over (with a
     warning naming the old PID). The file is removed on release.
     """
-    path = Path(run_dir) / LOCK_NAME
+    path = RunLayout(run_dir).lock
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -140,7 +190,7 @@ def run_dir_of(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_file() or p.suffix in (".json", ".safetensors"):
         p = p.parent
-    return p.parent if p.name == CHECKPOINTS and (p.parent / CONFIG_NAME).exists() else p
+    return p.parent if p.name == CHECKPOINTS and RunLayout(p.parent).config.exists() else p
 
 
 def checkpoint_kimg(json_path: Path) -> float:
@@ -163,10 +213,10 @@ def find_checkpoint(path: str | os.PathLike, which: str = "latest") -> Path:
     if not p.exists():
         raise UserError(f"{p}: no such run directory")
     run = run_dir_of(p)
-    manager = CheckpointManager(run / CHECKPOINTS)
+    manager = CheckpointManager(RunLayout(run).checkpoints)
     whole = manager.checkpoints()
     if not whole:
-        records = sorted((run / CHECKPOINTS).glob("ckpt-*.json"))
+        records = sorted(RunLayout(run).checkpoints.glob("ckpt-*.json"))
         if records:  # there are checkpoints, but none this version can read whole: say why
             read_meta(records[-1])  # raises for a foreign or older format
             raise UserError(f"{records[-1]}: checkpoint incomplete (its tensor file is missing or truncated)")
@@ -199,7 +249,7 @@ def find_run(path: str | os.PathLike) -> tuple[Path, RunConfig, Path]:
         raise UserError(f"{p}: expected a stylemri run directory (a folder with {CONFIG_NAME} and {CHECKPOINTS}/)")
     p = run_dir_of(p)
     cfg = read_run_config(p)
-    latest = CheckpointManager(p / CHECKPOINTS).latest()
+    latest = CheckpointManager(RunLayout(p).checkpoints).latest()
     if latest is None:
         raise UserError(f"{p}: expected a run with at least one whole checkpoint in {CHECKPOINTS}/; found none")
     return p, cfg, latest

@@ -5,7 +5,6 @@ progress-across-resolutions figure. Images come from `networks.sampling.generate
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from PIL import Image
 from stylemri.io import save_figure
 from stylemri.networks.sampling import generate_images
 from stylemri.networks.staged import at_stage
+from stylemri.training.run_dir import RunLayout
 
 
 def grid_seeds(c_dim: int, resolution: int) -> tuple[list[int], list[int | None], int]:
@@ -52,32 +52,28 @@ def render_grid(G: torch.nn.Module, seeds: list[int], classes: list[int | None],
                            covariates=covariates)
 
 
-def save_progress_figure(samples_dir: Path, out_path: Path) -> Path | None:
-    """One row per resolution reached (samples/progress-XXXXpx.png), upscaled to the largest, labelled."""
+def save_progress_figure(layout: RunLayout) -> Path | None:
+    """One row per resolution reached (the run's progress strips), upscaled to the largest, labelled."""
     from matplotlib.figure import Figure
 
-    strips = sorted(samples_dir.glob("progress-*px.png"), key=_resolution_of)
+    strips = layout.progress_strips()
     if not strips:
         return None
-    images = [np.asarray(Image.open(p).convert("L")) for p in strips]
+    images = [np.asarray(Image.open(p).convert("L")) for _, p in strips]
     width = max(im.shape[1] for im in images)
     fig = Figure(figsize=(10, 1.4 * len(images) + 0.4))
     axes = fig.subplots(len(images), 1, squeeze=False)
-    for ax, im, path in zip(axes[:, 0], images, strips):
+    for ax, im, (resolution, _) in zip(axes[:, 0], images, strips):
         scale = max(width // im.shape[1], 1)
         ax.imshow(np.kron(im, np.ones((scale, scale), dtype=im.dtype)), cmap="gray", vmin=0, vmax=255,
                   interpolation="nearest")
-        ax.set_ylabel(f"{_resolution_of(path)} px", rotation=0, ha="right", va="center")
+        ax.set_ylabel(f"{resolution} px", rotation=0, ha="right", va="center")
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Progress across image sizes (same latents, end of each resolution)")
     fig.tight_layout()
-    save_figure(fig, out_path, dpi=100, tight=False)
-    return out_path
-
-
-def _resolution_of(path: Path) -> int:
-    return int(re.findall(r"\d+", path.name)[0])
+    save_figure(fig, layout.progress_figure, dpi=100, tight=False)
+    return layout.progress_figure
 
 
 __all__ = ["grid_seeds", "covariate_grid", "render_grid", "save_progress_figure"]

@@ -35,7 +35,7 @@ from stylemri.training.logs import RunLog
 from stylemri.training.loss import StyleGANLoss, main_passes
 from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
-from stylemri.training.run_dir import write_run_config
+from stylemri.training.run_dir import RunLayout, write_run_config
 from stylemri.training.schedules import is_scheduled, scheduled
 from stylemri.networks.sampling import generate_images, one_hot
 from stylemri.networks.staged import at_stage
@@ -180,7 +180,7 @@ class Trainer:
         if self.cond_np is not None:  # one row per covariate setting of real samples, low to high
             self.grid_seeds, self.grid_classes, self.grid_covariates, self.grid_cols = covariate_grid(
                 self.ds, self.labels_np if self.c_dim else None, self.cfg.network.resolution)
-        self.ckpt = ckpt.CheckpointManager(self.run_dir / "checkpoints", keep=self.t.keep_checkpoints)
+        self.ckpt = ckpt.CheckpointManager(RunLayout(self.run_dir).checkpoints, keep=self.t.keep_checkpoints)
         self.log: RunLog | None = None
         self.resumed_from: Path | None = None
         self._extractor: Any = None  # Inception, loaded at the first evaluation and kept
@@ -684,13 +684,13 @@ class Trainer:
             rows = spread(np.arange(len(self.ds)), len(self.grid_seeds))
         images, _ = self.ds.batch(rows)
         images = mid_slices(images)  # volumes: axial | coronal | sagittal mid-slices
-        return [save_grid(self.run_dir / "samples" / "reals.png", images, ncols=self.grid_cols)]
+        return [save_grid(RunLayout(self.run_dir).reals_grid, images, ncols=self.grid_cols)]
 
     def _write_samples(self, tag: str) -> list[Path]:
         phase = self.schedule.at(max(self.nimg - 1, 0))  # volumes: axial | coronal | sagittal mid-slices
         images = mid_slices(render_grid(self.G_ema, self.grid_seeds, self.grid_classes, phase.stage, phase.alpha,
                                              covariates=self.grid_covariates))
-        path = save_grid(self.run_dir / "samples" / f"fakes-{tag}.png", images, ncols=self.grid_cols)
+        path = save_grid(RunLayout(self.run_dir).fakes_grid(tag), images, ncols=self.grid_cols)
         if self.log is not None:
             self.log.images("samples/fakes", images, self.nimg / 1000, ncols=self.grid_cols)
         self._event({"event": "samples", "kimg": self.nimg / 1000, "path": str(path)})
@@ -703,11 +703,11 @@ class Trainer:
         n = min(8, len(self.grid_seeds))
         images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage, 1.0,
                              covariates=None if self.grid_covariates is None else self.grid_covariates[:n])
-        save_grid(self.run_dir / "samples" / f"progress-{resolution:04d}px.png", images, ncols=n)
+        save_grid(RunLayout(self.run_dir).progress_strip(resolution), images, ncols=n)
         self._progress_figure(final=False)
 
     def _progress_figure(self, final: bool) -> None:
-        """plots/progress_resolutions.png: the same latents at the end of every resolution."""
+        """The progress figure: the same latents at the end of every resolution."""
         if not self.t.progressive:
             return
         if final and self.resolution is not None:
@@ -716,5 +716,5 @@ class Trainer:
             images = render_grid(self.G_ema, self.grid_seeds[:n], self.grid_classes[:n], stage,
                                  self.schedule.at(max(self.nimg - 1, 0)).alpha,
                                  covariates=None if self.grid_covariates is None else self.grid_covariates[:n])
-            save_grid(self.run_dir / "samples" / f"progress-{self.resolution:04d}px.png", images, ncols=n)
-        save_progress_figure(self.run_dir / "samples", self.run_dir / "plots" / "progress_resolutions.png")
+            save_grid(RunLayout(self.run_dir).progress_strip(self.resolution), images, ncols=n)
+        save_progress_figure(RunLayout(self.run_dir))

@@ -1,5 +1,6 @@
-"""`stylemri generate`: which (seed, class) images to draw, their file names, and the writers that stream
-them to disk (one file per image, or one NIfTI volume, plus a grid and index.csv).
+"""What `stylemri generate` writes: which (seed, class) images to draw (the seed lists every command parses),
+their file names, and the writers that stream them to disk (one file per image, or one NIfTI volume, plus a
+grid and index.csv).
 
 Images come from `TrainedModel.generate` (one seed-to-image path for every tool). Writing streams: images
 are generated and written a chunk at a time, so memory stays flat however many are asked for.
