@@ -317,7 +317,8 @@ def test_covariate_findings_judge_the_generated_score_against_the_floor():
            "chance": 0.5, "morphometry": {}}
     assert score(sex, "generated") == pytest.approx(0.5) and score(sex, "real_holdout") == pytest.approx(1.0)
     p = proof(sex=sex)
-    assert statuses(p) == [("warn", "covariate_ratio_pass")] and p["columns"]["sex"]["floor_ratio"] == pytest.approx(0.5)
+    assert statuses(p) == [("warn", "covariate_ratio_pass")]
+    assert p["columns"]["sex"]["floor_ratio"] == pytest.approx(0.5)
     small = {**proof(age=continuous(0.9, 0.95)), "num_generated": 20}
     (only,) = findings(small)
     assert only.status == "warn" and "N = 20 is below the 50" in only.reason

@@ -40,8 +40,8 @@ def findings(proof: dict[str, Any]) -> list[Finding]:
             out.append(low)
         elif floor is None or floor < THRESHOLDS["covariate_floor"].value:
             shown = "-" if floor is None else f"{floor:.2f}"
-            out.append(Finding("warn", f"{name}: real held-out images show it little to the predictor ({what} {shown}); "
-                                       "not judged", "covariate_floor"))
+            out.append(Finding("warn", f"{name}: real held-out images show it little to the predictor "
+                                       f"({what} {shown}); not judged", "covariate_floor"))
         else:
             ratio = (generated if generated is not None else 0.0) / floor
             col["floor_ratio"] = ratio

@@ -176,5 +176,5 @@ def _score_words(col: dict[str, Any]) -> str:
     if col["kind"] == "continuous":
         return (f"r {fmt(col['generated']['r'])} vs requested (real held-out floor r {fmt(col['real_holdout']['r'])}); "
                 f"dark-CSF curve r {fmt(col['morphometry']['csf_fraction']['curve_r'])}")
-    return (f"accuracy {fmt(col['generated']['accuracy'])} (real held-out floor {fmt(col['real_holdout']['accuracy'])}, "
-            f"chance {fmt(col['chance'])})")
+    return (f"accuracy {fmt(col['generated']['accuracy'])} "
+            f"(real held-out floor {fmt(col['real_holdout']['accuracy'])}, chance {fmt(col['chance'])})")

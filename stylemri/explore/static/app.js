@@ -145,6 +145,7 @@ function covChanged() {
     select(state.current.view, { ...state.current.params, set: covParam() }, caption);
   }
 }
+
 function classParam(select) { return state.model.classes.length ? select.value : null; }
 function intValue(input, fallback) {
   const v = Number.parseInt(input.value, 10);
