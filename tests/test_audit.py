@@ -290,3 +290,35 @@ def test_images_without_patient_are_their_own_patient():
             return torch.zeros((len(idx), 1, 4, 4), dtype=torch.uint8), None
 
     assert from_dataset("training", Dataset()).subjects.tolist() == ["training-0", "p1", "training-2"]
+
+
+def test_covariate_findings_judge_the_generated_score_against_the_floor():
+    from stylemri.audit.covariates import findings, score
+
+    def continuous(generated, floor, real_slope=0.004, gen_slope=0.002, real_r=0.9):
+        csf = {"real": {"slope": real_slope, "r": real_r}, "generated": {"slope": gen_slope, "r": 0.5}}
+        return {"kind": "continuous", "generated": {"r": generated, "slope": 1.0},
+                "real_holdout": {"r": floor, "slope": 1.0, "n": 100}, "morphometry": {"csf_fraction": csf}}
+
+    def proof(**columns):
+        return {"num_generated": 200, "columns": columns}
+
+    def statuses(p):
+        return [(f.status, f.threshold) for f in findings(p)]
+
+    assert statuses(proof(age=continuous(0.9, 0.95))) == [("pass", "covariate_ratio_pass")]
+    assert statuses(proof(age=continuous(0.5, 0.95))) == [("warn", "covariate_ratio_pass")]
+    assert statuses(proof(age=continuous(0.1, 0.95))) == [("fail", "covariate_ratio_fail")]
+    assert statuses(proof(age=continuous(None, 0.95))) == [("fail", "covariate_ratio_fail")]  # constant prediction
+    assert statuses(proof(age=continuous(0.9, 0.2))) == [("warn", "covariate_floor")]  # floor too weak to judge
+    flipped = statuses(proof(age=continuous(0.9, 0.95, gen_slope=-0.001)))
+    assert flipped == [("pass", "covariate_ratio_pass"), ("warn", "covariate_morphometry_r")]
+    sex = {"kind": "categorical", "generated": {"accuracy": 0.75}, "real_holdout": {"accuracy": 1.0, "n": 100},
+           "chance": 0.5, "morphometry": {}}
+    assert score(sex, "generated") == pytest.approx(0.5) and score(sex, "real_holdout") == pytest.approx(1.0)
+    p = proof(sex=sex)
+    assert statuses(p) == [("warn", "covariate_ratio_pass")]
+    assert p["columns"]["sex"]["floor_ratio"] == pytest.approx(0.5)
+    small = {**proof(age=continuous(0.9, 0.95)), "num_generated": 20}
+    (only,) = findings(small)
+    assert only.status == "warn" and "N = 20 is below the 50" in only.reason

@@ -324,6 +324,7 @@ BAD_GETS = [
     ("/api/training?index=-1", 400, "expected a training image index"),
     ("/api/training?index=32", 404, "out of range; the training set has 32 images"),
     ("/api/training?index=x", 400, "expected a training image index"),
+    ("/api/generate?seed=1&class=AD&set=age=70", 400, "set: this model was trained without covariates"),
     ("/api/nothing", 404, "Not Found"),
     ("/static/../pyproject.toml", 404, "Not Found"),
     ("/static/..%2f..%2fpyproject.toml", 404, "no such file"),
@@ -383,6 +384,96 @@ def test_unconditional_model(setup):
     is_error(client.get("/api/walk?seed=1"), 400, "class directions need a conditional model")
     assert png(client.get("/api/interpolate?seed=1&seed2=2&t=0.5&space=z")).shape == (RES, RES)
     assert png(client.get("/api/mix?seed=1&seed2=2&styles=middle")).shape == (RES, RES)
+
+
+# ------------------------------------------------------------------------------------- covariate sliders
+
+
+@pytest.fixture(scope="module")
+def cov(tmp_path_factory):
+    """A tiny --condition age,sex run on the known-answer atrophy slices (tests/test_covariates.py's data)."""
+    from stylemri.data.atrophy import write_atrophy_dataset
+
+    root = tmp_path_factory.mktemp("explore-cov")
+    data = write_atrophy_dataset(root / "atrophy", subjects=16, resolution=RES, seed=0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = train_tiny(data.folder, root / "runs", root / "cache", "--labels", str(data.table),
+                         "--condition", "age,sex")
+    finally:
+        torch.set_num_threads(n)
+    service = ModelService.open(run, device="cpu")
+    neighbours = load_training(str(data.folder), service.model.config, service.resolution, str(root / "cache"))
+    return {"run": run, "data": data, "service": service, "client": make_client(create_app(service, neighbours))}
+
+
+def test_covariate_sliders_are_listed_with_their_training_ranges(cov):
+    info = cov["client"].get("/api/model").json()
+    age, sex = cov["service"].model.covariates.columns
+    assert info["covariates"] == {"missing_allowed": False, "columns": [
+        {"name": "age", "kind": "continuous", "low": age.low, "high": age.high, "mean": age.mean},
+        {"name": "sex", "kind": "categorical", "categories": ["F", "M"]}]}
+    assert age.low == pytest.approx(cov["data"].age.min()) and age.high == pytest.approx(cov["data"].age.max())
+    assert info["classes"] == [] and "set" in info["views"]["generate"]["params"]
+
+
+def test_the_image_follows_the_covariates(cov, tmp_path):
+    client, age = cov["client"], cov["service"].model.covariates.columns[0]
+    young = png(client.get(f"/api/generate?seed=3&set=age={age.low!r},sex=F"))
+    old = png(client.get(f"/api/generate?seed=3&set=age={age.high!r},sex=F"))
+    male = png(client.get(f"/api/generate?seed=3&set=age={age.low!r},sex=M"))
+    assert not np.array_equal(young, old) and not np.array_equal(young, male)
+    assert np.array_equal(young, png(client.get(f"/api/generate?seed=3&set=AGE={age.low!r},sex=f")))
+    # the same pixels as `stylemri generate --set`, which walks the same seed and noise
+    assert cli.main(["generate", str(cov["run"]), "--seeds", "3", "--set", f"age={age.high!r},sex=F",
+                     "--outdir", str(tmp_path)]) == 0
+    (written,) = tmp_path.glob("kimg-*/set_*/seed0003*.png")
+    assert np.array_equal(old, np.asarray(Image.open(written)))
+    # interpolation and mixing take the same setting; their end points are the generated slices
+    a = png(client.get(f"/api/generate?seed=1&set=age={age.high!r},sex=M"))
+    assert close(png(client.get(f"/api/interpolate?seed=1&seed2=2&t=0&set=age={age.high!r},sex=M")), a)
+    num_ws = cov["service"].num_ws
+    b = png(client.get(f"/api/generate?seed=2&set=age={age.high!r},sex=M"))
+    assert close(png(client.get(f"/api/mix?seed=1&seed2=2&styles=0-{num_ws - 1}&set=age={age.high!r},sex=M")), b)
+    assert not close(png(client.get(f"/api/mix?seed=1&seed2=2&styles=0-{num_ws - 1}&set=age={age.low!r},sex=M")),
+                     b)
+    nn = client.get(f"/api/nearest?view=generate&seed=3&set=age={age.low!r},sex=F").json()
+    assert nn["index"] >= 0 and nn["subject"]
+
+
+def test_a_value_outside_the_training_range_is_refused_as_generate_set_refuses_it(cov, capsys, tmp_path):
+    client, age = cov["client"], cov["service"].model.covariates.columns[0]
+    line = is_error(client.get("/api/generate?seed=1&set=age=200,sex=F"), 400,
+                    f"set age=200: outside the training range of age, {age.low:g} to {age.high:g}")
+    capsys.readouterr()
+    assert cli.main(["generate", str(cov["run"]), "--set", "age=200,sex=F", "--outdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(line.removeprefix("set ")) and "--set age=200" in err  # one validator, one wording
+    for url, status, match in [
+        ("/api/generate?seed=1", 400, "set: this model is conditioned on age, sex; expected a value for each"),
+        ("/api/generate?seed=1&set=age=70,sex=X", 400, "set sex=X: expected one of F, M"),
+        ("/api/generate?seed=1&set=age=70", 400, "no value for sex"),
+        ("/api/generate?seed=1&set=age=70,sex=F,bmi=3", 400, "not trained with bmi"),
+        ("/api/generate?seed=1&set=age70", 400, "expected NAME=VALUE pairs"),
+        ("/api/interpolate?seed=1&seed2=2&set=age=-5,sex=F", 400, "outside the training range of age"),
+        ("/api/mix?seed=1&seed2=2&set=age=1000,sex=M", 400, "outside the training range of age"),
+        ("/api/walk?seed=1&set=age=70,sex=F", 400, "parameter 'set': unknown"),
+        ("/api/walk?seed=1", 400, "class directions are not available for a covariate model"),
+    ]:
+        is_error(client.get(url), status, match)
+    good = (cov["data"].folder / "sub-000_axial.png").read_bytes()
+    is_error(upload(client, "scan.png", good, steps=2), 409, "not available for a covariate model")
+
+
+def test_command_serves_a_covariate_model(cov):
+    proc, url = start_server(str(cov["run"]), "--port", "0", "--device", "cpu")
+    try:
+        with urllib.request.urlopen(url + "api/model", timeout=30) as r:
+            assert [c["name"] for c in json.load(r)["covariates"]["columns"]] == ["age", "sex"]
+    finally:
+        rc, out, err = stop(proc)
+    assert rc == 0 and "Traceback" not in err, (rc, out, err)
 
 
 # ------------------------------------------------------------------------------------------- the page

@@ -90,6 +90,12 @@ def requested_settings(ds: Any, num: int, seed: int) -> tuple[np.ndarray, list[d
     return rows, settings
 
 
+def settings_for_seeds(ds: Any, seeds: Any) -> list[dict[str, Any]]:
+    """One setting per seed: the covariates of a real sample drawn by that seed, so a generated set (evaluate's,
+    audit's) has the real joint distribution of the covariates and seed s always asks for the same values."""
+    return [requested_settings(ds, 1, int(seed))[1][0] for seed in seeds]
+
+
 def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, (float, np.floating)) else value
 
@@ -226,5 +232,5 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
-__all__ = ["pixel_features", "fit_ridge", "predict_ridge", "holdout_mask", "requested_settings",
+__all__ = ["pixel_features", "fit_ridge", "predict_ridge", "holdout_mask", "requested_settings", "settings_for_seeds",
            "prove_covariates", "proof_figure", "public"]

@@ -17,7 +17,7 @@ import torch
 
 from stylemri import io
 from stylemri.errors import UserError
-from stylemri.networks.sampling import map_latents, one_hot, seed_latents, synthesize
+from stylemri.networks.sampling import condition, map_latents, one_hot, seed_latents, synthesize
 
 GROUPS = ("coarse", "middle", "fine")
 
@@ -71,8 +71,10 @@ class MixingResult:
 
 @torch.no_grad()
 def style_mixing(G: torch.nn.Module, row_seeds: Sequence[int], col_seeds: Sequence[int], styles: Sequence[int],
-                 psi: float = 1.0, noise_mode: str = "const", class_index: int | None = None) -> MixingResult:
-    """Every row seed with the `styles` layers taken from every column seed."""
+                 psi: float = 1.0, noise_mode: str = "const", class_index: int | None = None,
+                 covariates: torch.Tensor | None = None) -> MixingResult:
+    """Every row seed with the `styles` layers taken from every column seed. `covariates`: a --condition
+    model's encoded vector (1, cov_dim), the same for every seed (so only the styles differ between cells)."""
     if not row_seeds or not col_seeds:
         raise UserError("style mixing needs at least one row seed and one column seed")
     if G.c_dim and class_index is None:
@@ -80,7 +82,8 @@ def style_mixing(G: torch.nn.Module, row_seeds: Sequence[int], col_seeds: Sequen
     seeds = list(dict.fromkeys([*row_seeds, *col_seeds]))
     z = seed_latents(seeds, G.z_dim)
     c = one_hot([class_index] * len(seeds) if G.c_dim else [None] * len(seeds), G.c_dim)
-    ws = map_latents(G, z, c, psi=psi)
+    cov = None if covariates is None else covariates.reshape(1, -1).expand(len(seeds), -1)
+    ws = map_latents(G, z, condition(c, cov, getattr(G, "cov_dim", 0)), psi=psi)
     w_of = {s: ws[i] for i, s in enumerate(seeds)}
     rows = torch.stack([w_of[s] for s in row_seeds])
     cols = torch.stack([w_of[s] for s in col_seeds])

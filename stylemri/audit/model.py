@@ -1,8 +1,8 @@
 """The one place the audit touches a trained model (swap here when the model API changes).
 
-`open_audit_model(run, checkpoint, device)` returns an `AuditModel`: class names, resolution, the run's data
-configuration, seeded uint8 images per class, and the discriminator's score of real images (for the
-white-box membership attack).
+`open_audit_model(run, checkpoint, device)` returns a `AuditModel`: class names, resolution, the run's data
+configuration, seeded uint8 images per class (and per covariate setting, for a --condition run), the
+discriminator's score of real images (for the white-box membership attack), and the covariate proof.
 """
 
 from __future__ import annotations
@@ -36,6 +36,17 @@ class AuditModel:
         return int(self.model.resolution)
 
     @property
+    def covariates(self) -> Any:
+        """A --condition run's stored covariate scaling (config.CovariateScaling), None otherwise."""
+        return self.model.covariates
+
+    @property
+    def white_box(self) -> bool:
+        """Whether D can score real images for the membership attack: not for a covariate model, whose D
+        scores an image against its covariates, which holdout images do not carry."""
+        return self.covariates is None
+
+    @property
     def data_config(self) -> Any:
         return self.model.config.data
 
@@ -48,13 +59,20 @@ class AuditModel:
         return {"checkpoint": str(self.model.checkpoint), "kimg": self.model.kimg, "truncation_psi": self.trunc,
                 "noise_mode": "const"}
 
-    def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32) -> np.ndarray:
-        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class) only."""
+    def generate(self, seeds: Sequence[int], class_name: str | None, batch_size: int = 32,
+                 covariates: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
+        """uint8 (N, C, R, R): image i depends on seeds[i] (and the class, and its covariate setting) only."""
         if not len(seeds):
             return np.zeros((0, self.model.G.img_channels, self.resolution, self.resolution), np.uint8)
         name = class_name if self.model.conditional else None
         return to_uint8(self.model.generate(list(seeds), class_name=name, trunc=self.trunc, noise="const",
-                                            batch=batch_size))
+                                            batch=batch_size, covariates=covariates))
+
+    def prove_covariates(self, ds: Any, num: int, seed: int) -> dict[str, Any]:
+        """evaluate's covariate proof (analysis.covariate_proof) of this model against its training data `ds`."""
+        from stylemri.analysis.covariate_proof import prove_covariates
+
+        return prove_covariates(self.model, ds, num, seed=seed, trunc=self.trunc)
 
     @torch.no_grad()
     def discriminator_scores(self, images: np.ndarray, class_name: str | None, batch_size: int = 64) -> np.ndarray:

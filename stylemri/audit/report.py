@@ -145,7 +145,42 @@ def _utility(d: dict[str, Any], plots: dict[str, Any]) -> str:
         out.append(_table(["measure", "real", "synthetic", "keeps sign", "size ratio"],
                           [[m, r["real"], r["synthetic"], r["keeps_sign"], r["size_ratio"]] for m, r in ms.items()]))
     out.append(_img(figures.morphometry_figure(plots["utility"]["morphometry"]), "morphometry"))
+    if "covariates" in u:
+        out.append(_covariates(u["covariates"], plots["covariates"]))
     return "".join(out) + "</section>"
+
+
+def _covariates(proof: dict[str, Any], raw: dict[str, Any]) -> str:
+    """The covariate proof of a --condition run: one row per covariate, and evaluate's figure."""
+    from stylemri.analysis.covariate_proof import proof_figure
+
+    def words(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())
+
+    rows = []
+    for name, col in proof["columns"].items():
+        csf = col["morphometry"]["csf_fraction"]
+        if col["kind"] == "continuous":
+            rows.append([name, "r", col["generated"]["r"], col["real_holdout"]["r"], "-", col["floor_ratio"],
+                         csf["generated"]["slope"], csf["real"]["slope"], csf["curve_r"], col["real_holdout"]["n"]])
+        else:
+            rows.append([name, "accuracy", col["generated"]["accuracy"], col["real_holdout"]["accuracy"],
+                         col["chance"], col["floor_ratio"], words(csf["generated"]), words(csf["real"]), "-",
+                         col["real_holdout"]["n"]])
+    rows = [[("-" if c is None else c) for c in r] for r in rows]
+    return "".join([
+        "<h3>Covariates: is each requested value in the images?</h3>",
+        f"<p class=muted>{proof['num_generated']} generated images requested the covariates of real training samples "
+        f"(so confounders are kept as in the data). A ridge predictor fitted on real images of "
+        f"{proof['num_subjects_fit']} training subjects predicts each covariate of the generated images; the floor is "
+        "the same predictor on the real images of the other subjects. Dark-CSF fraction vs covariate: slope in "
+        "generated images against the requested value, in real images against the recorded one; curve r correlates "
+        "their binned curves. A confounded covariate (MMSE falling with age) is predicted through the other one: "
+        "docs/covariates.md.</p>",
+        _table(["covariate", "score", "generated (vs requested)", "real held-out floor", "chance", "ratio to floor",
+                "dark-CSF generated (slope / mean)", "dark-CSF real", "CSF curve r", "held-out images"], rows),
+        _img(proof_figure(raw), "dark-CSF fraction vs covariate, real beside generated"),
+    ])
 
 
 def render_html(result: AuditResult, title: str) -> str:

@@ -1,7 +1,8 @@
 """The audit itself: training, holdout and synthetic image sets in, audit.json's dict (and figure data) out.
 
 Order: the patient-overlap check, then per class equal-N samples of the three sets, their features (once,
-cached), then fidelity, privacy and utility, each with its verdict. Wall time per stage goes into
+cached), then fidelity, privacy and utility (with the covariate proof for a --condition run), each with its
+verdict. Wall time per stage goes into
 `protocol.timing_seconds`, so the note on the CPU budget is measured, not guessed.
 """
 
@@ -78,9 +79,16 @@ def audit_classes(train: ImageSet, holdout: ImageSet, synthetic: ImageSet) -> tu
 
 
 def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: FeatureNet, cfg: AuditConfig, *,
-          model: AuditModel | None = None, progress: Callable[[str], None] | None = None) -> AuditResult:
-    """Fidelity, privacy and utility of `synthetic` against `train` (seen) and `holdout` (unseen) patients."""
+          model: AuditModel | None = None, progress: Callable[[str], None] | None = None,
+          covariate_data: Any = None) -> AuditResult:
+    """Fidelity, privacy and utility of `synthetic` against `train` (seen) and `holdout` (unseen) patients.
+
+    For a covariate `model`, `covariate_data` is its training `MRIDataset` with covariates (encoded with
+    the run's stored scaling): usefulness then includes the covariate proof against it."""
     say = progress or (lambda _msg: None)
+    covariate_model = model is not None and model.covariates is not None
+    if covariate_model and getattr(covariate_data, "covariates", None) is None:
+        raise ValueError("audit of a covariate model: expected covariate_data, its training data with covariates")
     timer = Timer()
     if synthetic.images.shape[1:] != train.images.shape[1:]:
         raise UserError(f"synthetic images {synthetic.images.shape[1:]} and training images "
@@ -88,6 +96,9 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     with timer("overlap_check"):
         holdout, overlap = check_overlap(train, holdout)
     classes, warnings = audit_classes(train, holdout, synthetic)
+    if covariate_model:
+        warnings.append("covariate model: the discriminator membership attack is not run (D scores an image against "
+                        "its covariates, which the holdout images do not carry); the black-box attacks are")
     if overlap.removed:
         warnings.append(f"{overlap.removed} holdout image(s) removed: {len(overlap.subjects)} patient(s) also in "
                         f"training, {overlap.identical_images} image(s) identical to training images")
@@ -109,9 +120,16 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     plots: dict[str, Any] = {"samples": {c: {k: s.images[:8] for k, s in samples[c].items()} for c in classes}}
     data["fidelity"] = _fidelity(classes, samples, feats, cfg, timer, say)
     data["privacy"], plots["privacy"] = _privacy(train, classes, samples, feats, cfg, timer, say, model)
+    proof = None
+    if covariate_model:
+        say("utility: covariates")
+        with timer("utility_covariates"):
+            proof = model.prove_covariates(covariate_data, cfg.num, cfg.seed)  # type: ignore[union-attr]
+        plots["covariates"] = proof
     conditional = synthetic.class_names != ("all",)
     data["utility"], plots["utility"] = utility.run_utility(
-        train, holdout, synthetic, classes if conditional else [], samples, cfg, timer, say, conditional=conditional)
+        train, holdout, synthetic, classes if conditional else [], samples, cfg, timer, say, conditional=conditional,
+        covariates=proof)
     data["n"] = {k: {c: len(samples[c][k]) for c in classes} for k in ("training", "holdout", "synthetic")}
     data["n"]["totals"] = {"training": len(train), "holdout": len(holdout), "synthetic": len(synthetic)}
     data["overlap"] = overlap.to_dict()
@@ -166,7 +184,7 @@ def _privacy(train, classes, samples, feats, cfg, timer, say, model) -> tuple[di
                                                      cfg.device, cfg.bootstrap, cfg.seed)
             res["patients"] = privacy.patient_table(pixel, arr)
             d_scores = None
-            if model is not None:
+            if model is not None and model.white_box:
                 with timer("privacy_discriminator"):
                     name = None if c == "all" else c
                     d_scores = (model.discriminator_scores(s["training"].images, name),

@@ -80,19 +80,29 @@ def from_dataset(name: str, ds: Any) -> ImageSet:
                     f"{ds.fingerprint}")
 
 
-def load_set(name: str, cfg: DataConfig) -> ImageSet:
-    """Load a data source through the data layer (class folders / tables / split files as everywhere)."""
+def load_data(name: str, cfg: DataConfig, covariates: Any = None) -> Any:
+    """The `MRIDataset` of a set (never flipped); `covariates`: a run's stored scaling to encode its
+    --condition columns with (the training set of a covariate run, for the covariate proof)."""
     from stylemri.data import load_dataset
 
-    ds = load_dataset(replace(cfg, xflip=False))
+    ds = load_dataset(replace(cfg, xflip=False), covariates=covariates)
     if len(ds) == 0:
         raise UserError(f"{cfg.source}: no images for the {name} set")
-    return from_dataset(name, ds)
+    return ds
+
+
+def load_set(name: str, cfg: DataConfig) -> ImageSet:
+    """Load a data source through the data layer (class folders / tables / split files as everywhere)."""
+    return from_dataset(name, load_data(name, cfg))
 
 
 def holdout_config(data: DataConfig, holdout: str | None, holdout_split: str | None) -> DataConfig:
     """Where the holdout patients come from: a folder (or split folder), a split file of the data source
-    (`stylemri data split`), or `--holdout-split test` of the data source itself."""
+    (`stylemri data split`), or `--holdout-split test` of the data source itself. A covariate run's
+    --condition columns are not asked of the holdout (the covariate proof's floor is held-out training
+    subjects), so its images need no row in the covariate table; a class table stays for --label-column."""
+    if data.condition:
+        data = replace(data, condition=(), missing="drop", labels=data.labels if data.label_column else None)
     if holdout is None and holdout_split is None:
         raise UserError("no holdout: expected --holdout SOURCE (real images of patients never trained on) or "
                         "--holdout-split test")

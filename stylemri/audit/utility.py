@@ -7,6 +7,7 @@
 - Class consistency: the real-trained classifier's accuracy on synthetic images of each requested class,
   beside its accuracy on holdout images of that class.
 - Morphometry per class (see morphometry.py) and whether class differences keep sign and size.
+- A covariate model: evaluate's covariate proof (covariates.py): is each requested covariate in the images?
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stylemri.audit import covariates as covariate_checks
 from stylemri.audit import morphometry, stats
 from stylemri.audit.verdicts import THRESHOLDS, Finding, combine, enough
 
@@ -141,16 +143,24 @@ def findings(res: dict[str, Any], classes: list[str], n: int) -> list[Finding]:
 
 
 def run_utility(train: Any, holdout: Any, synthetic: Any, classes: list[str], samples: dict[str, Any], cfg: Any,
-                timer: Any, say: Any, *, conditional: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The usefulness section; `classes` is empty for an unconditional model (no per-class utility)."""
+                timer: Any, say: Any, *, conditional: bool, covariates: dict[str, Any] | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The usefulness section; `classes` is empty for an unconditional model (no per-class utility).
+    `covariates`: a covariate model's proof (analysis.covariate_proof), judged beside the rest."""
+    from stylemri.analysis.covariate_proof import public
+
     res: dict[str, Any] = {}
     pre: list[Finding] = []
     audited = classes or list(samples)
     with timer("utility_morphometry"):
         res["morphometry"], measured = run_morphometry(audited, samples, cfg)
-    if not conditional:
-        pre.append(Finding("warn", "the synthetic images carry no class (unconditional model or one folder): "
-                                   "classifier usefulness and class consistency are not measured"))
+    if covariates is not None:
+        res["covariates"] = public(covariates)
+        pre += covariate_checks.findings(res["covariates"])
+    if not conditional:  # a covariate-only model: the covariate checks are its usefulness, nothing to classify
+        if covariates is None:
+            pre.append(Finding("warn", "the synthetic images carry no class (unconditional model or one folder): "
+                                       "classifier usefulness and class consistency are not measured"))
     elif len(classes) < 2:
         pre.append(Finding("warn", f"one class ({', '.join(classes)}): no classifier can be trained"))
     elif not cfg.classifiers:
@@ -166,6 +176,9 @@ def run_utility(train: Any, holdout: Any, synthetic: Any, classes: list[str], sa
             res["class_consistency"] = consistency(real_clf, classes, samples, test_images, test_labels)
     n = min(len(samples[c]["synthetic"]) for c in audited)
     verdict = combine(pre + findings(res, classes, n))
-    res = {**verdict, **res, "figures": ["usefulness: classifier AUC / balanced accuracy (TSTR, TRTR, real+synthetic)",
-                                         "morphometry per class"]}
+    figs = ["usefulness: classifier AUC / balanced accuracy (TSTR, TRTR, real+synthetic)", "morphometry per class"]
+    if covariates is not None:
+        figs.append("covariates: predicted from generated images vs the real held-out floor; dark-CSF fraction vs "
+                    "covariate, generated beside real")
+    res = {**verdict, **res, "figures": figs}
     return res, {"morphometry": measured}

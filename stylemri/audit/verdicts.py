@@ -100,6 +100,23 @@ register(Threshold("morphometry_ratio", 0.5, 30, "the synthetic class difference
                    "a biomarker difference that flips or shrinks to nothing makes synthetic data misleading for "
                    "group analyses", "our convention"))
 
+# ---- utility: covariates (a --condition run; analysis.covariate_proof)
+register(Threshold("covariate_floor", 0.3, 0, "a covariate the predictor reads from real held-out images with a score "
+                   "(r; accuracy above chance, chance-corrected) below this is not judged: warn",
+                   "if real images do not show the covariate to the predictor, a weak score on generated images says "
+                   "nothing about the model", "our convention"))
+register(Threshold("covariate_ratio_pass", 0.7, 50, "the generated score (predictor trained on real images, vs the "
+                   "requested value) at least this fraction of the real held-out floor: pass",
+                   "the requested covariate shows in the generated images about as clearly as in real ones",
+                   "our convention"))
+register(Threshold("covariate_ratio_fail", 0.25, 50, "the generated score below this fraction of the floor: fail "
+                   "(warn between)", "the images barely show the covariate they were generated for: the model "
+                   "ignores it (or the predictor reads a confounder)", "our convention"))
+register(Threshold("covariate_morphometry_r", 0.3, 30, "a real morphometry-covariate correlation at least this "
+                   "strong whose slope the generated images reverse: warn",
+                   "the direction of a real relation (dark CSF rising with age) should survive in generated images",
+                   "our convention"))
+
 
 @dataclass(frozen=True)
 class Finding:

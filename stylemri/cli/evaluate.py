@@ -136,9 +136,9 @@ def _real_settings(model: Any, ds: Any, seeds: range) -> list[dict[str, Any]] | 
     (drawn by the seed), so the generated set has the real joint distribution of the covariates."""
     if model.covariates is None:
         return None
-    from stylemri.analysis.covariate_proof import requested_settings
+    from stylemri.analysis.covariate_proof import settings_for_seeds
 
-    return [requested_settings(ds, 1, seed)[1][0] for seed in seeds]
+    return settings_for_seeds(ds, seeds)
 
 
 def _covariate_proof(args: argparse.Namespace, model: Any, ds: Any, out_dir: Path) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from stylemri.cli.options import add_device, add_flag, add_run
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="explore a trained model in the browser (a local web server)",
                        description="Serve a page (and a JSON/PNG API) to explore a trained model: generated slices "
-                                   "by seed and class, truncation, class directions with difference maps, "
-                                   "interpolation, style mixing, projection and editing of an uploaded scan, and, "
-                                   "with --data, each image's nearest training image. Everything the page loads "
-                                   "comes from this server. Ctrl-C stops it.")
+                                   "by seed and class (one slider per covariate of a --condition model), "
+                                   "truncation, class directions with difference maps, interpolation, style "
+                                   "mixing, projection and editing of an uploaded scan, and, with --data, each "
+                                   "image's nearest training image. Everything the page loads comes from this "
+                                   "server. Ctrl-C stops it.")
     add_run(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; any other address "
@@ -50,10 +51,6 @@ def cmd_explore(args: argparse.Namespace) -> int:
         if service.model.config.network.dims == 3:  # refused here, not at the page's first image request
             raise UserError(f"{args.run}: a 3-D run (--dims 3); stylemri explore works on 2-D slice runs only "
                             f"(for volumes: stylemri generate RUN writes NIfTI volumes and mid-slice PNGs)")
-        if service.model.covariates is not None:
-            from stylemri.cli.use import refuse_covariate_model
-
-            refuse_covariate_model(service.model, cmd_explore)
         neighbours = None
         if args.data is not None:
             neighbours = load_training(args.data, service.model.config, service.resolution, args.cache_dir)
@@ -63,6 +60,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         raise
     info = service.info()
     classes = ", ".join(info["classes"]) if info["classes"] else "unconditional"
+    if info["covariates"] is not None:
+        classes += f"; covariates {', '.join(c['name'] for c in info['covariates']['columns'])}"
     print(f"model: {info['checkpoint']} ({info['kimg']:g} kimg, {info['resolution']} px, {classes}) "
           f"on {service.model.device}")
     if neighbours is not None:

@@ -38,7 +38,7 @@ def refuse_covariate_model(model: TrainedModel, command: object) -> None:
     name = getattr(command, "__name__", "this command").removeprefix("cmd_")
     raise UserError(f"{name}: {model.run_dir} is conditioned on covariates ({', '.join(model.covariates.names)}), "
                     "which this command does not feed yet; expected a class or unconditional model (covariate "
-                    "models: generate --set, interpolate --walk, evaluate; docs/covariates.md)")
+                    "models: generate --set, interpolate --walk, evaluate, explore, audit; docs/covariates.md)")
 
 
 def out_folder(args: argparse.Namespace, model: TrainedModel, command: str | None) -> Path:

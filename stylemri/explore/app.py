@@ -207,6 +207,9 @@ async def _read_upload_form(request: Request, limit: int) -> Any:
 
 
 def _project(service: ModelService, form: Any) -> dict[str, Any]:
+    if service.covariates is not None:  # stylemri project refuses these models too (docs/covariates.md)
+        raise ApiError(f"POST /api/project: projection is not available for a covariate model yet (conditioned on "
+                       f"{', '.join(service.covariates.names)}); expected a class or unconditional model", 409)
     upload = form.get("file")
     if upload is None or isinstance(upload, str) or not hasattr(upload, "file"):
         raise ApiError("file: missing; expected an uploaded PNG/JPEG slice or a NIfTI volume in field 'file'")

@@ -25,6 +25,7 @@ import torch
 import stylemri
 from stylemri.analysis import edit, interpolate, mixing
 from stylemri.analysis import project as proj
+from stylemri.config import CovariateScaling
 from stylemri.errors import UserError
 from stylemri.model import TrainedModel
 from stylemri.networks import sampling
@@ -89,6 +90,32 @@ class ModelService:
     def default_axis(self) -> str:
         return str(self.model.config.data.axis)
 
+    @property
+    def covariates(self) -> CovariateScaling | None:
+        """A --condition model's covariates and their stored scaling (None for a class or unconditional model)."""
+        return self.model.covariates
+
+    def covariate_info(self) -> dict[str, Any] | None:
+        """The page's sliders: per covariate its kind and training range (continuous, min..max of the stored
+        scaling) or categories; `missing_allowed` for a --missing indicator model (a value may be omitted)."""
+        scaling = self.covariates
+        if scaling is None:
+            return None
+        columns = [{"name": c.name, "kind": c.kind, "low": c.low, "high": c.high, "mean": c.mean}
+                   if c.kind == "continuous" else {"name": c.name, "kind": c.kind, "categories": list(c.categories)}
+                   for c in scaling.columns]
+        return {"columns": columns, "missing_allowed": scaling.missing == "indicator"}
+
+    def check_setting(self, setting: dict[str, str] | None) -> None:
+        """Refuse a setting the model cannot take, in `generate --set`'s words (one validator for both)."""
+        self.model.covariate_vectors(1, setting, flag="set")
+
+    def _condition(self, classes: list[int | None], setting: dict[str, str] | None) -> torch.Tensor:
+        """The networks' condition vectors: class one-hot (conditional models), then the encoded setting."""
+        hot = sampling.one_hot(classes if self.G.c_dim else [None] * len(classes), self.G.c_dim)
+        vectors = self.model.covariate_vectors(len(classes), setting, flag="set")
+        return sampling.condition(hot, vectors, int(getattr(self.G, "cov_dim", 0)))
+
     def info(self) -> dict[str, Any]:
         """What `GET /api/model` reports."""
         return {
@@ -102,6 +129,7 @@ class ModelService:
             "conditional": bool(self.G.c_dim),
             "style_groups": mixing.style_groups(self.num_ws, self.resolution),
             "axis": self.default_axis,
+            "covariates": self.covariate_info(),
         }
 
     def style_layers(self, spec: str) -> list[int]:
@@ -110,15 +138,18 @@ class ModelService:
 
     # -------------------------------------------------------------------------------------- generation
 
-    def generate(self, seed: int, class_index: int | None, psi: float) -> torch.Tensor:
-        """Exactly what `stylemri generate RUN --seeds SEED --class C --trunc PSI` writes (noise const, batch 1)."""
+    def generate(self, seed: int, class_index: int | None, psi: float,
+                 setting: dict[str, str] | None = None) -> torch.Tensor:
+        """Exactly what `stylemri generate RUN --seeds SEED --class C --trunc PSI [--set SETTING]` writes
+        (noise const, batch 1): the same seed and noise at every setting, so only the covariates move."""
         with self._lock:
-            return self.model.generate([seed], class_name=class_index, trunc=psi, noise="const", batch=1)[0]
+            return self.model.generate([seed], class_name=class_index, trunc=psi, noise="const", batch=1,
+                                       covariates=setting)[0]
 
-    def _ws(self, seeds: list[int], classes: list[int | None], psi: float) -> torch.Tensor:
+    def _ws(self, seeds: list[int], classes: list[int | None], psi: float,
+            setting: dict[str, str] | None = None) -> torch.Tensor:
         z = sampling.seed_latents(seeds, self.G.z_dim)
-        c = sampling.one_hot(classes if self.G.c_dim else [None] * len(seeds), self.G.c_dim)
-        return sampling.map_latents(self.G, z, c, psi=psi).cpu()
+        return sampling.map_latents(self.G, z, self._condition(classes, setting), psi=psi).cpu()
 
     def _direction(self, to_class: int, from_class: int) -> torch.Tensor:
         """mean w(to) - mean w(from); the class means are computed once (caller holds the lock)."""
@@ -140,27 +171,28 @@ class ModelService:
         return images[0], images[1]
 
     def interpolate(self, seed_a: int, class_a: int | None, seed_b: int, class_b: int | None, t: float,
-                    space: str, psi: float) -> torch.Tensor:
+                    space: str, psi: float, setting: dict[str, str] | None = None) -> torch.Tensor:
         """The image at t in [0, 1] on the way from (seed_a, class_a) to (seed_b, class_b): lerp in W,
-        or slerp in Z (one class only: Z carries no class)."""
+        or slerp in Z (one class only: Z carries no class); both ends at the same covariate `setting`."""
         with self._lock:
             if space == "z":
                 if class_a != class_b:
                     raise UserError("space z: interpolates between seeds of one class; use space w between classes")
                 za, zb = sampling.seed_latents([seed_a, seed_b], self.G.z_dim)
                 z = interpolate.slerp(za, zb, t).view(1, -1)
-                c = sampling.one_hot([class_a] if self.G.c_dim else [None], self.G.c_dim)
-                ws = sampling.map_latents(self.G, z, c, psi=psi).cpu()
+                ws = sampling.map_latents(self.G, z, self._condition([class_a], setting), psi=psi).cpu()
             else:
-                wa, wb = self._ws([seed_a, seed_b], [class_a, class_b], psi)
+                wa, wb = self._ws([seed_a, seed_b], [class_a, class_b], psi, setting)
                 ws = interpolate.lerp(wa, wb, t).unsqueeze(0)
             return sampling.synthesize(self.G, ws, noise="const")[0]
 
-    def mix(self, seed: int, seed2: int, class_index: int | None, layers: list[int], psi: float) -> torch.Tensor:
-        """`seed` with the `layers` styles taken from `seed2` (stylemri mix, one cell)."""
+    def mix(self, seed: int, seed2: int, class_index: int | None, layers: list[int], psi: float,
+            setting: dict[str, str] | None = None) -> torch.Tensor:
+        """`seed` with the `layers` styles taken from `seed2` (stylemri mix, one cell), both at `setting`."""
+        vector = self.model.covariate_vectors(1, setting, flag="set")
         with self._lock:
             result = mixing.style_mixing(self.G, [seed], [seed2], layers, psi=psi, noise_mode="const",
-                                         class_index=class_index)
+                                         class_index=class_index, covariates=vector)
         return result.mixed[0, 0]
 
     # -------------------------------------------------------------------------------------- projection

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from stylemri.data.covariates import parse_setting
 from stylemri.errors import UserError
 from stylemri.explore.service import ModelService
 
@@ -95,6 +96,15 @@ class Query:
             return int(raw)
         raise ApiError(f"{name} {raw!r}: unknown class; this model's classes are {', '.join(names)}")
 
+    def setting(self) -> dict[str, str] | None:
+        """`set=age=80,sex=F`: a covariate model's setting (required there, refused elsewhere), parsed and
+        checked by the validator of `generate --set`, so a value outside the training range is refused in
+        the same words, naming the range."""
+        raw = self.raw("set")
+        setting = None if raw is None else parse_setting(raw, flag="set")
+        self.service.check_setting(setting)
+        return setting
+
     def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
         raw = self.raw(name)
         if raw is None:
@@ -129,13 +139,18 @@ def register_view(name: str, params: tuple[str, ...], summary: str) -> Callable:
     return wrap
 
 
-@register_view("generate", ("seed", "class", "trunc"),
-               "One generated slice: the same pixels as `stylemri generate RUN --seeds S --class C --trunc T`.")
+@register_view("generate", ("seed", "class", "trunc", "set"),
+               "One generated slice: the same pixels as `stylemri generate RUN --seeds S --class C --trunc T "
+               "[--set age=80,sex=F]` (set: the covariates of a --condition model).")
 def _generate(svc: ModelService, q: Query) -> Rendered:
-    return Rendered(svc.generate(q.seed(), q.class_index(), q.trunc()))
+    setting = q.setting()
+    return Rendered(svc.generate(q.seed(), q.class_index(), q.trunc(), setting))
 
 
 def _two_classes(svc: ModelService, q: Query) -> tuple[int, int]:
+    if svc.covariates is not None:
+        raise ApiError(f"from/to: class directions are not available for a covariate model (the class means would "
+                       f"need covariates); move the covariate sliders ({', '.join(svc.covariates.names)}) instead")
     if not svc.class_names:
         raise ApiError("from/to: this model is unconditional; class directions need a conditional model")
     if len(svc.class_names) < 2:
@@ -157,23 +172,27 @@ def _walk(svc: ModelService, q: Query) -> Rendered:
     return Rendered(image, start)
 
 
-@register_view("interpolate", ("seed", "class", "seed2", "class2", "t", "space", "trunc"),
-               "Between (seed, class) at t = 0 and (seed2, class2) at t = 1: lerp in W (default) or slerp in Z.")
+@register_view("interpolate", ("seed", "class", "seed2", "class2", "t", "space", "trunc", "set"),
+               "Between (seed, class) at t = 0 and (seed2, class2) at t = 1: lerp in W (default) or slerp in Z; "
+               "both ends at the covariates `set` of a --condition model.")
 def _interpolate(svc: ModelService, q: Query) -> Rendered:
+    setting = q.setting()
     ka = q.class_index()
     kb = q.class_index("class2", default=ka)
     seed = q.seed()
     image = svc.interpolate(seed, ka, q.seed("seed2", default=seed), kb, q.t(0.5, 0.0, 1.0),
-                            q.choice("space", ("w", "z"), "w"), q.trunc())
+                            q.choice("space", ("w", "z"), "w"), q.trunc(), setting)
     return Rendered(image)
 
 
-@register_view("mix", ("seed", "seed2", "class", "styles", "trunc"),
-               "Style mixing: the seed's slice with the `styles` layers (coarse, middle, fine or indices) of seed2.")
+@register_view("mix", ("seed", "seed2", "class", "styles", "trunc", "set"),
+               "Style mixing: the seed's slice with the `styles` layers (coarse, middle, fine or indices) of seed2, "
+               "both at the covariates `set` of a --condition model.")
 def _mix(svc: ModelService, q: Query) -> Rendered:
+    setting = q.setting()
     raw = q.raw("styles") or "coarse"
     layers = svc.style_layers(raw)
-    return Rendered(svc.mix(q.seed(), q.seed("seed2"), q.class_index(), layers, q.trunc()))
+    return Rendered(svc.mix(q.seed(), q.seed("seed2"), q.class_index(), layers, q.trunc(), setting))
 
 
 @register_view("projection", ("id", "show", "from", "to", "t"),

@@ -60,6 +60,92 @@ async function show(img, url) {
 }
 
 function trunc() { return Number($("trunc").value); }
+
+// ----------------------------------------------------------------------------------------- covariates
+
+// A covariate model's setting as the `set` parameter (age=72.5,sex=F), null for any other model. Slider values
+// are clamped to the training range, so a value the server refuses never comes from a slider.
+function covValue(c, i) {
+  if (c.kind === "categorical") return $(`cov-${i}`).value;
+  if ($(`cov-${i}-missing`) && $(`cov-${i}-missing`).checked) return "NA";
+  return String(Math.min(c.high, Math.max(c.low, Number($(`cov-${i}`).value))));
+}
+
+function covParam() {
+  const cov = state.model.covariates;
+  if (!cov) return null;
+  return cov.columns.map((c, i) => `${c.name}=${covValue(c, i)}`).join(",");
+}
+
+function shortNumber(v) { return String(Number(Number(v).toPrecision(4))); }
+
+function covCaption() {
+  const set = covParam();
+  return set === null ? "" : ` at ${set.replaceAll(",", ", ")}`;
+}
+
+function buildCovariates(cov) {
+  const box = $("cov-controls");
+  box.replaceChildren();
+  cov.columns.forEach((c, i) => {
+    const label = document.createElement("label");
+    label.append(c.name);
+    let input;
+    if (c.kind === "continuous") {
+      input = document.createElement("input");
+      Object.assign(input, { type: "range", min: String(c.low), max: String(c.high),
+        step: String((c.high - c.low) / 100), value: String(c.mean) });
+      const low = document.createElement("span");
+      low.className = "range-end";
+      low.textContent = shortNumber(c.low);
+      const high = low.cloneNode();
+      high.textContent = shortNumber(c.high);
+      const out = document.createElement("output");
+      out.id = `cov-${i}-value`;
+      input.id = `cov-${i}`;
+      label.append(low, input, high, out);
+      if (cov.missing_allowed) {
+        const miss = document.createElement("input");
+        Object.assign(miss, { type: "checkbox", id: `cov-${i}-missing`, title: `${c.name} missing` });
+        miss.addEventListener("input", covChanged);
+        label.append(miss, "missing");
+      }
+    } else {
+      input = document.createElement("select");
+      input.id = `cov-${i}`;
+      const options = c.categories.map((k) => new Option(k, k));
+      if (cov.missing_allowed) options.push(new Option("(missing)", "NA"));
+      input.replaceChildren(...options);
+      label.append(input);
+    }
+    input.dataset.covariate = c.name;
+    input.addEventListener("input", covChanged);
+    box.append(label);
+  });
+  updateCovLabels();
+}
+
+function updateCovLabels() {
+  state.model.covariates.columns.forEach((c, i) => {
+    if (c.kind !== "continuous") return;
+    const v = covValue(c, i);
+    $(`cov-${i}-value`).textContent = v === "NA" ? "missing" : shortNumber(v);
+    $(`cov-${i}`).disabled = v === "NA";
+  });
+}
+
+function covChanged() {
+  updateCovLabels();
+  clearTimeout(gridTimer); // a dragged slider redraws the grid once it rests, not at every step
+  gridTimer = setTimeout(renderGrid, 120);
+  updateInterp(false);
+  updateMix(false);
+  if (state.current && "set" in state.current.params) {
+    const caption = $("current-caption").textContent.replace(/ at .*$/, "") + covCaption();
+    select(state.current.view, { ...state.current.params, set: covParam() }, caption);
+  }
+}
+
 function classParam(select) { return state.model.classes.length ? select.value : null; }
 function intValue(input, fallback) {
   const v = Number.parseInt(input.value, 10);
@@ -121,7 +207,7 @@ function renderGrid() {
       if (cls !== null) img.dataset.cls = cls;
       img.addEventListener("click", () => pick(seed, cls));
       row.append(img);
-      show(img, apiUrl("generate", { seed, class: cls, trunc: trunc() }));
+      show(img, apiUrl("generate", { seed, class: cls, trunc: trunc(), set: covParam() }));
     }
     grid.append(row);
   }
@@ -137,7 +223,8 @@ function pick(seed, cls) {
       $("walk-to").value = state.model.classes.find((c) => c !== cls);
     }
   }
-  select("generate", { seed, class: cls, trunc: trunc() }, `seed ${seed}${cls === null ? "" : `, ${cls}`}`);
+  select("generate", { seed, class: cls, trunc: trunc(), set: covParam() },
+    `seed ${seed}${cls === null ? "" : `, ${cls}`}${covCaption()}`);
   updateWalk(false);
   updateInterp(false);
   updateMix(false);
@@ -151,7 +238,7 @@ function walkParams() {
 }
 
 function updateWalk(makeCurrent = true) {
-  if (state.model.classes.length < 2) return;
+  if (state.model.classes.length < 2 || state.model.covariates) return;
   $("walk-t-value").textContent = Number($("walk-t").value).toFixed(2);
   const p = walkParams();
   show($("walk-img"), apiUrl("walk", p));
@@ -164,22 +251,24 @@ function updateInterp(makeCurrent = true) {
   $("interp-t-value").textContent = Number($("interp-t").value).toFixed(2);
   const p = { seed: intValue($("interp-seed"), 0), class: classParam($("interp-class")),
     seed2: intValue($("interp-seed2"), 1), class2: classParam($("interp-class2")), t: $("interp-t").value,
-    space: $("interp-space").value, trunc: trunc() };
+    space: $("interp-space").value, trunc: trunc(), set: covParam() };
   show($("interp-img"), apiUrl("interpolate", p));
-  if (makeCurrent) select("interpolate", p, `t = ${p.t} from seed ${p.seed} to seed ${p.seed2} (${p.space})`);
+  if (makeCurrent) {
+    select("interpolate", p, `t = ${p.t} from seed ${p.seed} to seed ${p.seed2} (${p.space})${covCaption()}`);
+  }
 }
 
 function updateMix(makeCurrent = true) {
   const styles = document.querySelector("input[name=styles]:checked").value;
   const cls = classParam($("mix-class"));
   const p = { seed: intValue($("mix-seed"), 0), seed2: intValue($("mix-seed2"), 1), class: cls, styles,
-    trunc: trunc() };
+    trunc: trunc(), set: covParam() };
   const layers = state.model.style_groups[styles] || [];
   $("mix-caption").textContent = `mixed: ${styles} layers ${layers.join(", ")}`;
-  show($("mix-a"), apiUrl("generate", { seed: p.seed, class: cls, trunc: p.trunc }));
-  show($("mix-b"), apiUrl("generate", { seed: p.seed2, class: cls, trunc: p.trunc }));
+  show($("mix-a"), apiUrl("generate", { seed: p.seed, class: cls, trunc: p.trunc, set: p.set }));
+  show($("mix-b"), apiUrl("generate", { seed: p.seed2, class: cls, trunc: p.trunc, set: p.set }));
   show($("mix-img"), apiUrl("mix", p));
-  if (makeCurrent) select("mix", p, `seed ${p.seed} with the ${styles} styles of seed ${p.seed2}`);
+  if (makeCurrent) select("mix", p, `seed ${p.seed} with the ${styles} styles of seed ${p.seed2}${covCaption()}`);
 }
 
 // ------------------------------------------------------------------------------------------- project
@@ -240,7 +329,8 @@ function fillClasses(select, classes, chosen) {
 function describe(m) {
   const classes = m.classes.length ? `classes ${m.classes.join(", ")}` : "unconditional";
   const data = m.data ? ` · nearest images from ${m.data.source} (${m.data.images} images)` : "";
-  return `${m.run} · ${m.kimg} kimg · ${m.resolution} px · ${classes} · ${m.num_ws} style layers${data}`;
+  const cov = m.covariates ? ` · covariates ${m.covariates.columns.map((c) => c.name).join(", ")}` : "";
+  return `${m.run} · ${m.kimg} kimg · ${m.resolution} px · ${classes}${cov} · ${m.num_ws} style layers${data}`;
 }
 
 async function init() {
@@ -255,8 +345,16 @@ async function init() {
   for (const id of ["walk-from", "proj-from"]) fillClasses($(id), m.classes, m.classes[0]);
   for (const id of ["walk-to", "proj-to"]) fillClasses($(id), m.classes, m.classes[1]);
   $("upload-axis").value = m.axis;
-  $("walk-off").hidden = m.classes.length >= 2;
-  $("walk-section").classList.toggle("disabled", m.classes.length < 2);
+  const walks = m.classes.length >= 2 && !m.covariates;
+  $("walk-off").hidden = walks;
+  $("walk-section").classList.toggle("disabled", !walks);
+  if (m.covariates) {
+    $("walk-off").textContent = "A covariate model has no class direction here (the class means would need " +
+      "covariates): move the covariate sliders instead.";
+    $("cov-section").hidden = false;
+    $("project-section").hidden = true; // projection does not feed covariates yet (docs/covariates.md)
+    buildCovariates(m.covariates);
+  }
   $("nearest").hidden = !m.data;
   $("nearest-off").hidden = Boolean(m.data);
 
