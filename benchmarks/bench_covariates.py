@@ -5,7 +5,7 @@
 
 Builds the atrophy data set (stylemri.data.atrophy: builtin:mni152 slices whose ventricles dilate with a
 made-up age, M heads 8% larger), trains a small StyleGAN2 with `--condition age,sex` (the demo's recipe at
-32 px), then runs the covariate proof (stylemri.analysis.covariate_proof) and an age walk. Prints the
+32 px), then runs the covariate proof (stylemri.audit.covariate_proof) and an age walk. Prints the
 correlation of the generated dark-CSF fraction with the requested age beside the real one, the correlation
 of the generated CSF-vs-age curve with the real curve (target >= 0.8), the predictor checks, and the paths of
 the walk strip and difference map. Everything goes under --outdir (default runs/bench_covariates).
@@ -66,7 +66,7 @@ def main() -> int:
 
 def proof(run: Path, num: int, device: str) -> dict:
     import stylemri
-    from stylemri.analysis.covariate_proof import proof_figure, prove_covariates, public
+    from stylemri.audit.covariate_proof import proof_figure, prove_covariates, public
     from stylemri.config import replace
     from stylemri.data import load_dataset
     from stylemri.io import save_figure, write_json

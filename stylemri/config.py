@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from stylemri.errors import UserError
 
+AXES = ("axial", "coronal", "sagittal")  # the slicing axes of a volume, in (D, H, W) order; every layer names them so
+
 T = TypeVar("T")
 _AUTO = "auto"  # `setting(flag=_AUTO)`: the flag is `--` + the field name with dashes
 

@@ -161,8 +161,8 @@ def test_audit_of_a_covariate_model_includes_the_covariate_proof(cov_tiny, capsy
 def test_covariate_audit_generates_each_seed_at_a_real_sample_s_covariates(cov_tiny, monkeypatch):
     """The synthetic set requests real rows, seed by seed, exactly as evaluate's generated sets do."""
     import stylemri
-    from stylemri.analysis.covariate_proof import settings_for_seeds
-    from stylemri.audit.model import Generator
+    from stylemri.audit.covariate_proof import settings_for_seeds
+    from stylemri.audit.model import AuditModel
     from stylemri.audit.sets import load_data
     from stylemri.cli.audit import _generated_set
     from stylemri.io import to_uint8
@@ -170,7 +170,7 @@ def test_covariate_audit_generates_each_seed_at_a_real_sample_s_covariates(cov_t
     _root, run, _hold = cov_tiny
     model = stylemri.load(run, device="cpu")
     ds = load_data("training", model.config.data, covariates=model.covariates)
-    synthetic = _generated_set(Generator(model), 4, 3, ds)
+    synthetic = _generated_set(AuditModel(model), 4, 3, ds)
     settings = settings_for_seeds(ds, range(3, 7))
     assert len({tuple(s.items()) for s in settings}) > 1
     expect = to_uint8(model.generate(range(3, 7), covariates=settings, batch=32))

@@ -231,7 +231,7 @@ def test_evaluate_proves_the_covariates(run, capsys, tmp_path):
 
 
 def test_proof_predictor_recovers_age_on_real_images(tmp_path):
-    from stylemri.analysis.covariate_proof import fit_ridge, holdout_mask, pixel_features, predict_ridge
+    from stylemri.audit.covariate_proof import fit_ridge, holdout_mask, pixel_features, predict_ridge
 
     data = write_atrophy_dataset(tmp_path, subjects=96, resolution=RES, seed=1)
     ds = load_dataset(DataConfig(source=str(data.folder), resolution=RES, labels=str(data.table),

@@ -1,6 +1,6 @@
 """Usefulness of a covariate model: is each requested covariate in the generated images?
 
-The checks are evaluate's (analysis.covariate_proof: a predictor trained on real training images predicts
+The checks are evaluate's (audit.covariate_proof: a predictor trained on real training images predicts
 each covariate of generated images, beside the same predictor on held-out real subjects; morphometry vs
 covariate, generated beside real); this file turns them into the audit's findings. One score per covariate,
 comparable across kinds: the correlation with the requested value (continuous) or the accuracy above chance,

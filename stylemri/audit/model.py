@@ -69,8 +69,8 @@ class AuditModel:
                                             batch=batch_size, covariates=covariates))
 
     def prove_covariates(self, ds: Any, num: int, seed: int) -> dict[str, Any]:
-        """evaluate's covariate proof (analysis.covariate_proof) of this model against its training data `ds`."""
-        from stylemri.analysis.covariate_proof import prove_covariates
+        """evaluate's covariate proof (audit.covariate_proof) of this model against its training data `ds`."""
+        from stylemri.audit.covariate_proof import prove_covariates
 
         return prove_covariates(self.model, ds, num, seed=seed, trunc=self.trunc)
 

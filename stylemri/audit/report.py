@@ -152,7 +152,7 @@ def _utility(d: dict[str, Any], plots: dict[str, Any]) -> str:
 
 def _covariates(proof: dict[str, Any], raw: dict[str, Any]) -> str:
     """The covariate proof of a --condition run: one row per covariate, and evaluate's figure."""
-    from stylemri.analysis.covariate_proof import proof_figure
+    from stylemri.audit.covariate_proof import proof_figure
 
     def words(d: dict[str, Any]) -> str:
         return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items())

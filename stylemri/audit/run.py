@@ -102,14 +102,7 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     if overlap.removed:
         warnings.append(f"{overlap.removed} holdout image(s) removed: {len(overlap.subjects)} patient(s) also in "
                         f"training, {overlap.identical_images} image(s) identical to training images")
-    samples: dict[str, dict[str, ImageSet]] = {}
-    for i, c in enumerate(classes):
-        sets = {"training": train.of_class(c), "holdout": holdout.of_class(c), "synthetic": synthetic.of_class(c)}
-        n = min(cfg.num, *(len(s) for s in sets.values()))
-        if n < MIN_IMAGES:
-            raise UserError(f"class {c}: {n} image(s) in the smallest set "
-                            f"({', '.join(f'{k} {len(s)}' for k, s in sets.items())}); expected at least {MIN_IMAGES}")
-        samples[c] = {k: s.sample(n, cfg.seed + 101 * i + j) for j, (k, s) in enumerate(sets.items())}
+    samples = _class_samples(train, holdout, synthetic, classes, cfg)
     feats: dict[str, dict[str, np.ndarray]] = {}
     with timer("features"):
         for c in classes:
@@ -134,7 +127,31 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
     data["n"]["totals"] = {"training": len(train), "holdout": len(holdout), "synthetic": len(synthetic)}
     data["overlap"] = overlap.to_dict()
     data["warnings"] = warnings
-    data["protocol"] = {
+    data["protocol"] = _protocol(features, train, cfg, timer)
+    data["protocol"]["timing_seconds"]["features_network_only"] = round(features.seconds, 2)
+    data["thresholds"] = thresholds_table()
+    if model is not None:
+        data["model"] = model.describe()
+    return AuditResult(data, plots)
+
+
+def _class_samples(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, classes: list[str],
+                   cfg: AuditConfig) -> dict[str, dict[str, ImageSet]]:
+    """Per class, equal-N seeded samples of the three sets (the smallest set decides N)."""
+    samples: dict[str, dict[str, ImageSet]] = {}
+    for i, c in enumerate(classes):
+        sets = {"training": train.of_class(c), "holdout": holdout.of_class(c), "synthetic": synthetic.of_class(c)}
+        n = min(cfg.num, *(len(s) for s in sets.values()))
+        if n < MIN_IMAGES:
+            raise UserError(f"class {c}: {n} image(s) in the smallest set "
+                            f"({', '.join(f'{k} {len(s)}' for k, s in sets.items())}); expected at least {MIN_IMAGES}")
+        samples[c] = {k: s.sample(n, cfg.seed + 101 * i + j) for j, (k, s) in enumerate(sets.items())}
+    return samples
+
+
+def _protocol(features: FeatureNet, train: ImageSet, cfg: AuditConfig, timer: Timer) -> dict[str, Any]:
+    """How the audit measured: the feature network, resolution, seeds, bootstrap and timing (for the report)."""
+    return {
         "feature_network": features.name,
         "feature_hash": (features.info.get("weights") or {}).get("sha1", "none (no weights)"),
         "features": features.info,
@@ -148,11 +165,6 @@ def audit(train: ImageSet, holdout: ImageSet, synthetic: ImageSet, features: Fea
         "feature_space_reference": "the training sample of each class (equal N)",
         "timing_seconds": {k: round(v, 2) for k, v in timer.seconds.items()},
     }
-    data["protocol"]["timing_seconds"]["features_network_only"] = round(features.seconds, 2)
-    data["thresholds"] = thresholds_table()
-    if model is not None:
-        data["model"] = model.describe()
-    return AuditResult(data, plots)
 
 
 def _fidelity(classes, samples, feats, cfg, timer, say) -> dict[str, Any]:

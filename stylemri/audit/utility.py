@@ -146,8 +146,8 @@ def run_utility(train: Any, holdout: Any, synthetic: Any, classes: list[str], sa
                 timer: Any, say: Any, *, conditional: bool, covariates: dict[str, Any] | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The usefulness section; `classes` is empty for an unconditional model (no per-class utility).
-    `covariates`: a covariate model's proof (analysis.covariate_proof), judged beside the rest."""
-    from stylemri.analysis.covariate_proof import public
+    `covariates`: a covariate model's proof (audit.covariate_proof), judged beside the rest."""
+    from stylemri.audit.covariate_proof import public
 
     res: dict[str, Any] = {}
     pre: list[Finding] = []

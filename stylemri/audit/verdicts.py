@@ -100,7 +100,7 @@ register(Threshold("morphometry_ratio", 0.5, 30, "the synthetic class difference
                    "a biomarker difference that flips or shrinks to nothing makes synthetic data misleading for "
                    "group analyses", "our convention"))
 
-# ---- utility: covariates (a --condition run; analysis.covariate_proof)
+# ---- utility: covariates (a --condition run; audit.covariate_proof)
 register(Threshold("covariate_floor", 0.3, 0, "a covariate the predictor reads from real held-out images with a score "
                    "(r; accuracy above chance, chance-corrected) below this is not judged: warn",
                    "if real images do not show the covariate to the predictor, a weak score on generated images says "

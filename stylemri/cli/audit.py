@@ -102,7 +102,7 @@ def _generated_set(gen: Any, num: int, seed: int, train_data: Any) -> Any:
     seeds = range(seed, seed + num)
     settings = None
     if gen.covariates is not None:
-        from stylemri.analysis.covariate_proof import settings_for_seeds
+        from stylemri.audit.covariate_proof import settings_for_seeds
 
         settings = settings_for_seeds(train_data, seeds)
     images, labels = [], []

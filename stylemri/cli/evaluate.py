@@ -136,14 +136,14 @@ def _real_settings(model: Any, ds: Any, seeds: range) -> list[dict[str, Any]] | 
     (drawn by the seed), so the generated set has the real joint distribution of the covariates."""
     if model.covariates is None:
         return None
-    from stylemri.analysis.covariate_proof import settings_for_seeds
+    from stylemri.audit.covariate_proof import settings_for_seeds
 
     return settings_for_seeds(ds, seeds)
 
 
 def _covariate_proof(args: argparse.Namespace, model: Any, ds: Any, out_dir: Path) -> dict[str, Any]:
-    """Is each covariate learned? The predictor and morphometry checks (analysis.covariate_proof), with a figure."""
-    from stylemri.analysis.covariate_proof import proof_figure, prove_covariates, public
+    """Is each covariate learned? The predictor and morphometry checks (audit.covariate_proof), with a figure."""
+    from stylemri.audit.covariate_proof import proof_figure, prove_covariates, public
     from stylemri.io import save_figure
 
     result = prove_covariates(model, ds, args.num, seed=args.seed, batch=args.batch, trunc=args.trunc)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stylemri.config import AXES
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
-AXES = ("axial", "coronal", "sagittal")
 CONTENT_THRESHOLD = 0.1  # a voxel counts as brain content above this fraction of the robust intensity range
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, what Pillow uses for RGB -> L
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylemri.data.decode import AXES  # the slicing axes' names, as the data layer names them
+from stylemri.config import AXES
 from stylemri.metrics.fid import fid_from_features
 from stylemri.metrics.kid import kid as kid_metric
 from stylemri.metrics.swd import SWDConfig, finalize_descriptors, pyramid_resolutions, sliced_wasserstein
