@@ -86,9 +86,13 @@ def server(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 90, what: str = ""):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+    # The page re-renders the grid when a setting changes: an element found in one poll can be replaced before
+    # the next call on it; that poll is "not yet", the condition is tried again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(lambda d: condition(d), message=what)
 
 
 def pixels(driver, element_id: str) -> str:
