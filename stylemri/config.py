@@ -367,8 +367,9 @@ class TrainConfig:
     num_workers: int = setting(2, flag="--workers", resumable=True,
                                help="data-loader processes per GPU (default: 2 on CUDA, 0 on CPU)")
     metrics: tuple[str, ...] = setting((), resumable=True, metavar="M,...", parse=parse_names,
-                                       help="evaluate G_ema at every checkpoint: fid, kid, swd, pr (needs Inception "
-                                            "weights except swd); the first of fid/kid/swd keeps the best checkpoint")
+                                       help="evaluate G_ema at every checkpoint: metric names from the registry "
+                                            "(`stylemri evaluate --help` lists them); the first one with a lower-is-"
+                                            "better score keeps the best checkpoint")
     metric_num: int = setting(5000, resumable=True, help="generated images per evaluation (5000)")
     metrics_every: float = setting(0.0, resumable=True, help="with --metrics: also checkpoint and evaluate every N "
                                                              "kimg (default 0: at the checkpoints only)")

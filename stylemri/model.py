@@ -30,7 +30,7 @@ from stylemri.networks import build_discriminator, build_generator
 from stylemri.networks.sampling import check_noise, generate_images
 from stylemri.networks.staged import StagedDiscriminator, at_stage
 from stylemri.training import checkpoint as ckpt
-from stylemri.training.run_dir import find_checkpoint, run_dir_of
+from stylemri.training.run_dir import RunLayout, find_checkpoint, run_dir_of
 
 
 @dataclass(eq=False)
@@ -64,6 +64,11 @@ class TrainedModel:
     @property
     def run_dir(self) -> Path:
         return run_dir_of(self.checkpoint)
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where each file of the run folder lives (the one place that knows: training/run_dir.py)."""
+        return RunLayout(self.run_dir)
 
     @property
     def run_name(self) -> str:

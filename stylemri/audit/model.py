@@ -53,7 +53,7 @@ class AuditModel:
     @property
     def default_outdir(self) -> Path:
         """RUN/audit/kimg-K: outputs of different checkpoints never mix."""
-        return Path(self.model.run_dir) / "audit" / self.model.tag
+        return self.model.layout.audits / self.model.tag
 
     def describe(self) -> dict[str, Any]:
         return {"checkpoint": str(self.model.checkpoint), "kimg": self.model.kimg, "truncation_psi": self.trunc,

@@ -55,7 +55,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     require_extra(args.format)  # before loading anything: the one-line answer comes first
     model = stylemri.load(args.run, checkpoint=args.checkpoint, device="cpu")
-    root = Path(args.outdir) if args.outdir is not None else model.run_dir / "exports"
+    root = Path(args.outdir) if args.outdir is not None else model.layout.exports
     result = export(model, args.format, root / model.tag)
     print(f"model: {model.checkpoint} ({model.kimg:g} kimg, {model.resolution} px)")
     if result.format == "safetensors":

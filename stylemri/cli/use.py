@@ -43,7 +43,7 @@ def refuse_covariate_model(model: TrainedModel, command: object) -> None:
 
 def out_folder(args: argparse.Namespace, model: TrainedModel, command: str | None) -> Path:
     """DIR/kimg-<K>[/command]; DIR defaults to the run's outputs/ folder."""
-    root = Path(args.outdir) if args.outdir is not None else model.run_dir / "outputs"
+    root = Path(args.outdir) if args.outdir is not None else model.layout.outputs
     folder = root / model.tag
     return folder / command if command else folder
 

@@ -34,6 +34,9 @@ LOSSES = "losses.csv"  # one row per tick
 EVENTS = "stats.jsonl"  # one JSON line per tick and event
 METRICS = "metrics.jsonl"  # one JSON line per training-time evaluation
 LOCK_NAME = "train.lock"
+AUDITS = "audit"  # `stylemri audit RUN` reports, one folder per checkpoint tag
+EXPORTS = "exports"  # `stylemri export` files
+OUTPUTS = "outputs"  # generate / mix / interpolate / ... without --outdir
 REQUIRED_KEYS = ("data", "network", "train", "class_names")
 
 
@@ -63,6 +66,9 @@ class RunLayout:
     progress_figure = _entry(PLOTS, "progress_resolutions.png")
     loss_plot = _entry(PLOTS, "losses.png")
     metrics_plot = _entry(PLOTS, "metrics.png")
+    audits = _entry(AUDITS)
+    exports = _entry(EXPORTS)
+    outputs = _entry(OUTPUTS)
 
     def fakes_grid(self, tag: str) -> Path:
         return self.samples / f"fakes-{tag}.png"
