@@ -208,7 +208,7 @@ class DataConfig:
     classes: tuple[str, ...] | None = setting(None, group=None)  # keep only these classes
     axis: str = setting("axial", group=None)  # NIfTI slicing axis: axial | coronal | sagittal
     min_content: float = setting(0.1, group=None)  # NIfTI: minimum fraction of voxels above a low threshold
-    xflip: bool = setting(True, group=None)  # random horizontal flip (never vertical); `train` default: off
+    xflip: bool = setting(False, group=None)  # random horizontal flip (never vertical); `train` resolves it per preset
     cache_dir: str | None = setting(None, group=None, resumable=True)  # None: the user cache folder
     subject_pattern: str | None = setting(None, group=None)  # regex with one capture group naming the subject
     split_file: str | None = setting(None, group=None)  # CSV source,subject,class,split (`stylemri data split`)

@@ -17,7 +17,7 @@ from stylemri.data import InfiniteLoader, StreamOrder, area_downsample, load_dat
 def ds(tmp_path):
     for i in range(10):
         write_png8(tmp_path / "src" / ("AD" if i < 6 else "NC") / f"{i}.png", 16, 12 + i % 3, seed=i)
-    return load_dataset(DataConfig(source=str(tmp_path / "src"), resolution=16))
+    return load_dataset(DataConfig(source=str(tmp_path / "src"), resolution=16, xflip=True))  # the flip stream too
 
 
 def _take(loader, steps):
@@ -101,7 +101,7 @@ def test_ranks_take_disjoint_shares_of_the_global_batch(ds):
 
 
 def test_flip_default_follows_config_and_resolution(tmp_path, ds):
-    no_flip = load_dataset(DataConfig(source=ds.config.source, resolution=16, xflip=False))
+    no_flip = load_dataset(DataConfig(source=ds.config.source, resolution=16))  # the default: no flips
     assert InfiniteLoader(no_flip, 2).xflip is False and InfiniteLoader(ds, 2).xflip is True
     idx, _ = StreamOrder(len(ds), 0).take(0, 10)
     images, _ = next(InfiniteLoader(no_flip, 10, seed=0))
