@@ -112,9 +112,7 @@ class ModelService:
 
     def _condition(self, classes: list[int | None], setting: dict[str, str] | None) -> torch.Tensor:
         """The networks' condition vectors: class one-hot (conditional models), then the encoded setting."""
-        hot = sampling.one_hot(classes if self.G.c_dim else [None] * len(classes), self.G.c_dim)
-        vectors = self.model.covariate_vectors(len(classes), setting, flag="set")
-        return sampling.condition(hot, vectors, int(getattr(self.G, "cov_dim", 0)))
+        return sampling.condition_for(self.G, classes, self.model.covariate_vectors(len(classes), setting, flag="set"))
 
     def info(self) -> dict[str, Any]:
         """What `GET /api/model` reports."""

@@ -64,6 +64,12 @@ def condition(class_part: torch.Tensor, covariates: torch.Tensor | None, cov_dim
     return torch.cat([class_part, covariates.to(class_part.device, torch.float32)], dim=1)
 
 
+
+def condition_for(G: torch.nn.Module, classes: Sequence[int | None],
+                  covariates: torch.Tensor | None = None) -> torch.Tensor:
+    """G's condition vectors for these class indices (None for an unconditional G) and encoded covariates."""
+    return condition(one_hot(classes, G.c_dim), covariates, int(getattr(G, "cov_dim", 0)))
+
 def model_device(module: torch.nn.Module) -> torch.device:
     """Where a module's parameters (or buffers) live; CPU for an empty module."""
     for p in module.parameters():
@@ -132,7 +138,7 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], classes: Sequence[
     if len(classes) != len(seeds):
         raise ValueError(f"{len(classes)} classes for {len(seeds)} seeds: expected one per seed")
     z = seed_latents(seeds, G.z_dim)
-    c = condition(one_hot(classes, G.c_dim), covariates, getattr(G, "cov_dim", 0))
+    c = condition_for(G, classes, covariates)
     step = max(int(batch), 1)
     out = []
     for i in range(0, len(seeds), step):  # map and synthesise batch by batch: memory stays flat with N
