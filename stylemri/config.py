@@ -387,8 +387,9 @@ class TrainConfig:
     # Transfer learning (training/transfer.py, docs/interop.md): where the weights started, and FreezeD.
     init: str | None = setting(None, group="run", metavar="RUN_OR_CHECKPOINT",
                                help="start from the weights and network shape of another run or an imported NVlabs "
-                                    "model: same resolution; channels and classes may differ (recorded: the "
-                                    "checkpoint's path and SHA-256)")
+                                    "model: same resolution, or a smaller StyleGAN2 one to grow (new top blocks fresh, "
+                                    "toRGB at zero); channels and classes may differ (recorded: the checkpoint's "
+                                    "path and SHA-256)")
     init_sha256: str | None = setting(None, flag=None, label="init_sha256")  # of --init's tensor file, at the start
     freeze_d: int = setting(0, metavar="N", help="keep D's first N layers from the input as initialised (FreezeD, "
                                                  "NVlabs --freezed; default 0)")

@@ -7,14 +7,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 import torch
+
+import stylemri
 
 from stylemri.config import NetworkConfig
 from stylemri.interop.importer import import_pickle
 from stylemri.networks import build_discriminator, build_generator
 from stylemri.training import checkpoint as ckpt
-from stylemri.training.transfer import d_layers, frozen_parameters, transfer_state
+from stylemri.networks.layers import FILTER_STYLEGAN2, make_filter, upsample
+from stylemri.training.transfer import d_layers, frozen_parameters, init_modules, transfer_state
 from tests.conftest import TINY_NET, one_line_error, run_cli
 from tests.nvlabs_pickle import nvlabs_snapshot
 
@@ -54,13 +59,37 @@ def test_init_starts_a_conditional_run_from_an_import_and_freeze_d_keeps_layers(
     assert "mapping.embed.weight" in _state(run, "G") and "mapping.embed.weight" not in _state(imported, "G")
 
 
-def test_init_with_another_resolution_is_one_line_and_writes_nothing(imported, tmp_path, capsys):
-    one_line_error(capsys, "train", "--init", imported, "--resolution", "32", "--kimg", "0.008", "--workers", "0",
-                   "--outdir", tmp_path / "runs", "--quiet", match="its network is 16 px, this run trains at 32 px")
+def test_init_with_a_larger_resolution_is_one_line_and_writes_nothing(imported, tmp_path, capsys):
+    one_line_error(capsys, "train", "--init", imported, "--resolution", "8", "--kimg", "0.008", "--workers", "0",
+                   "--outdir", tmp_path / "runs", "--quiet", match="its network is 16 px, this run trains at 8 px")
     one_line_error(capsys, "train", "--init", imported, "--freeze-d", "99", "--kimg", "0.008", "--workers", "0",
                    "--outdir", tmp_path / "runs", "--quiet", match="--freeze-d 99: expected 0 to 7")
     one_line_error(capsys, "train", "--init", tmp_path / "nothing", "--outdir", tmp_path / "runs", match="--init")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_init_from_a_smaller_stylegan2_grows_it_and_draws_the_same_image_upsampled(imported, tmp_path, capsys):
+    """Growing 16 -> 32 px: every 16 px tensor is copied, the 32 px blocks start fresh with toRGB at zero,
+    so before training the grown G's image is exactly the source's, FIR-upsampled."""
+    small = stylemri.load(imported, device="cpu")
+    grown_cfg = replace(small.config.network, resolution=32)
+    G, G_ema, D = build_generator(grown_cfg), build_generator(grown_cfg), build_discriminator(grown_cfg)
+    (record,) = (imported / "checkpoints").glob("ckpt-*.json")
+    reports = init_modules(record, None, {"G": G, "G_ema": G_ema, "D": D}, grown_cfg.z_dim)
+    assert "synthesis.b32.torgb.weight" in reports["G_ema"].adapted
+    assert "synthesis.b32.conv1.weight" in reports["G_ema"].fresh and "synthesis.b16.conv1.weight" in reports["G_ema"].copied
+    assert "b32.fromrgb.weight" in reports["D"].fresh and "b16.fromrgb.weight" in reports["D"].unused
+    z = torch.randn(4, grown_cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = upsample(small.G(z, None, noise_mode="none"), make_filter(FILTER_STYLEGAN2, 2))
+        got = G_ema.eval()(z, None, noise_mode="none")
+    assert got.shape == (4, 1, 32, 32) and torch.allclose(got, want, atol=1e-5)
+    rc, _, err = run_cli(capsys, "train", "--init", imported, "--resolution", "32", "--kimg", "0.008", "--batch", "8",
+                         "--tick-kimg", "0.008", "--workers", "0", "--outdir", tmp_path / "runs", "--quiet")
+    assert rc == 0, err
+    (run,) = (tmp_path / "runs").iterdir()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["network"]["resolution"] == 32 and cfg["train"]["init"] == str(record.resolve())
 
 
 def test_resume_of_an_import_is_one_line(imported, capsys):

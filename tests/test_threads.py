@@ -30,3 +30,13 @@ def test_train_prints_the_threads_it_uses(tmp_path: Path, capsys):
     assert rc == 0, err
     assert "1 threads (--threads)" in err.splitlines()[0], err
     assert torch.get_num_threads() == before  # the process's setting is put back after the run
+
+
+def test_bench_threads_names_the_resolved_values_two_runs_do_not_share():
+    """What `bench_threads.py` prints after comparing two checkouts: the defaults that changed between them."""
+    from benchmarks.bench_threads import config_differences, flatten
+
+    old = flatten({"network": {"map_layers": 8, "z_dim": 64}, "train": {"workers": 2}, "version": "0.1"})
+    new = flatten({"network": {"map_layers": 2, "z_dim": 64}, "train": {}, "version": "0.2"})
+    assert old["network.map_layers"] == 8
+    assert config_differences(old, new) == ["network.map_layers: 8 -> 2", "train.workers: 2 -> '-'"]

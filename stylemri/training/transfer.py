@@ -124,12 +124,32 @@ def init_resolution(path: str | os.PathLike) -> int:
 
 def resolve_init(path: str | os.PathLike, resolution: int) -> tuple[Path, str, NetworkConfig]:
     """`--init RUN_OR_CHECKPOINT` -> (its checkpoint record, the tensor file's SHA-256, its network shape).
-    The resolution must equal the new run's; channels and conditioning may differ."""
+    The resolution must equal the new run's, or be smaller for a StyleGAN2 network (growing: the new
+    top blocks start fresh, see `grow_generator`); channels and conditioning may differ."""
     json_path, meta, net = _init_record(path)
-    if net.resolution != resolution:
+    if net.resolution > resolution or (net.resolution < resolution and net.arch != "stylegan2"):
+        grow = " (a smaller one only for --arch stylegan2)" if net.resolution < resolution else ""
         raise UserError(f"--init {path}: its network is {net.resolution} px, this run trains at {resolution} px; "
-                        f"expected the same resolution")
+                        f"expected the same resolution{grow} or a smaller StyleGAN2 network to grow from")
     return json_path, str(meta["tensor_sha256"]), net
+
+
+def grow_generator(G: torch.nn.Module, source_resolution: int) -> list[str]:
+    """Zero the toRGB weights of the synthesis blocks above `source_resolution` (returns their names).
+
+    Why: the skip generator's image is the upsampled sum of every block's toRGB output, so with these rows
+    at zero the grown G draws exactly the source's image, upsampled, and the new blocks add detail as
+    they learn it (their gradients flow once toRGB moves off zero, after the first step). This is
+    StyleGAN2's answer to progressive growing's fade-in without a second code path."""
+    synthesis = getattr(G, "synthesis", None)
+    zeroed = []
+    for res in getattr(synthesis, "block_resolutions", ()):
+        if res > source_resolution:
+            torgb = getattr(synthesis, f"b{res}").torgb
+            with torch.no_grad():
+                torgb.weight.zero_()
+            zeroed.append(f"synthesis.b{res}.torgb.weight")
+    return zeroed
 
 
 def init_modules(json_path: str | os.PathLike, sha256: str | None, modules: Mapping[str, torch.nn.Module],
@@ -139,11 +159,16 @@ def init_modules(json_path: str | os.PathLike, sha256: str | None, modules: Mapp
     tensors, meta = ckpt.read_checkpoint(json_path, prefixes=("G", "D", "G_ema"))
     if sha256 is not None and meta["tensor_sha256"] != sha256:
         raise UserError(f"--init {json_path}: its tensor file changed since the run recorded it (SHA-256 differs)")
+    source_resolution = from_dict(RunConfig, meta["config"]).network.resolution
     reports = {}
     for name, module in modules.items():
         source = ckpt.unpack_module(name, tensors) or (ckpt.unpack_module("G_ema", tensors) if name == "G" else {})
         state, reports[name] = transfer_state(source, module.state_dict(), z_dim)
         module.load_state_dict(state)
+        if name in ("G", "G_ema"):
+            for zeroed in grow_generator(module, source_resolution):
+                reports[name].fresh.remove(zeroed)
+                reports[name].adapted.append(zeroed)
     return reports
 
 
