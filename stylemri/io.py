@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import stat
 import tempfile
 from io import StringIO
@@ -23,8 +24,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    held = hold_interrupts()
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        release_interrupts(held)
+        raise
+    try:
+        release_interrupts(held)  # a SIGTERM / Ctrl-C that came meanwhile is raised here, inside the clean-up
         share_like(fd, path)
         with os.fdopen(fd, mode) as f:
             yield f
@@ -36,6 +43,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def hold_interrupts() -> set | None:
+    """Block SIGINT and SIGTERM in this thread (POSIX; None elsewhere); returns the mask to restore.
+
+    Why: the CLI turns both into exceptions, and one raised between creating a temporary file and entering
+    the `try` that removes it would leave the file behind (seen: a SIGTERM during `generate`)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+
+
+def release_interrupts(held: set | None) -> None:
+    """Restore the mask `hold_interrupts` returned; a signal that arrived meanwhile is delivered now."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def umask() -> int:

@@ -271,3 +271,34 @@ def test_atomic_write_respects_the_umask_and_keeps_an_existing_mode(tmp_path, ma
         assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o604
     finally:
         os.umask(old)
+
+
+def test_a_sigterm_right_after_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The window between mkstemp and the clean-up's `try` (a SIGTERM there left `.x.png.*.tmp` behind in
+    `generate`): the signal arrives inside mkstemp, is held, and is raised once the clean-up is armed."""
+    import os
+    import signal
+    import tempfile
+
+    from stylemri import io as sio
+    from stylemri.cli import Terminated
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_sigterm(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_sigterm)
+    try:
+        with pytest.raises(Terminated):
+            with sio.atomic_write(tmp_path / "x.png") as f:
+                f.write(b"never")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []

@@ -39,4 +39,5 @@ def test_bench_threads_names_the_resolved_values_two_runs_do_not_share():
     old = flatten({"network": {"map_layers": 8, "z_dim": 64}, "train": {"workers": 2}, "version": "0.1"})
     new = flatten({"network": {"map_layers": 2, "z_dim": 64}, "train": {}, "version": "0.2"})
     assert old["network.map_layers"] == 8
-    assert config_differences(old, new) == ["network.map_layers: 8 -> 2", "train.workers: 2 -> '-'"]
+    assert config_differences(old, new) == ["network.map_layers: 8 -> 2", "train.workers: 2 -> '-'",
+                                            "version: '0.1' -> '0.2'"]
