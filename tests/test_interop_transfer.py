@@ -61,7 +61,7 @@ def test_init_starts_a_conditional_run_from_an_import_and_freeze_d_keeps_layers(
 
 def test_init_with_a_larger_resolution_is_one_line_and_writes_nothing(imported, tmp_path, capsys):
     one_line_error(capsys, "train", "--init", imported, "--resolution", "8", "--kimg", "0.008", "--workers", "0",
-                   "--outdir", tmp_path / "runs", "--quiet", match="its network is 16 px, this run trains at 8 px")
+                   "--outdir", tmp_path / "runs", "--quiet", match="this run trains at 8 px; expected the same resolution")
     one_line_error(capsys, "train", "--init", imported, "--freeze-d", "99", "--kimg", "0.008", "--workers", "0",
                    "--outdir", tmp_path / "runs", "--quiet", match="--freeze-d 99: expected 0 to 7")
     one_line_error(capsys, "train", "--init", tmp_path / "nothing", "--outdir", tmp_path / "runs", match="--init")

@@ -128,9 +128,8 @@ def resolve_init(path: str | os.PathLike, resolution: int) -> tuple[Path, str, N
     top blocks start fresh, see `grow_generator`); channels and conditioning may differ."""
     json_path, meta, net = _init_record(path)
     if net.resolution > resolution or (net.resolution < resolution and net.arch != "stylegan2"):
-        grow = " (a smaller one only for --arch stylegan2)" if net.resolution < resolution else ""
-        raise UserError(f"--init {path}: its network is {net.resolution} px, this run trains at {resolution} px; "
-                        f"expected the same resolution{grow} or a smaller StyleGAN2 network to grow from")
+        raise UserError(f"--init {path}: its network is {net.resolution} px ({net.arch}), this run trains at "
+                        f"{resolution} px; expected the same resolution, or a smaller StyleGAN2 network to grow from")
     return json_path, str(meta["tensor_sha256"]), net
 
 
