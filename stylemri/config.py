@@ -284,6 +284,10 @@ class NetworkConfig:
     d_map_layers: int = setting(8, flag=None, label="d_map_layers")  # label embedding of the projection D (NVlabs)
     dims: int = setting(2, group=None)  # 2: images (N, C, R, R); 3: volumes (N, C, R, R, R), StyleGAN2 only
     cov_dim: int = setting(0, flag=None, label="cov_dim (covariate vector size)")  # from --condition
+    clamp_output: bool = setting(False, switch="on", group="network",
+                                 help="clamp G's image to the data range [-1, 1] in training as in every saved "
+                                 "image, so that D judges the black background as users see it (default off: "
+                                 "NVlabs' linear output)")
 
     def __post_init__(self) -> None:
         _check(self, NETWORK_RULES)

@@ -88,6 +88,8 @@ def test_safetensors_carry_nvlabs_names_and_init_kwargs(run, tmp_path, capsys):
     assert set(tensors) == names
     with safetensors.safe_open(str(path), framework="pt") as f:
         kwargs = json.loads(f.metadata()["nvlabs_init_kwargs"])
+        assert json.loads(f.metadata()["clamp_output"]) is False  # NVlabs' G has no clamp: the file says so
+    assert json.loads(path.with_name(path.name + ".json").read_text())["clamp_output"] is False
     assert kwargs["img_resolution"] == 16 and kwargs["synthesis_kwargs"]["channel_base"] == 256
     assert torch.equal(tensors["mapping.w_avg"], model.G.mapping.w_avg)
 

@@ -298,6 +298,32 @@ def test_conv_clamp_bounds_activations():
     assert unclamped(torch.randn(2, 16), None, noise_mode="const").abs().max() > img.abs().max()
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_clamp_output_is_the_linear_image_clamped_on_every_synthesis_path(arch):
+    torch.manual_seed(0)
+    plain = build_generator(tiny(arch, 16, c_dim=2))
+    clamped = build_generator(tiny(arch, 16, c_dim=2, clamp_output=True))
+    assert list(clamped.state_dict()) == list(plain.state_dict())  # the same checkpoint format
+    z, c = torch.randn(4, 16), labels(4, 2)
+    with torch.no_grad():
+        while (plain.synthesis(plain.mapping(z, c), noise_mode="const").abs() > 1).float().mean() < 0.2:
+            for p in plain.synthesis.parameters():
+                p.mul_(1.25)  # until a fifth of the pixels lie outside [-1, 1]
+    clamped.load_state_dict(plain.state_dict())
+    ws = plain.mapping(z, c).detach().requires_grad_(True)
+    linear = plain.synthesis(ws, noise_mode="const")
+    assert 0.2 <= (linear.abs() > 1).float().mean() < 1
+    img = clamped.synthesis(ws, noise_mode="const")  # the path training, generation and export take
+    assert torch.equal(img, linear.clamp(-1, 1))
+    assert torch.equal(clamped(z, c, noise_mode="const"), img)
+    compiled = torch.compile(clamped.synthesis, backend="eager")  # what --compile trains with
+    assert torch.equal(compiled(ws, noise_mode="const"), img)
+    (grad,) = torch.autograd.grad(img.sum(), ws)  # gradients flow through the pixels inside the range
+    inside = (linear.abs() < 1).float()
+    (ref,) = torch.autograd.grad((linear * inside).sum(), ws)
+    assert grad.abs().sum() > 0 and torch.allclose(grad, ref, atol=1e-5)
+
+
 def test_label_and_shape_errors():
     g = build_generator(tiny("stylegan2", 16, c_dim=2))
     d = build_discriminator(tiny("stylegan2", 16, c_dim=2))

@@ -2,12 +2,13 @@
 
 onnx / torchscript: one graph `img = G(z[, c], trunc)`: z (N, z_dim) float32, c (N, c_dim) one-hot float32
 (conditional models only), trunc a float32 scalar (1 = no truncation; w = w_avg + trunc (w - w_avg)),
-noise fixed to the stored maps (`noise="const"`), img (N, C, R, R) float32 in [-1, 1] (not clipped); the
-batch size is free. Before anything is written the exported bytes are run on 8 seeds and compared with
+noise fixed to the stored maps (`noise="const"`), img (N, C, R, R) float32 in [-1, 1] (not clipped, unless the
+model was trained with `--clamp-output`, whose clamp is part of the graph); the batch size is free. Before anything is written the exported bytes are run on 8 seeds and compared with
 `TrainedModel.generate` (max abs difference must stay within 1e-4; ONNX is checked when onnxruntime is
 installed). safetensors: G_ema's tensors under NVlabs' parameter names (ours are the same), the fixed FIR
 taps included, so NVlabs' `Generator(**init_kwargs).load_state_dict(...)` takes them strictly; the
-init kwargs travel in the file's metadata.
+init kwargs travel in the file's metadata, with `clamp_output` ("true": clamp NVlabs' output to [-1, 1] to get
+this model's images, since NVlabs' generator has no such clamp).
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def nvlabs_tensors(G: nn.Module) -> dict[str, torch.Tensor]:
 def _safetensors(model: TrainedModel) -> bytes:
     meta = {"format": "nvlabs-stylegan2-ada-pytorch G_ema state_dict",
             "nvlabs_init_kwargs": json.dumps(nvlabs_init_kwargs(model)),
-            "class_names": json.dumps(list(model.class_names)), "source_checkpoint": str(model.checkpoint)}
+            "class_names": json.dumps(list(model.class_names)), "source_checkpoint": str(model.checkpoint),
+            "clamp_output": json.dumps(model.config.network.clamp_output)}  # NVlabs' G has no clamp: apply it
     return safetensors.torch.save(nvlabs_tensors(model.G), metadata=meta)
 
 
@@ -207,5 +209,6 @@ def export(model: TrainedModel, fmt: str, outdir: Path) -> ExportResult:
         "inputs": names if fmt != "safetensors" else None, "output": "img" if fmt != "safetensors" else None,
         "noise": "const", "resolution": model.resolution, "channels": int(model.G.img_channels),
         "class_names": list(model.class_names), "max_abs_diff_vs_generate": diff, "check_seeds": list(CHECK_SEEDS),
+        "clamp_output": model.config.network.clamp_output,
         "nvlabs_init_kwargs": nvlabs_init_kwargs(model) if fmt == "safetensors" else None})
     return ExportResult(path, fmt, diff, names)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,18 @@ def build_generator(cfg: NetworkConfig) -> Generator:
     else:
         synthesis = stylegan2.SynthesisNetwork(cfg.w_dim, cfg.resolution, cfg.img_channels, cfg.channel_base,
                                                cfg.channel_max, conv_clamp=cfg.conv_clamp)
+    if cfg.clamp_output:
+        synthesis.register_forward_hook(clamp_to_data_range)
     return Generator(synthesis, cfg.z_dim, cfg.c_dim, cfg.w_dim, cfg.map_layers, cfg.map_lr_mul, cov_dim=cfg.cov_dim)
+
+
+def clamp_to_data_range(module: nn.Module, inputs: Any, img: torch.Tensor) -> torch.Tensor:
+    """`clamp_output`: the synthesis output clamped to [-1, 1], on every path that calls G.synthesis (training,
+    generation, projection, export). Why: an MRI slice is mostly background at exactly -1 (black), the floor
+    of the data range. A linear output has to hit that floor exactly and scatters around it instead, so a
+    third of the generated background is faint grey noise in every saved image. Clamped, any value at or
+    below -1 is exact black, for D in training as in the saved image, and G can reach it."""
+    return img.clamp(-1.0, 1.0)
 
 
 def build_discriminator(cfg: NetworkConfig) -> nn.Module:

@@ -466,9 +466,14 @@ def _global_view(rand: BatchRandom) -> BatchRandom:
 class AugmentPipe(torch.nn.Module):
     """Random, differentiable, per-image augmentation; `p` is given per call (the controller owns it)."""
 
-    def __init__(self, spec: str | Sequence[str] | AugmentSpec = "bgc", **strengths: Any) -> None:
+    def __init__(self, spec: str | Sequence[str] | AugmentSpec = "bgc", *, only_changed: bool = True,
+                 **strengths: Any) -> None:
+        """`only_changed=False` is the plain reference twin: each geometric stage runs on the whole batch
+        whenever it is on, as NVlabs' pipe does; the default runs it on the images whose transform is not
+        the identity (at ADA's usual p of 0.01-0.1 most images draw none), and tests compare the two."""
         super().__init__()
         self.spec = augment_spec(spec, **strengths)
+        self.only_changed = only_changed
         self.register_buffer("bank", filter_bank(), persistent=False)
 
     @property
@@ -487,9 +492,11 @@ class AugmentPipe(torch.nn.Module):
         x = images
         blit_g, general_g = _geometry(s, d, w, h)
         if blit_g is not None:
-            x = blit(x, blit_g[rows].to(x.device))
+            x = self._changed(x, blit_g[rows].to(x.device), blit)
         if general_g is not None:
-            x = self._warp_changed(x, general_g, general_g[rows].to(x.device))
+            margins = pad_margins(general_g, w, h, len(SYM6) // 4)  # global: the same on every rank
+            x = self._changed(x, general_g[rows].to(x.device),
+                              lambda part, g: warp(part, g, margins, self.spec.pad, mode=self.spec.interp))
         col = color(s, d)
         if col is not None:
             x = _apply_color(x, col[0][rows].to(x.device), col[1][rows].to(x.device))
@@ -504,16 +511,19 @@ class AugmentPipe(torch.nn.Module):
             x = x * mask[rows].to(x.device, x.dtype)
         return x
 
-    def _warp_changed(self, x: torch.Tensor, g_all: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Warp only the images whose transform is not the identity; the others pass through exactly."""
-        margins = pad_margins(g_all, x.shape[3], x.shape[2], len(SYM6) // 4)  # global: same on every rank
+    def _changed(self, x: torch.Tensor, g: torch.Tensor,
+                 transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """transform(x, g) on the images whose G_inv is not the identity; the others pass through exactly
+        (the whole batch, identity rows included, in the reference twin). Skipping them also skips their
+        share of the backward and of R1's double backward through the resampling."""
+        if not self.only_changed:
+            return transform(x, g)
         idx = torch.nonzero(~_is_identity(g)).flatten()
         if idx.numel() == 0:
             return x
         if idx.numel() == x.shape[0]:
-            return warp(x, g, margins, self.spec.pad, mode=self.spec.interp)
-        part = warp(x.index_select(0, idx), g.index_select(0, idx), margins, self.spec.pad, mode=self.spec.interp)
-        return x.index_copy(0, idx, part)
+            return transform(x, g)
+        return x.index_copy(0, idx, transform(x.index_select(0, idx), g.index_select(0, idx)))
 
 
 class AdaController:
