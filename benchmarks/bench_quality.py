@@ -10,7 +10,8 @@ Protocol. The real slices of each class (no flips) are split once, seeded, into 
 reference, B the real "generated" set. Every generated set has as many images as B (per class), so the
 generated row and the real-vs-real floor are computed at the same N against the same reference:
 KID and FID (clean-fid Inception features, see docs/metrics.md), precision / recall (k=3) and density /
-coverage (k=5). MNI152 is one brain: B's slices neighbour A's, so the floor is as good as it gets.
+coverage (k=5), and the percent of pixels at uint8 levels 1-10 (`grey bg %`: faint grey where slices are
+black). MNI152 is one brain: B's slices neighbour A's, so the floor is as good as it gets.
 Class consistency: a `stylemri.metrics.classifier` CNN trained on half A predicts the class of each
 generated slice; its accuracy on half B is the floor. Generated images: seeds 0.. per class, psi 1,
 constant noise. Prints one table per checkpoint (and, with --json, one JSON line each); writes a grid per
@@ -44,7 +45,14 @@ from stylemri.metrics.inception import load_inception  # noqa: E402
 from stylemri.metrics.metric_utils import default_cache_dir, extract_features, source_features, source_from_dataset  # noqa: E402
 from stylemri.training.checkpoint import CheckpointManager  # noqa: E402
 
-COLUMNS = ("KID x1e3", "FID", "precision", "recall", "density", "coverage", "consistency")
+COLUMNS = ("KID x1e3", "FID", "precision", "recall", "density", "coverage", "consistency", "grey bg %")
+GREY = (1, 10)  # uint8 levels of the faint grey that a linear output leaves where real slices are black (0)
+
+
+def grey_background(images: np.ndarray) -> float:
+    """Percent of pixels at uint8 levels 1-10: ~1 % in real slices, a third of a generated set whose output
+    scatters around the black floor of the data range (docs/training.md, fourth round)."""
+    return 100.0 * float(((images >= GREY[0]) & (images <= GREY[1])).mean())
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -139,6 +147,7 @@ def score_images(real: RealReference, extractor: Any, c: int, images: np.ndarray
     row = feature_metrics(real.features[real.a_idx[name]], feats, seed)
     row["consistency"] = class_consistency(real.classifier, images, [c] * len(images),
                                            real.class_names)["per_class"][name]["consistency"]
+    row["grey bg %"] = grey_background(images)
     return row
 
 
@@ -147,6 +156,7 @@ def floor_rows(real: RealReference, seed: int) -> dict[str, dict[str, float]]:
     for c, name in enumerate(real.class_names):
         rows[name] = feature_metrics(real.features[real.a_idx[name]], real.features[real.b_idx[name]], seed)
         rows[name]["consistency"] = real.floor_consistency["per_class"][name]["consistency"]
+        rows[name]["grey bg %"] = grey_background(real.images[real.b_idx[name]])
     return rows
 
 
