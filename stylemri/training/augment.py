@@ -494,9 +494,9 @@ class AugmentPipe(torch.nn.Module):
         if blit_g is not None:
             x = self._changed(x, blit_g[rows].to(x.device), blit)
         if general_g is not None:
-            margins = pad_margins(general_g, w, h, len(SYM6) // 4)  # global: the same on every rank
-            x = self._changed(x, general_g[rows].to(x.device),
-                              lambda part, g: warp(part, g, margins, self.spec.pad, mode=self.spec.interp))
+            x = self._changed(x, general_g[rows].to(x.device), lambda part, g: warp(
+                part, g, pad_margins(general_g, w, h, len(SYM6) // 4),  # global margins: the same on every rank
+                self.spec.pad, mode=self.spec.interp))
         col = color(s, d)
         if col is not None:
             x = _apply_color(x, col[0][rows].to(x.device), col[1][rows].to(x.device))
