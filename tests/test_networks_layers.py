@@ -90,6 +90,24 @@ def test_upfirdn2d_matches_a_hand_computed_1d_case():
     assert y.flatten().tolist() == [1.0, 4.0, 7.0, 6.0]
 
 
+@pytest.mark.parametrize("pads,down", [([2, 2, 2, 2], 1), ([1, 1, 2, 2], 2), ([2, 2, 2, 2], 2), ([0, 0, 0, 0], 2)])
+def test_upfirdn2d_padding_inside_the_conv_equals_a_padded_copy(pads, down):
+    # The symmetric pad is the filter conv's own padding (no padded copy of x); it must equal F.pad + conv,
+    # in values, gradients and the second-order gradients R1 takes.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    f = setup_filter(FILTER_STYLEGAN2).double()
+    fast = upfirdn2d(x, f, down=down, padding=pads, gain=1.5)
+    ref = upfirdn2d(F.pad(x, pads), f, down=down, gain=1.5)
+    assert fast.shape == ref.shape and torch.allclose(fast, ref, atol=1e-12)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x, create_graph=True)
+    assert torch.allclose(g_fast, g_ref, atol=1e-12)
+    (h_fast,) = torch.autograd.grad(g_fast.square().sum(), x)
+    (h_ref,) = torch.autograd.grad(g_ref.square().sum(), x)
+    assert torch.allclose(h_fast, h_ref, atol=1e-10)
+
+
 @pytest.mark.parametrize("taps", [FILTER_STYLEGAN2, FILTER_BOX])
 @pytest.mark.parametrize("kernel,up,down,groups", [
     (3, 2, 1, 1), (3, 1, 2, 1), (1, 2, 1, 1), (1, 1, 2, 1), (3, 1, 1, 1), (3, 2, 1, 3), (3, 1, 2, 3),

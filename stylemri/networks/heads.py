@@ -12,7 +12,7 @@ from stylemri.networks.layers import EqualConv, EqualLinear
 from stylemri.networks.mapping import check_labels
 
 
-def _group_size(batch: int, group_size: int | None) -> int:
+def mbstd_group_size(batch: int, group_size: int | None) -> int:
     """Largest divisor of the batch not above `group_size`, so odd batch sizes never crash."""
     g = batch if group_size is None else max(1, min(group_size, batch))
     while batch % g:
@@ -30,7 +30,7 @@ class MinibatchStd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, *spatial = x.shape  # (N, C, H, W) images or (N, C, D, H, W) volumes
-        g = _group_size(n, self.group_size)
+        g = mbstd_group_size(n, self.group_size)
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, *spatial)
         y = y - y.mean(dim=0)
