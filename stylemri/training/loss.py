@@ -272,7 +272,7 @@ def pair_order(n: int, groups: list[int | None]) -> torch.Tensor | None:
 def score_pair(D: Any, a: torch.Tensor, a_c: torch.Tensor | None, b: torch.Tensor, b_c: torch.Tensor | None,
                groups: list[int | None], **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """D(a) and D(b) from one pass over both batches: the same logits and gradients as `score_separately`
-    (tests/test_loss.py), with half the per-op overhead, which dominates D at the CPU demo's size."""
+    (tests/test_loss_pairing.py), with half the per-op overhead, which dominates D at the CPU demo's size."""
     n = a.shape[0]
     order = pair_order(n, groups) if b.shape[0] == n and (a_c is None) == (b_c is None) else None
     if order is None:
