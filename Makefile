@@ -21,7 +21,8 @@ install: $(STAMP)
 # template) at 32 px, trained with R3GAN's relativistic loss + R1 + R2 at gamma 0.4 (`--loss r3gan`) and G's image
 # clamped to the data range (`--clamp-output`: exact black background), the winner of the recipe search in
 # docs/training.md, for DEMO_KIMG kimg (about 12 minutes on 2 quiet CPU cores), then a grid generated from the
-# model. Every training value is written out so the recipe means the same when defaults change. Real x-flips stay off (the default): mirroring a sagittal slice turns the head around.
+# model. Every training value is written out so the recipe means the same when defaults change. Real x-flips
+# stay off (the default): mirroring a sagittal slice turns the head around.
 # Measure it with `python benchmarks/bench_quality.py --run runs/demo/00000-mni152-32` (README).
 # `make demo-long` trains the same recipe for DEMO_LONG_KIMG kimg (about 45 minutes); every checkpoint is kept
 # (one per 20 kimg) so that `bench_quality.py --run RUN --all-checkpoints` draws its curve.

@@ -4,8 +4,8 @@ onnx / torchscript: one graph `img = G(z[, c], trunc)`: z (N, z_dim) float32, c 
 (conditional models only), trunc a float32 scalar (1 = no truncation; w = w_avg + trunc (w - w_avg)),
 noise fixed to the stored maps (`noise="const"`), img (N, C, R, R) float32 in [-1, 1] (not clipped, unless the
 model was trained with `--clamp-output`, whose clamp is part of the graph); the batch size is free. Before
-anything is written the exported bytes are run on 8 seeds and compared with `TrainedModel.generate` (max abs difference must stay within 1e-4; ONNX is checked when onnxruntime is
-installed). safetensors: G_ema's tensors under NVlabs' parameter names (ours are the same), the fixed FIR
+anything is written the exported bytes are run on 8 seeds and compared with `TrainedModel.generate` (max abs
+difference must stay within 1e-4; ONNX is checked when onnxruntime is installed). safetensors: G_ema's tensors under NVlabs' parameter names (ours are the same), the fixed FIR
 taps included, so NVlabs' `Generator(**init_kwargs).load_state_dict(...)` takes them strictly; the
 init kwargs travel in the file's metadata, with `clamp_output` ("true": clamp NVlabs' output to [-1, 1] to get
 this model's images, since NVlabs' generator has no such clamp).
