@@ -97,3 +97,46 @@ def test_dmain_gradients_equal_the_two_pass_reference(one_thread, loss_name):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
     assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-6)
     torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-6)
+
+
+def _tiny_loss(loss_name: str, n: int) -> tuple[StyleGANLoss, torch.nn.Module, torch.Tensor, torch.Tensor, Phase]:
+    torch.manual_seed(0)
+    net = NetworkConfig(resolution=8, c_dim=2, z_dim=8, w_dim=8, channel_base=32, channel_max=8, mbstd_group=4)
+    G, D = build_generator(net), build_discriminator(net)
+    cfg = TrainConfig(loss=loss_name, r1_gamma=0.5, style_mixing=0.0, aug="none", batch=n)
+    G.requires_grad_(False)
+    real = torch.randn(n, 1, 8, 8)
+    real_c = F.one_hot(torch.arange(n) % 2, 2).float()
+    return StyleGANLoss(G, D, cfg), D, real, real_c, Phase(resolution=8, stage=None, alpha=1.0, batch=n, fading=False)
+
+
+def test_r1_and_r2_from_one_pass_equal_one_penalty_per_batch(one_thread):
+    # The paired penalty against the plain formula: gradient_penalty on the reals, then on the fakes.
+    loss, D, real, real_c, phase = _tiny_loss("r3gan", 8)
+    fake = torch.randn_like(real)
+    (r1, r2), logits = loss.gradient_penalty_pair(real, fake, real_c, phase, rng("a", 8), rng("b", 8))
+    ref_r1, ref_real_logits = loss.gradient_penalty(real, real_c, phase, rng("a", 8))
+    ref_r2, ref_fake_logits = loss.gradient_penalty(fake, real_c, phase, rng("b", 8))
+    assert float(r1.detach().min()) > 0 and float(r2.detach().min()) > 0
+    assert (r1 - r2).abs().max() > 1e-4  # the two batches' penalties are told apart, not swapped or mixed
+    torch.testing.assert_close(r1, ref_r1, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(r2, ref_r2, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(logits, ref_real_logits + ref_fake_logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_name", ["ns", "r3gan"])
+def test_dreg_gradients_equal_the_two_pass_reference(one_thread, loss_name):
+    n = 8
+    loss, D, real, real_c, phase = _tiny_loss(loss_name, n)
+    out = {}
+    for paired in (True, False):
+        loss.pair_passes = paired
+        torch.manual_seed(5)  # the generator's noise
+        stats = loss.accumulate_gradients("Dreg", real=real, real_c=real_c, sample_c=lambda p, t: real_c,
+                                          phase=phase, rng=rng, total=n)
+        out[paired] = (grads(D), {k: float(v) for k, v in stats.items()})
+    assert set(out[True][1]) == ({"R1", "R2"} if loss_name == "r3gan" else {"R1"})
+    assert any(g.abs().sum() > 0 for g in out[True][0])
+    for x, y in zip(out[True][0], out[False][0]):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+    assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-7)

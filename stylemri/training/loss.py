@@ -159,18 +159,24 @@ class StyleGANLoss:
             gen_c = real_c if self.cfg.loss in ("wgangp", "r3gan") else sample_c("Dmain/c", total)
             return self._d_main(real, real_c, gen_c, phase, rng, total, gain)
         if name == "Dreg":
-            r1, logits = self.gradient_penalty(real, real_c, phase, rng("Dreg/aug", total))
-            penalty, stats = r1, {"R1": r1.detach().mean()}
-            if self.cfg.loss == "r3gan":  # R2: the same penalty on fakes (generated without a graph to G)
-                r = rng("Dreg/fake", total)
-                with torch.no_grad():
-                    fake, _ = self.run_G(r.randn(z_dim), real_c, phase, r)
-                r2, fake_logits = self.gradient_penalty(fake, real_c, phase, rng("Dreg/aug_fake", total))
-                penalty, logits = r1 + r2, logits + fake_logits
-                stats["R2"] = r2.detach().mean()
-            (logits * 0 + penalty[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
-            return stats
+            return self._d_reg(real, real_c, phase, rng, total, gain)
         raise ValueError(f"unknown training phase {name!r}")
+
+    def _d_reg(self, real: torch.Tensor, real_c: torch.Tensor | None, phase: Phase, rng: RandomFactory,
+               total: int, gain: float) -> dict[str, torch.Tensor]:
+        """R1 on the reals; for r3gan also R2 on fakes (generated without a graph to G), both from one
+        paired D pass (`gradient_penalty_pair`)."""
+        if self.cfg.loss != "r3gan":
+            r1, logits = self.gradient_penalty(real, real_c, phase, rng("Dreg/aug", total))
+            (logits * 0 + r1[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
+            return {"R1": r1.detach().mean()}
+        r = rng("Dreg/fake", total)
+        with torch.no_grad():
+            fake, _ = self.run_G(r.randn(self.G.z_dim), real_c, phase, r)
+        (r1, r2), logits = self.gradient_penalty_pair(real, fake, real_c, phase, rng("Dreg/aug", total),
+                                                      rng("Dreg/aug_fake", total))
+        (logits * 0 + (r1 + r2)[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
+        return {"R1": r1.detach().mean(), "R2": r2.detach().mean()}
 
     def gradient_penalty(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase,
                          rand: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +184,23 @@ class StyleGANLoss:
         x = images.detach().requires_grad_(True)
         logits = self.run_D(x, c, phase, rand, main=False, force_fp32=True)
         (grads,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
-        return grads.float().square().flatten(1).sum(1), logits  # images or volumes
+        return _squared_norms(grads), logits
+
+    def gradient_penalty_pair(self, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor | None, phase: Phase,
+                              real_rand: BatchRandom, fake_rand: BatchRandom
+                              ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """R1's and R2's per-sample |grad_x D(x)|^2 from one D pass over both batches (`score_pair`, which
+        keeps the minibatch-stddev groups apart, so no logit depends on a row of the other batch and one
+        gradient of the summed logits holds both), or from two passes when `pair_passes` is off.
+        Returns ((R1, R2), the summed logits for the graph)."""
+        x_real, x_fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
+        a, b = self._augment(x_real, real_rand), self._augment(x_fake, fake_rand)
+        score = score_pair if self.pair_passes else score_separately
+        real_logits, fake_logits = score(self.D, a, c, b, c, self.mbstd_groups, stage=phase.stage, alpha=phase.alpha,
+                                         **_fp32(self.D, True))
+        logits = real_logits.float() + fake_logits.float()
+        g_real, g_fake = torch.autograd.grad(logits.sum(), [x_real, x_fake], create_graph=True)
+        return (_squared_norms(g_real), _squared_norms(g_fake)), logits
 
     def _d_main(self, real: torch.Tensor, real_c: torch.Tensor | None, gen_c: torch.Tensor | None, phase: Phase,
                 rng: RandomFactory, total: int, gain: float) -> dict[str, torch.Tensor]:
@@ -291,6 +313,11 @@ def score_separately(D: Any, a: torch.Tensor, a_c: torch.Tensor | None, b: torch
                      groups: list[int | None], **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference twin of `score_pair`: one D pass per batch."""
     return D(a, a_c, **kwargs), D(b, b_c, **kwargs)
+
+
+def _squared_norms(grads: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared gradient norm in float32, over every pixel (or voxel) and channel."""
+    return grads.float().square().flatten(1).sum(1)
 
 
 def _fp32(module: torch.nn.Module, force: bool) -> dict[str, Any]:

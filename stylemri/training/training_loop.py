@@ -32,6 +32,7 @@ from stylemri.training import distributed as ddp
 from stylemri.training.augment import AdaController, build_augment
 from stylemri.training.ema import ema_beta, update_ema
 from stylemri.training.logs import RunLog
+from stylemri.training.optim import lazy_adam, load_optimizer_state
 from stylemri.training.loss import StyleGANLoss, main_passes
 from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
@@ -80,6 +81,8 @@ class TrainResult:
 
 class Trainer:
     """Owns the networks, optimizers and counters of one process of one run."""
+
+    fused_adam = True  # False: torch's default Adam, the reference twin of the fused kernel (tests)
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, dataset: MRIDataset, *,
                  dist: ddp.DistInfo | None = None, callbacks: Callbacks | None = None,
@@ -133,8 +136,10 @@ class Trainer:
         self.d_reg_lazy = self.t.loss in ("ns", "r3gan") and self.t.r1_gamma > 0
         self.mb_ratio_G = self.t.pl_interval / (self.t.pl_interval + 1) if self.g_reg else 1.0
         self.mb_ratio_D = self.t.r1_interval / (self.t.r1_interval + 1) if self.d_reg_lazy else 1.0
-        self.opt_G = self._adam(self.G, self.t.g_lr, self.mb_ratio_G)
-        self.opt_D = self._adam(self.D, self.t.d_lr, self.mb_ratio_D)
+        self.opt_G = lazy_adam(self.G.parameters(), self.t.g_lr, self.t.betas, self.t.eps, self.mb_ratio_G,
+                               fused=self.fused_adam)
+        self.opt_D = lazy_adam(self.D.parameters(), self.t.d_lr, self.t.betas, self.t.eps, self.mb_ratio_D,
+                               fused=self.fused_adam)
         self.scheduled = is_scheduled(self.t)  # R3GAN's moving lr / gamma / beta2 / augmentation p
 
     def _build_loss(self) -> None:
@@ -210,12 +215,6 @@ class Trainer:
             write_run_config(self.run_dir, self.cfg)  # every resolved value, as trained (updated on resume)
             self.ckpt.clean_temporaries()
             self.log = RunLog(self.run_dir, resume_kimg=self.nimg / 1000 if resume_from is not None else None)
-
-    def _adam(self, module: torch.nn.Module, lr: float, mb_ratio: float) -> torch.optim.Adam:
-        """Adam with NVlabs' lazy-regularization correction of lr and betas."""
-        betas = tuple(b**mb_ratio for b in self.t.betas)
-        return torch.optim.Adam(module.parameters(), lr=lr * mb_ratio, betas=betas,  # type: ignore[arg-type]
-                                eps=self.t.eps)
 
     def _apply_lr(self) -> None:
         """Learning rates (with the NaN-recovery scale) and the scheduled values (training/schedules.py) at
@@ -378,8 +377,8 @@ class Trainer:
         try:  # tensors of another architecture (a config.json edited, files copied between runs): one line
             for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
                 module.load_state_dict(ckpt.unpack_module(name, tensors))
-            self.opt_G.load_state_dict(ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
-            self.opt_D.load_state_dict(ckpt.unpack_optimizer("opt_D", tensors, meta["opt_D"]))
+            load_optimizer_state(self.opt_G, ckpt.unpack_optimizer("opt_G", tensors, meta["opt_G"]))
+            load_optimizer_state(self.opt_D, ckpt.unpack_optimizer("opt_D", tensors, meta["opt_D"]))
             self.loss.pl_mean.copy_(tensors["loss.pl_mean"].reshape([]).to(self.device))
             c = meta["counters"]
             self.nimg, self.step_idx, self.tick = int(c["nimg"]), int(c["step"]), int(c["tick"])
