@@ -73,32 +73,6 @@ def test_without_minibatch_stddev_any_order_is_exact():
     assert torch.equal(pair_order(3, []), torch.arange(6))
 
 
-@pytest.mark.parametrize("loss_name", ["ns", "r3gan", "wgangp"])
-def test_dmain_gradients_equal_the_two_pass_reference(one_thread, loss_name):
-    torch.manual_seed(0)
-    n = 8
-    net = NetworkConfig(resolution=8, c_dim=2, z_dim=8, w_dim=8, channel_base=32, channel_max=8, mbstd_group=4)
-    G, D = build_generator(net), build_discriminator(net)
-    cfg = TrainConfig(loss=loss_name, r1_gamma=0.5, style_mixing=0.0, aug="none", batch=n)
-    loss = StyleGANLoss(G, D, cfg)
-    G.requires_grad_(False)
-    real = torch.randn(n, 1, 8, 8)
-    real_c = F.one_hot(torch.arange(n) % 2, 2).float()
-    phase = Phase(resolution=8, stage=None, alpha=1.0, batch=n, fading=False)
-    out = {}
-    for paired in (True, False):
-        loss.pair_passes = paired
-        torch.manual_seed(5)  # the generator's noise
-        stats = loss.accumulate_gradients("Dmain", real=real, real_c=real_c, sample_c=lambda p, t: real_c,
-                                          phase=phase, rng=rng, total=n)
-        out[paired] = (grads(D), {k: float(v) for k, v in stats.items()}, loss.last_real_logits.clone())
-    assert any(g.abs().sum() > 0 for g in out[True][0])
-    for x, y in zip(out[True][0], out[False][0]):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
-    assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-6)
-    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-6)
-
-
 def _tiny_loss(loss_name: str, n: int) -> tuple[StyleGANLoss, torch.nn.Module, torch.Tensor, torch.Tensor, Phase]:
     torch.manual_seed(0)
     net = NetworkConfig(resolution=8, c_dim=2, z_dim=8, w_dim=8, channel_base=32, channel_max=8, mbstd_group=4)
@@ -108,6 +82,31 @@ def _tiny_loss(loss_name: str, n: int) -> tuple[StyleGANLoss, torch.nn.Module, t
     real = torch.randn(n, 1, 8, 8)
     real_c = F.one_hot(torch.arange(n) % 2, 2).float()
     return StyleGANLoss(G, D, cfg), D, real, real_c, Phase(resolution=8, stage=None, alpha=1.0, batch=n, fading=False)
+
+
+def _paired_and_separate(loss_name: str, phase_name: str, n: int = 8) -> dict[bool, tuple]:
+    """One phase's D gradients, stats and last real logits with the paired pass and with its two-pass twin,
+    after checking that the gradients are not all zero and agree."""
+    loss, D, real, real_c, phase = _tiny_loss(loss_name, n)
+    out = {}
+    for paired in (True, False):
+        loss.pair_passes = paired
+        torch.manual_seed(5)  # the generator's noise
+        stats = loss.accumulate_gradients(phase_name, real=real, real_c=real_c, sample_c=lambda p, t: real_c,
+                                          phase=phase, rng=rng, total=n)
+        signal = loss.last_real_logits  # Dmain's ADA signal; Dreg leaves it unset
+        out[paired] = (grads(D), {k: float(v) for k, v in stats.items()}, None if signal is None else signal.clone())
+    assert any(g.abs().sum() > 0 for g in out[True][0])
+    for x, y in zip(out[True][0], out[False][0]):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+    return out
+
+
+@pytest.mark.parametrize("loss_name", ["ns", "r3gan", "wgangp"])
+def test_dmain_gradients_equal_the_two_pass_reference(one_thread, loss_name):
+    out = _paired_and_separate(loss_name, "Dmain")
+    assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-5, atol=1e-6)
 
 
 def test_r1_and_r2_from_one_pass_equal_one_penalty_per_batch(one_thread):
@@ -126,17 +125,6 @@ def test_r1_and_r2_from_one_pass_equal_one_penalty_per_batch(one_thread):
 
 @pytest.mark.parametrize("loss_name", ["ns", "r3gan"])
 def test_dreg_gradients_equal_the_two_pass_reference(one_thread, loss_name):
-    n = 8
-    loss, D, real, real_c, phase = _tiny_loss(loss_name, n)
-    out = {}
-    for paired in (True, False):
-        loss.pair_passes = paired
-        torch.manual_seed(5)  # the generator's noise
-        stats = loss.accumulate_gradients("Dreg", real=real, real_c=real_c, sample_c=lambda p, t: real_c,
-                                          phase=phase, rng=rng, total=n)
-        out[paired] = (grads(D), {k: float(v) for k, v in stats.items()})
+    out = _paired_and_separate(loss_name, "Dreg")
     assert set(out[True][1]) == ({"R1", "R2"} if loss_name == "r3gan" else {"R1"})
-    assert any(g.abs().sum() > 0 for g in out[True][0])
-    for x, y in zip(out[True][0], out[False][0]):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
     assert out[True][1] == pytest.approx(out[False][1], rel=1e-5, abs=1e-7)
