@@ -118,13 +118,16 @@ class StyleGANLoss:
 
     def run_D_pair(self, fake: torch.Tensor, fake_c: torch.Tensor | None, real: torch.Tensor,
                    real_c: torch.Tensor | None, phase: Phase, fake_rand: BatchRandom,
-                   real_rand: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dmain's two scorings, each batch augmented with its own draws (as two `run_D` calls), then one D
-        pass over both (`score_pair`) unless `pair_passes` is off (the two-pass reference twin)."""
+                   real_rand: BatchRandom, *, main: bool = True,
+                   force_fp32: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two scorings (Dmain's; Dreg's R1 + R2 with main=False, force_fp32=True), each batch augmented
+        with its own draws (as two `run_D` calls), then one D pass over both (`score_pair`) unless
+        `pair_passes` is off (the two-pass reference twin)."""
         fake, real = self._augment(fake, fake_rand), self._augment(real, real_rand)
         score = score_pair if self.pair_passes else score_separately
-        fake_logits, real_logits = score(self.D_main, fake, fake_c, real, real_c, self.mbstd_groups,
-                                         stage=phase.stage, alpha=phase.alpha)
+        fake_logits, real_logits = score(self.D_main if main else self.D, fake, fake_c, real, real_c,
+                                         self.mbstd_groups, stage=phase.stage, alpha=phase.alpha,
+                                         **_fp32(self.D, force_fp32))
         return fake_logits.float(), real_logits.float()
 
     # ---- phases -------------------------------------------------------------------------------------
@@ -168,15 +171,16 @@ class StyleGANLoss:
         paired D pass (`gradient_penalty_pair`)."""
         if self.cfg.loss != "r3gan":
             r1, logits = self.gradient_penalty(real, real_c, phase, rng("Dreg/aug", total))
-            (logits * 0 + r1[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
-            return {"R1": r1.detach().mean()}
-        r = rng("Dreg/fake", total)
-        with torch.no_grad():
-            fake, _ = self.run_G(r.randn(self.G.z_dim), real_c, phase, r)
-        (r1, r2), logits = self.gradient_penalty_pair(real, fake, real_c, phase, rng("Dreg/aug", total),
-                                                      rng("Dreg/aug_fake", total))
-        (logits * 0 + (r1 + r2)[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
-        return {"R1": r1.detach().mean(), "R2": r2.detach().mean()}
+            penalty, stats = r1, {"R1": r1.detach().mean()}
+        else:
+            r = rng("Dreg/fake", total)
+            with torch.no_grad():
+                fake, _ = self.run_G(r.randn(self.G.z_dim), real_c, phase, r)
+            (r1, r2), logits = self.gradient_penalty_pair(real, fake, real_c, phase, rng("Dreg/aug", total),
+                                                          rng("Dreg/aug_fake", total))
+            penalty, stats = r1 + r2, {"R1": r1.detach().mean(), "R2": r2.detach().mean()}
+        (logits * 0 + penalty[:, None] * (self.r1_gamma / 2)).mean().mul(gain).backward()
+        return stats
 
     def gradient_penalty(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase,
                          rand: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,16 +193,14 @@ class StyleGANLoss:
     def gradient_penalty_pair(self, real: torch.Tensor, fake: torch.Tensor, c: torch.Tensor | None, phase: Phase,
                               real_rand: BatchRandom, fake_rand: BatchRandom
                               ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """R1's and R2's per-sample |grad_x D(x)|^2 from one D pass over both batches (`score_pair`, which
-        keeps the minibatch-stddev groups apart, so no logit depends on a row of the other batch and one
-        gradient of the summed logits holds both), or from two passes when `pair_passes` is off.
-        Returns ((R1, R2), the summed logits for the graph)."""
+        """R1's and R2's per-sample |grad_x D(x)|^2 from one D pass over both batches (`run_D_pair`, whose
+        `score_pair` keeps the minibatch-stddev groups apart, so no logit depends on a row of the other
+        batch and one gradient of the summed logits holds both), or from two passes when `pair_passes` is
+        off. Returns ((R1, R2), the summed logits for the graph)."""
         x_real, x_fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
-        a, b = self._augment(x_real, real_rand), self._augment(x_fake, fake_rand)
-        score = score_pair if self.pair_passes else score_separately
-        real_logits, fake_logits = score(self.D, a, c, b, c, self.mbstd_groups, stage=phase.stage, alpha=phase.alpha,
-                                         **_fp32(self.D, True))
-        logits = real_logits.float() + fake_logits.float()
+        fake_logits, real_logits = self.run_D_pair(x_fake, c, x_real, c, phase, fake_rand, real_rand,
+                                                   main=False, force_fp32=True)
+        logits = real_logits + fake_logits
         g_real, g_fake = torch.autograd.grad(logits.sum(), [x_real, x_fake], create_graph=True)
         return (_squared_norms(g_real), _squared_norms(g_fake)), logits
 

@@ -24,9 +24,14 @@ def lazy_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[floa
     params = list(params)
     devices = {p.device.type for p in params}
     use_fused = fused and bool(params) and devices <= set(_get_fused_kernels_supported_devices())
-    corrected = (float(betas[0]) ** mb_ratio, float(betas[1]) ** mb_ratio)
-    return torch.optim.Adam(params, lr=lr * mb_ratio, betas=corrected, eps=eps,
-                            fused=True if use_fused else None)
+    lr, corrected = lazy_correction(lr, betas, mb_ratio)
+    return torch.optim.Adam(params, lr=lr, betas=corrected, eps=eps, fused=True if use_fused else None)
+
+
+def lazy_correction(lr: float, betas: tuple[float, float], mb_ratio: float) -> tuple[float, tuple[float, float]]:
+    """NVlabs' lazy-regularization correction: lr * mb_ratio and betas ** mb_ratio. The one formula for
+    the optimizer's construction and for the scheduled values the loop sets later."""
+    return lr * mb_ratio, (float(betas[0]) ** mb_ratio, float(betas[1]) ** mb_ratio)
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:

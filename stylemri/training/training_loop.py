@@ -32,7 +32,7 @@ from stylemri.training import distributed as ddp
 from stylemri.training.augment import AdaController, build_augment
 from stylemri.training.ema import ema_beta, update_ema
 from stylemri.training.logs import RunLog
-from stylemri.training.optim import lazy_adam, load_optimizer_state
+from stylemri.training.optim import lazy_adam, lazy_correction, load_optimizer_state
 from stylemri.training.loss import StyleGANLoss, main_passes
 from stylemri.training.precision import DTYPES, LossScaler, resolve_precision
 from stylemri.training.rng import BatchRandom, derive_seed
@@ -221,10 +221,11 @@ class Trainer:
         the current image count; betas keep the lazy-regularization correction."""
         now = scheduled(self.t, self.nimg)
         for opt, lr, ratio in ((self.opt_G, self.t.g_lr, self.mb_ratio_G), (self.opt_D, self.t.d_lr, self.mb_ratio_D)):
+            corrected_lr, corrected_betas = lazy_correction(lr, (self.t.betas[0], now.beta2), ratio)
             for group in opt.param_groups:
-                group["lr"] = lr * ratio * self.lr_scale * now.lr_mult
+                group["lr"] = corrected_lr * self.lr_scale * now.lr_mult
                 if self.t.beta2_start is not None:
-                    group["betas"] = (self.t.betas[0] ** ratio, now.beta2 ** ratio)
+                    group["betas"] = corrected_betas
         self.loss.r1_gamma = now.r1_gamma
         if now.aug_p is not None and self.ada is not None:
             self.ada.p = now.aug_p
