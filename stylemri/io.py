@@ -10,6 +10,8 @@ import os
 import signal
 import stat
 import tempfile
+import threading
+from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
@@ -45,23 +47,45 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     fsync_dir(path.parent)
 
 
-_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
-def hold_interrupts() -> set | None:
-    """Block SIGINT and SIGTERM in this thread (POSIX; None elsewhere); returns the mask to restore.
+@dataclass
+class HeldInterrupts:
+    """The handlers `hold_interrupts` replaced and the signals that arrived while they were replaced."""
+
+    previous: dict[int, Any]
+    pending: list[int] = field(default_factory=list)
+
+
+def hold_interrupts() -> HeldInterrupts | None:
+    """Defer SIGINT and SIGTERM until `release_interrupts`: their handlers are swapped for one that notes
+    the signal. None off the main thread, where no Python signal handler runs (nothing to defer).
 
     Why: the CLI turns both into exceptions, and one raised between creating a temporary file and entering
-    the `try` that removes it would leave the file behind (seen: a SIGTERM during `generate`)."""
-    if not hasattr(signal, "pthread_sigmask"):
+    the `try` that removes it would leave the file behind (seen: a SIGTERM during `generate`). A thread's
+    signal mask cannot hold them: a signal sent to the process goes to any thread that does not block it
+    (torch's OpenMP workers), and Python then runs the handler in the main thread all the same (measured:
+    194 of 200 SIGTERMs handled while the main thread blocked them, with torch's threads alive)."""
+    if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    held = HeldInterrupts({})
+    for signum in _INTERRUPTS:
+        current = signal.getsignal(signum)
+        if current is not None:  # None: a handler set outside Python, which cannot be put back
+            held.previous[signum] = signal.signal(signum, lambda number, frame: held.pending.append(number))
+    return held
 
 
-def release_interrupts(held: set | None) -> None:
-    """Restore the mask `hold_interrupts` returned; a signal that arrived meanwhile is delivered now."""
-    if held is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+def release_interrupts(held: HeldInterrupts | None) -> None:
+    """Put back the handlers `hold_interrupts` replaced; a signal that arrived meanwhile is raised again
+    now, so its own handler (an exception, the default action or nothing) acts here."""
+    if held is None:
+        return
+    for signum, handler in held.previous.items():
+        signal.signal(signum, handler)
+    for signum in held.pending:
+        signal.raise_signal(signum)
 
 
 def umask() -> int:
